@@ -1,0 +1,103 @@
+"""The records that flow through a run: items in, requests out, responses in, outcomes out."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ItemState(enum.StrEnum):
+    """Where an item stands in the ledger."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    VOIDED = "voided"
+    ALREADY_VOID = "already_void"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (ItemState.PENDING, ItemState.IN_FLIGHT)
+
+    @property
+    def is_done(self) -> bool:
+        """True for the two states that mean the invoice is void at the provider."""
+        return self in (ItemState.VOIDED, ItemState.ALREADY_VOID)
+
+
+class OutcomeKind(enum.StrEnum):
+    """What one provider answer means for the item it was about."""
+
+    VOIDED = "voided"
+    ALREADY_VOID = "already_void"
+    REJECTED = "rejected"  # permanent: not found, not voidable, bad request
+    AUTH_FAILED = "auth_failed"  # 401/403: the credential is wrong or revoked
+    THROTTLED = "throttled"  # 429: slow the whole lane down
+    RETRYABLE = "retryable"  # 5xx, 409 in progress, timeout, connection error
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One row of a job file: a void to perform."""
+
+    line: int
+    provider: str
+    invoice_id: str
+    void_date: str | None = None
+    company_id: str | None = None
+    store: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """An item as the engine gets it from the ledger: with its key and its history."""
+
+    item: Item
+    idempotency_key: str
+    attempts: int  # requests sent for it in earlier runs
+    state: ItemState
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request described by an adapter, sent by the engine."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response as the engine received it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An adapter's verdict on one response (or the engine's on a transport failure)."""
+
+    kind: OutcomeKind
+    reason: str = ""
+    http_status: int | None = None
+    reference: str | None = None  # the provider's own id for the operation or invoice
+    retry_after: float | None = None  # seconds, from a Retry-After header
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` requests in any window of `period` seconds."""
+
+    count: int
+    period: float
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
