@@ -55,6 +55,7 @@ class Item:
 class WorkItem:
     """An item as the engine gets it from the ledger: with its key and its history."""
 
+    id: int  # the ledger's row id
     item: Item
     idempotency_key: str
     attempts: int  # requests sent for it in earlier runs
@@ -89,6 +90,8 @@ class Outcome:
     http_status: int | None = None
     reference: str | None = None  # the provider's own id for the operation or invoice
     retry_after: float | None = None  # seconds, from a Retry-After header
+    # A rejection that may mean "already void": the engine reads the invoice's status to decide.
+    check_status: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,19 @@
+"""The provider registry: one module per provider, one line here to make it known."""
+
+from __future__ import annotations
+
+from batchvoid.providers import campfire, chargeover, maple, rapyd, sellapp
+from batchvoid.providers.base import Adapter, ProviderSpec
+
+REGISTRY: dict[str, ProviderSpec] = {
+    spec.type: spec
+    for spec in (
+        chargeover.SPEC,
+        rapyd.SPEC,
+        campfire.SPEC,
+        maple.SPEC,
+        sellapp.SPEC,
+    )
+}
+
+__all__ = ["REGISTRY", "Adapter", "ProviderSpec"]

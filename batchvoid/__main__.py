@@ -1,0 +1,3 @@
+from batchvoid.cli import main
+
+main()

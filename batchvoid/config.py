@@ -1,0 +1,237 @@
+"""Reads the TOML configuration: provider profiles, their limits and where their secrets live.
+
+Credentials are never in the file: each profile names the environment variables that hold
+them, and they are read only for the profiles a job uses, right before the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from batchvoid.errors import ConfigError
+from batchvoid.models import RateLimit
+from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Per-profile run settings; `[defaults]` sets them for all, a profile overrides."""
+
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    concurrency: int = 4
+
+
+# key -> (type check, description for the error message)
+_SETTINGS: dict[str, tuple[type, str, float, float]] = {
+    "timeout_s": (float, "a number of seconds from 0.001 to 3600", 0.001, 3600),
+    "max_attempts": (int, "a whole number from 1 to 100", 1, 100),
+    "concurrency": (int, "a whole number from 1 to 512", 1, 512),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One provider account, by the name a job file's provider column uses."""
+
+    name: str
+    spec: ProviderSpec
+    base_url: str
+    credential_env: Mapping[str, str]  # config key ("access_key_env") -> env var name
+    options: Mapping[str, str]
+    rate_limits: tuple[RateLimit, ...]
+    settings: Settings
+    source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
+
+    def secrets(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The credential values by role, read from `env`; a missing variable is an error."""
+        values: dict[str, str] = {}
+        for key, var in self.credential_env.items():
+            value = env.get(var, "")
+            if not value.strip():
+                raise ConfigError(
+                    f"{self.source} needs environment variable {var} ({key}), which is not set: "
+                    f"export {var}=..., or set {key} to the variable that holds it"
+                )
+            values[key.removesuffix("_env")] = value
+        return values
+
+    def adapter(self, env: Mapping[str, str]) -> Adapter:
+        """The adapter for this profile, with its credentials read from `env`."""
+        return self.spec.build(self.base_url, self.secrets(env), self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: provider profiles by name."""
+
+    path: str
+    profiles: Mapping[str, Profile]
+
+    def fingerprint(self) -> str:
+        """Changes when a profile would send to a different account or place; not on limits."""
+        identity = sorted(
+            (p.name, p.spec.type, p.base_url, sorted(p.options.items())) for p in self.profiles.values()
+        )
+        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+    def pointed_at(self, base_url: str) -> Config:
+        """The same profiles, every one sending to `base_url` (the simulator)."""
+        profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
+        return replace(self, profiles=profiles)
+
+
+def parse_rate_limit(text: object) -> RateLimit:
+    """'200/60s', '5/s', '1000/5m' -> RateLimit; raises ValueError with what is accepted."""
+    match = _RATE.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'")
+    count, amount, unit = int(match[1]), float(match[2] or 1), match[3]
+    period = amount * _UNITS[unit]
+    if count < 1 or period <= 0:
+        raise ValueError(f"{text!r}: the count and the period must both be above zero")
+    return RateLimit(count, period, text.strip())
+
+
+def load(path: str | Path) -> Config:
+    """Read and check a configuration file; every problem names the file and the key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (see config/providers.example.toml)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return from_dict(data, source=str(path))
+
+
+def from_dict(data: Mapping[str, Any], *, source: str) -> Config:
+    """Build a Config from parsed TOML; `source` names the file in error messages."""
+    _unknown(data, {"defaults", "providers"}, f"{source}: top level")
+    defaults = _settings(_table(data, "defaults", source), Settings(), f"{source}: [defaults]")
+    providers = _table(data, "providers", source)
+    if not providers:
+        raise ConfigError(f"{source}: no [providers.NAME] table: configure at least one provider")
+    profiles = {}
+    for name, table in providers.items():
+        where = f"{source}: [providers.{name}]"
+        if not _NAME.match(name):
+            raise ConfigError(f"{where}: a provider name is letters, digits, '_', '.', '-' (at most 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table of settings")
+        profiles[name] = _profile(name, table, defaults, where)
+    return Config(source, profiles)
+
+
+def builtin() -> Config:
+    """One profile per provider type, named after it, at its example limits: for --simulate."""
+    profiles = {
+        spec.type: Profile(
+            name=spec.type,
+            spec=spec,
+            base_url=spec.default_base_url or "http://127.0.0.1",
+            credential_env=dict(spec.credentials),
+            options={"company_id": "cmp_simulated"} if "company_id" in spec.options else {},
+            rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
+            settings=Settings(),
+            source=f"built-in simulator configuration: [providers.{spec.type}]",
+        )
+        for spec in REGISTRY.values()
+    }
+    return Config("built-in simulator configuration", profiles)
+
+
+def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -> Profile:
+    kind = table.get("type")
+    if kind not in REGISTRY:
+        known = ", ".join(REGISTRY)
+        shown = "missing" if kind is None else repr(kind)
+        raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
+    spec = REGISTRY[kind]
+    allowed = {"type", "base_url", "rate_limits", *spec.credentials, *spec.options, *_SETTINGS}
+    _unknown(table, allowed, where)
+
+    base_url = table.get("base_url", spec.default_base_url)
+    if base_url is None:
+        raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own)")
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
+        raise ConfigError(f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}")
+
+    credential_env = {}
+    for key, default in spec.credentials.items():
+        var = table.get(key, default)
+        if not isinstance(var, str) or not _ENV_NAME.match(var):
+            raise ConfigError(f"{where}: {key} must name an environment variable, like {default!r}")
+        credential_env[key] = var
+
+    options = {}
+    for key in spec.options:
+        if key in table:
+            value = table[key]
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {key} must be a non-empty string")
+            options[key] = value.strip()
+    if "company_id" in options and not options["company_id"].startswith("cmp_"):
+        raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
+
+    raw_limits = table.get("rate_limits", list(spec.example_limits))
+    if not isinstance(raw_limits, list):
+        raise ConfigError(f"{where}: rate_limits must be a list of strings, like [\"200/60s\"]")
+    try:
+        limits = tuple(parse_rate_limit(r) for r in raw_limits)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: rate_limits: {exc}") from None
+
+    return Profile(
+        name=name,
+        spec=spec,
+        base_url=base_url.rstrip("/"),
+        credential_env=credential_env,
+        options=options,
+        rate_limits=limits,
+        settings=_settings(table, defaults, where),
+        source=where,
+    )
+
+
+def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
+    values: dict[str, Any] = {}
+    for key, (kind, what, low, high) in _SETTINGS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        ok_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok_type or not low <= value <= high:
+            raise ConfigError(f"{where}: {key} must be {what}, got {value!r}")
+        values[key] = kind(value)
+    if where.endswith("[defaults]"):
+        _unknown(table, set(_SETTINGS), where)
+    return replace(base, **values)
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{key}] must be a table")
+    return value
+
+
+def _unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")

@@ -1,0 +1,433 @@
+"""The checkpoint ledger: one SQLite database (WAL) that records every job and every item.
+
+The ledger is also the work queue. A job file is checked and copied into it in one
+transaction (all rows or none), and each provider lane then pages through its own
+unfinished items by line number, so neither the file nor the pending work is ever held in
+memory, and a resumed run starts sending at once.
+
+During a run, writes go through `LedgerWriter`, which batches them into group commits on a
+worker thread. `begin()` (the item is in flight) waits for its commit before the request
+is sent; outcomes are queued and committed with the next batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+
+from batchvoid.errors import JobFileError, LedgerError
+from batchvoid.jobfile import RowError
+from batchvoid.keys import idempotency_key
+from batchvoid.models import Item, ItemState, WorkItem
+
+SCHEMA_VERSION = "1"
+MAX_ERRORS_SHOWN = 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    job_file TEXT NOT NULL,
+    job_sha256 TEXT NOT NULL,
+    config_fingerprint TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    runs INTEGER NOT NULL DEFAULT 0,
+    items INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    provider TEXT NOT NULL,
+    invoice_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    void_date TEXT,
+    company_id TEXT,
+    store TEXT,
+    metadata TEXT,
+    idempotency_key TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    reference TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (job, provider, invoice_id)
+);
+CREATE INDEX IF NOT EXISTS items_todo ON items (job, provider, line)
+    WHERE state IN ('pending', 'in_flight');
+CREATE TABLE IF NOT EXISTS attempts (
+    item INTEGER NOT NULL REFERENCES items (id),
+    attempt INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    latency_ms INTEGER,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    line INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    invoice_id TEXT NOT NULL,
+    first_line INTEGER NOT NULL
+);
+"""
+
+_TODO = "state IN ('pending', 'in_flight')"
+
+
+def now() -> str:
+    """A UTC timestamp as the ledger stores it."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the ledger knows it."""
+
+    id: int
+    job_id: str
+    job_file: str
+    job_sha256: str
+    config_fingerprint: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    runs: int
+    items: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A row that repeats an earlier (provider, invoice_id) of the same file."""
+
+    line: int
+    provider: str
+    invoice_id: str
+    first_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """What checking and recording a job file found."""
+
+    items: int
+    duplicates: int
+    first_duplicates: tuple[Duplicate, ...] = field(default=())
+
+
+class Ledger:
+    """Owns the checkpoint database file. Use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = self._connect()
+        # A second connection for reading pages of work while the writer thread commits.
+        self._reader = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+            self._check_version(db)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"{self.path}: cannot use it as a ledger ({exc}); "
+                "pass --ledger with another file, or move this one aside"
+            ) from exc
+        return db
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version != SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path}: ledger schema version {version}, this batchvoid reads {SCHEMA_VERSION}: "
+                "finish its jobs with the batchvoid that wrote it, or use a new --ledger file"
+            )
+
+    def close(self) -> None:
+        self._reader.close()
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        """The job recorded under `job_id`, if any."""
+        row = self._sql(self._db, "SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else Job(*row)
+
+    def jobs(self) -> list[Job]:
+        """Every job in this ledger, oldest first."""
+        return [Job(*row) for row in self._sql(self._db, "SELECT * FROM jobs ORDER BY id", ())]
+
+    def ingest(
+        self,
+        *,
+        job_id: str,
+        job_file: str,
+        job_sha256: str,
+        config_fingerprint: str,
+        rows: Iterable[Item | RowError],
+    ) -> Ingest:
+        """Record a new job and all its items in one transaction, or nothing if any row is bad."""
+        created = now()
+        errors: list[str] = []
+        error_count = 0
+        duplicates: list[Duplicate] = []
+        duplicate_count = items = 0
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            job = db.execute(
+                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job_id, job_file, job_sha256, config_fingerprint, created),
+            ).lastrowid
+            insert = (
+                "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"
+                " metadata, idempotency_key, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            )
+            for row in rows:
+                if isinstance(row, RowError):
+                    error_count += 1
+                    if len(errors) < MAX_ERRORS_SHOWN:
+                        errors.append(f"{job_file} line {row.line}: {row.message}")
+                    continue
+                if error_count:
+                    continue  # the file is refused; keep reading only to find every bad row
+                metadata = json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None
+                key = idempotency_key(job_id, row.provider, row.invoice_id)
+                cursor = db.execute(
+                    insert,
+                    (job, row.provider, row.invoice_id, row.line, row.void_date, row.company_id,
+                     row.store, metadata, key, created, created),
+                )
+                if cursor.rowcount:
+                    items += 1
+                    continue
+                (first,) = db.execute(
+                    "SELECT line FROM items WHERE job = ? AND provider = ? AND invoice_id = ?",
+                    (job, row.provider, row.invoice_id),
+                ).fetchone()
+                duplicate_count += 1
+                db.execute(
+                    "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
+                    (job, row.line, row.provider, row.invoice_id, first),
+                )
+                if len(duplicates) < MAX_ERRORS_SHOWN:
+                    duplicates.append(Duplicate(row.line, row.provider, row.invoice_id, first))
+            if error_count:
+                db.execute("ROLLBACK")
+                shown = "\n  ".join(errors)
+                more = f"\n  ... and {error_count - len(errors)} more" if error_count > len(errors) else ""
+                raise JobFileError(
+                    f"{job_file}: {error_count} bad row{'s' * (error_count != 1)}; nothing was sent. "
+                    f"Fix them and run again:\n  {shown}{more}",
+                    errors=tuple(errors),
+                    error_count=error_count,
+                )
+            if items == 0:
+                db.execute("ROLLBACK")
+                raise JobFileError(f"{job_file}: no items: the file has a header but no rows")
+            db.execute("UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?", (items, duplicate_count, job))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return Ingest(items, duplicate_count, tuple(duplicates))
+
+    def start_run(self, job: Job) -> None:
+        """Note that a run of `job` begins."""
+        self._sql(
+            self._db,
+            "UPDATE jobs SET started_at = ?, finished_at = NULL, runs = runs + 1 WHERE id = ?",
+            (now(), job.id),
+        )
+
+    def finish_run(self, job: Job) -> None:
+        """Note that a run of `job` ended (whatever its result)."""
+        self._sql(self._db, "UPDATE jobs SET finished_at = ? WHERE id = ?", (now(), job.id))
+
+    def duplicates(self, job: Job) -> list[Duplicate]:
+        rows = self._sql(
+            self._db,
+            "SELECT line, provider, invoice_id, first_line FROM duplicates WHERE job = ? ORDER BY line",
+            (job.id,),
+        )
+        return [Duplicate(*row) for row in rows]
+
+    # -- work ----------------------------------------------------------------------------
+
+    def todo_page(self, job: Job, provider: str, after_line: int, limit: int) -> list[WorkItem]:
+        """The next unfinished items of one provider after `after_line`, in file order."""
+        rows = self._sql(
+            self._reader,
+            "SELECT id, line, provider, invoice_id, void_date, company_id, store, metadata,"
+            f" idempotency_key, attempts, state FROM items INDEXED BY items_todo"
+            f" WHERE job = ? AND provider = ? AND {_TODO} AND line > ? ORDER BY line LIMIT ?",
+            (job.id, provider, after_line, limit),
+        ).fetchall()
+        return [
+            WorkItem(
+                id=row[0],
+                item=Item(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]) if row[7] else {}),
+                idempotency_key=row[8],
+                attempts=row[9],
+                state=ItemState(row[10]),
+            )
+            for row in rows
+        ]
+
+    def counts(self, job: Job) -> dict[tuple[str, ItemState], int]:
+        """How many items each provider has in each state."""
+        rows = self._sql(
+            self._db,
+            "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
+            (job.id,),
+        )
+        return {(provider, ItemState(state)): n for provider, state, n in rows}
+
+    def items(self, job: Job, states: Sequence[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of the job (or those in `states`) as a dict, in file order."""
+        where, params = "job = ?", [job.id]
+        if states is not None:
+            where += f" AND state IN ({', '.join('?' * len(states))})"
+            params.extend(str(s) for s in states)
+        cursor = self._sql(self._db, f"SELECT * FROM items WHERE {where} ORDER BY line", params)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Write a batch of run updates in one transaction (called on the writer thread)."""
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            for sql, params in ops:
+                db.execute(sql, params)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: cannot record progress: {exc}") from exc
+
+    def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        try:
+            return db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: {exc}") from exc
+
+
+Op = tuple[str, tuple[Any, ...]]
+
+_BEGIN = "UPDATE items SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE id = ?"
+_ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)"
+_FINISH = (
+    "UPDATE items SET state = ?, reason = ?, http_status = ?, reference = coalesce(?, reference),"
+    " updated_at = ? WHERE id = ?"
+)
+_RELEASE = "UPDATE items SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'in_flight'"
+
+
+class LedgerWriter:
+    """Batches a run's ledger writes into group commits on a worker thread.
+
+    Use as an async context manager; leaving it commits everything queued, even when the
+    run is being cancelled.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._ops: list[Op] = []
+        self._wake = anyio.Event()
+        self._committed = anyio.Event()  # set when the batch being queued now is committed
+        self._closing = False
+        self._error: BaseException | None = None
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        tg.start_soon(self._flusher)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closing = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self._stack.aclose()
+        if self._error is not None and exc is None:
+            raise self._error
+
+    async def begin(self, work: WorkItem) -> None:
+        """Mark the item in flight, and return once that is committed: then send."""
+        self._queue((_BEGIN, (now(), work.id)))
+        committed = self._committed
+        await committed.wait()
+        if self._error is not None:
+            raise self._error
+
+    def attempt(
+        self, work: WorkItem, number: int, outcome: str, http_status: int | None, latency_ms: int | None, detail: str
+    ) -> None:
+        """Record one request and what came of it, in the attempt history."""
+        self._queue((_ATTEMPT, (work.id, number, now(), outcome, http_status, latency_ms, detail or None)))
+
+    def finish(
+        self, work: WorkItem, state: ItemState, reason: str, http_status: int | None, reference: str | None
+    ) -> None:
+        """Record the item's final state."""
+        self._queue((_FINISH, (str(state), reason or None, http_status, reference, now(), work.id)))
+
+    def release(self, work: WorkItem) -> None:
+        """Put an in-flight item back to pending: it was not (or may not have been) sent."""
+        self._queue((_RELEASE, (now(), work.id)))
+
+    def _queue(self, op: Op) -> None:
+        self._ops.append(op)
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            ops, self._ops = self._ops, []
+            committed, self._committed = self._committed, anyio.Event()
+            if ops and self._error is None:
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._ledger.apply, ops)
+                except LedgerError as exc:
+                    self._error = exc
+            committed.set()
+            if self._closing and not self._ops:
+                return

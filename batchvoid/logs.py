@@ -1,0 +1,76 @@
+"""Structured logs: JSON lines to the run's log file, a readable rendering on stderr.
+
+Every event goes to the file; the console shows run-level events and problems only, so a
+million-item run does not print a million lines. No event ever carries a credential: the
+engine never logs headers, and a last processor blanks any key that looks like a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+_SECRET_KEYS = frozenset(
+    {"authorization", "signature", "secret", "secret_key", "password", "token", "api_key", "access_key", "salt"}
+)
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# Per-item events go to the file only; run-level ones also to the console.
+CONSOLE_EVENTS = frozenset({"run.started", "run.finished", "job.ingested", "job.resumed"})
+
+
+def default_log_path(ledger: Path, job_id: str) -> Path:
+    """Next to the ledger, named after the job."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
+    return ledger.parent / f"{safe}.log"
+
+
+def _redact(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    for key in _SECRET_KEYS.intersection(event):
+        event[key] = "[redacted]"
+    return event
+
+
+class _Console:
+    """A processor that also renders chosen events to a console stream, then passes them on."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        colors = bool(stream is not None and stream.isatty())
+        self._render = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+        if self._stream is not None and (
+            _LEVELS.get(name, 20) >= logging.WARNING or event.get("event") in CONSOLE_EVENTS
+        ):
+            line = self._render(logger, name, dict(event))
+            print(line, file=self._stream, flush=True)
+        return event
+
+
+@contextmanager
+def open_log(path: Path, *, console: TextIO | None = sys.stderr, **context: Any) -> Iterator[Any]:
+    """A bound structlog logger writing JSON lines to `path`; closes the file on exit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        logger = structlog.wrap_logger(
+            structlog.WriteLogger(f),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _redact,
+                _Console(console),
+                structlog.processors.JSONRenderer(),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            context_class=dict,
+        )
+        yield logger.bind(**context)
+
+

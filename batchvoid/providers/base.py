@@ -1,0 +1,129 @@
+"""What every provider adapter is and shares: the spec, the protocol, and answer helpers.
+
+Adapters are sans-IO: they describe requests and judge responses; the engine does all I/O.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+
+
+class Adapter(Protocol):
+    """Turns an item into a void request and a provider's answer into an outcome."""
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        """Describe the request that voids `item`, carrying `idempotency_key` where supported."""
+        ...
+
+    def parse_void(self, item: Item, response: Response) -> Outcome:
+        """Judge the provider's answer to a void request."""
+        ...
+
+    def lookup_request(self, item: Item) -> Request | None:
+        """Describe a request that reads the invoice's status, or None if not needed."""
+        ...
+
+    def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
+        """Decide, from the invoice's status, whether an ambiguous rejection was 'already void'."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """A provider type: what its config needs and how to build its adapter."""
+
+    type: str
+    title: str
+    credentials: Mapping[str, str]  # config key (e.g. "access_key_env") -> default env var
+    options: Mapping[str, str]  # further config keys -> what they mean
+    default_base_url: str | None  # None: every account has its own URL, so it is required
+    documented_limits: tuple[str, ...]  # as FACTS.md gives them; () when none is documented
+    example_limits: tuple[str, ...]  # what the example config uses
+    limits_note: str
+    idempotency_header: str | None
+    build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
+    # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
+
+    def roles(self) -> tuple[str, ...]:
+        """Credential roles, e.g. ('access_key', 'secret_key'), from the `*_env` config keys."""
+        return tuple(key.removesuffix("_env") for key in self.credentials)
+
+
+class AdapterBase:
+    """Defaults for adapters whose 'not voidable' answers are unambiguous."""
+
+    def lookup_request(self, item: Item) -> Request | None:
+        return None
+
+    def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
+        return rejected
+
+
+def path_segment(value: str) -> str:
+    """Percent-encode one path segment, '/' included, so an id can never change the path."""
+    return quote(value, safe="")
+
+
+def json_body(response: Response) -> Any:
+    """The response body as JSON, or None when it is not JSON."""
+    try:
+        return json.loads(response.body)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        return None
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), if usable."""
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, looked up case-insensitively."""
+    return _header(headers, name.lower())
+
+
+def transient(response: Response, reason: str) -> Outcome | None:
+    """The outcome for answers every provider shares: auth, throttling and server errors."""
+    status = response.status
+    if status in (401, 403):
+        return Outcome(OutcomeKind.AUTH_FAILED, reason, status)
+    if status == 429:
+        return Outcome(OutcomeKind.THROTTLED, reason, status, retry_after=retry_after(response.headers))
+    if status in (408, 425) or status >= 500:
+        return Outcome(OutcomeKind.RETRYABLE, reason, status)
+    return None
+
+
+def describe(response: Response, message: object) -> str:
+    """A one-line reason: the HTTP status and the provider's own message, trimmed."""
+    text = str(message).strip() if message else ""
+    if not text:
+        text = response.body[:200].decode("utf-8", "replace").strip() or "no body"
+    return f"HTTP {response.status}: {' '.join(text.split())[:300]}"

@@ -1,0 +1,77 @@
+"""Campfire: `Token` auth, `POST /coa/api/v1/invoice/{id}/void/` with a `void_date`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.providers.base import (
+    AdapterBase,
+    ProviderSpec,
+    describe,
+    json_body,
+    path_segment,
+    transient,
+)
+
+_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Campfire(AdapterBase):
+    base_url: str
+    api_key: str = field(repr=False)
+    today: Callable[[], dt.date] = field(default=dt.date.today, repr=False)
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        # No idempotency header at Campfire; a repeated void answers "already voided".
+        body = {"void_date": item.void_date or self.today().isoformat()}
+        return Request(
+            "POST",
+            f"{self.base_url}/coa/api/v1/invoice/{path_segment(item.invoice_id)}/void/",
+            {
+                "Authorization": f"Token {self.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            json.dumps(body, separators=(",", ":")).encode(),
+        )
+
+    def parse_void(self, item: Item, response: Response) -> Outcome:
+        body = json_body(response)
+        message: object = None
+        if isinstance(body, dict):
+            message = body.get("detail") or json.dumps(body, separators=(",", ":"))[:300]
+        reason = describe(response, message)
+        if response.status == 200 and isinstance(body, dict):
+            if body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"):
+                ref = body.get("voided_journal_entry")
+                return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
+            return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice is not void: {reason}", 200)
+        if response.status in (400, 409) and _ALREADY_VOID.search(str(message or "")):
+            return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
+        if (shared := transient(response, reason)) is not None:
+            return shared
+        return Outcome(OutcomeKind.REJECTED, reason, response.status)
+
+
+def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Campfire:
+    return Campfire(base_url, secrets["api_key"])
+
+
+SPEC = ProviderSpec(
+    type="campfire",
+    title="Campfire",
+    credentials={"api_key_env": "CAMPFIRE_API_KEY"},
+    options={},
+    default_base_url="https://api.meetcampfire.com",
+    documented_limits=(),
+    example_limits=("5/1s",),
+    limits_note="no rate limit is documented: conservative 5/s; voiding needs an admin key",
+    idempotency_header=None,
+    build=_build,
+)

@@ -1,0 +1,70 @@
+"""ChargeOver: Basic auth, `POST /api/v3/invoice/{id}/_action/void` with a `{}` body."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.providers.base import (
+    AdapterBase,
+    ProviderSpec,
+    describe,
+    json_body,
+    path_segment,
+    transient,
+)
+
+_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOver(AdapterBase):
+    base_url: str
+    authorization: str = field(repr=False)
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        # ChargeOver has no idempotency header; voiding twice answers "already void".
+        return Request(
+            "POST",
+            f"{self.base_url}/api/v3/invoice/{path_segment(item.invoice_id)}/_action/void",
+            {
+                "Authorization": self.authorization,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            b"{}",
+        )
+
+    def parse_void(self, item: Item, response: Response) -> Outcome:
+        body = json_body(response)
+        message = body.get("message") if isinstance(body, dict) else None
+        reason = describe(response, message)
+        if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
+            return Outcome(OutcomeKind.VOIDED, "", 200)
+        if response.status in (400, 409) and message and _ALREADY_VOID.search(str(message)):
+            return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
+        if (shared := transient(response, reason)) is not None:
+            return shared
+        return Outcome(OutcomeKind.REJECTED, reason, response.status)
+
+
+def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> ChargeOver:
+    pair = f"{secrets['username']}:{secrets['password']}".encode()
+    return ChargeOver(base_url, "Basic " + base64.b64encode(pair).decode())
+
+
+SPEC = ProviderSpec(
+    type="chargeover",
+    title="ChargeOver",
+    credentials={"username_env": "CHARGEOVER_USERNAME", "password_env": "CHARGEOVER_PASSWORD"},
+    options={},
+    default_base_url=None,
+    documented_limits=(),
+    example_limits=("5/1s",),
+    limits_note="no rate limit is documented (429 without Retry-After): conservative 5/s",
+    idempotency_header=None,
+    build=_build,
+)

@@ -1,0 +1,76 @@
+"""SellApp: Bearer auth, `PATCH /api/v2/invoices/{id}/mark-voided`, optional `X-STORE`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.providers.base import (
+    AdapterBase,
+    ProviderSpec,
+    describe,
+    json_body,
+    path_segment,
+    transient,
+)
+
+_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SellApp(AdapterBase):
+    base_url: str
+    api_key: str = field(repr=False)
+    store: str | None = None
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        # No idempotency header at SellApp; a repeated void answers "already voided".
+        headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+        if store := item.store or self.store:
+            headers["X-STORE"] = store
+        url = f"{self.base_url}/api/v2/invoices/{path_segment(item.invoice_id)}/mark-voided"
+        return Request("PATCH", url, headers)
+
+    def parse_void(self, item: Item, response: Response) -> Outcome:
+        body = json_body(response)
+        fields: dict[str, Any] = body if isinstance(body, dict) else {}
+        message = fields.get("message")
+        reason = describe(response, message)
+        if response.status == 200:
+            if _status(fields) == "VOIDED":
+                return Outcome(OutcomeKind.VOIDED, "", 200)
+            reason = f"answered 200 but the invoice status is {_status(fields)!r}"
+            return Outcome(OutcomeKind.REJECTED, reason, 200)
+        if response.status in (400, 409, 422) and _ALREADY_VOID.search(str(message or "")):
+            return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
+        if (shared := transient(response, reason)) is not None:
+            return shared
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, fields.get("request_id"))
+
+
+def _status(fields: dict[str, Any]) -> object:
+    """The documented nesting: `status.status.status`."""
+    outer = fields.get("status")
+    inner = outer.get("status") if isinstance(outer, dict) else None
+    return inner.get("status") if isinstance(inner, dict) else None
+
+
+def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> SellApp:
+    return SellApp(base_url, secrets["api_key"], options.get("store"))
+
+
+SPEC = ProviderSpec(
+    type="sellapp",
+    title="SellApp",
+    credentials={"api_key_env": "SELLAPP_API_KEY"},
+    options={"store": "store slug sent as X-STORE (default: the key's first store)"},
+    default_base_url="https://sell.app",
+    documented_limits=(),
+    example_limits=("5/1s",),
+    limits_note="no rate limit is documented (the SDK honours Retry-After): conservative 5/s",
+    idempotency_header=None,
+    build=_build,
+)

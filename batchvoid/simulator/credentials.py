@@ -1,0 +1,18 @@
+"""The simulator's fixed test credentials: one account per provider type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+
+CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "chargeover": MappingProxyType({"username": "sim_co_public", "password": "sim_co_private"}),
+        "rapyd": MappingProxyType({"access_key": "rak_SIMULATOR", "secret_key": "rsk_SIMULATOR"}),
+        "campfire": MappingProxyType({"api_key": "sim_campfire_token"}),
+        "maple": MappingProxyType({"api_token": "sim_maple_token"}),
+        "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
+    }
+)

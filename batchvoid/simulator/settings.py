@@ -1,0 +1,192 @@
+"""What the simulator is told to do: per-provider faults, the seed and the time scale.
+
+Fault specs come from the command line as `[PROVIDER:]key=value[,key=value...]`; a spec
+without a provider applies to all five. Later specs override earlier ones field by field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from batchvoid.simulator.credentials import PROVIDER_TYPES
+
+RETRY_AFTER_FORMS = ("none", "seconds", "date")
+
+_RATE_LIMIT = re.compile(r"(?P<count>\d+)/(?P<period>\d+(?:\.\d*)?|\.\d+)?(?P<unit>[sm])")
+_RATE_LIMIT_FORMS = "N/Ts, N/s or N/m, e.g. 50/1s, 200/60s, 10/s, 100/m"
+_SPEC_FORM = "[PROVIDER:]key=value[,key=value...]"
+
+
+def parse_rate_limit(text: str) -> tuple[int, float]:
+    """`"50/1s"` -> `(50, 1.0)`: at most N requests in any sliding window of T seconds."""
+    match = _RATE_LIMIT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"rate_limit must look like {_RATE_LIMIT_FORMS}, got {text!r}")
+    count = int(match["count"])
+    period = float(match["period"] or 1) * (60 if match["unit"] == "m" else 1)
+    if count < 1 or period <= 0:
+        raise ValueError(f"rate_limit needs N >= 1 and T > 0, got {text!r}")
+    return count, period
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """One provider's injected faults; every field defaults to off."""
+
+    latency_ms: float = 0
+    jitter_ms: float = 0
+    error_rate: float = 0
+    timeout_rate: float = 0
+    reset_rate: float = 0
+    rate_limit: str | None = None
+    retry_after: str = "none"
+    rapyd_windows: bool = False
+    revoke_after: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("latency_ms", "jitter_ms"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number of milliseconds >= 0, got {value!r}")
+        for name in ("error_rate", "timeout_rate", "reset_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a fraction from 0 to 1, got {value!r}")
+        if self.rate_limit is not None:
+            parse_rate_limit(self.rate_limit)
+        if self.retry_after not in RETRY_AFTER_FORMS:
+            raise ValueError(
+                f"retry_after must be one of {', '.join(RETRY_AFTER_FORMS)}, "
+                f"got {self.retry_after!r}"
+            )
+        if self.revoke_after is not None and self.revoke_after < 0:
+            raise ValueError(f"revoke_after must be a count >= 0, got {self.revoke_after!r}")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
+    def parse_or_none(text: str) -> object:
+        return None if text.lower() == "none" else parse(text)
+
+    return parse_or_none
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return lowered == "true"
+
+
+# Field name -> (parser of the CLI text, what the user may write).
+_FIELD_PARSERS: Mapping[str, tuple[Callable[[str], object], str]] = MappingProxyType(
+    {
+        "latency_ms": (_number, "milliseconds >= 0"),
+        "jitter_ms": (_number, "milliseconds >= 0"),
+        "error_rate": (_number, "a fraction from 0 to 1"),
+        "timeout_rate": (_number, "a fraction from 0 to 1"),
+        "reset_rate": (_number, "a fraction from 0 to 1"),
+        "rate_limit": (_optional(str), f"{_RATE_LIMIT_FORMS}, or none"),
+        "retry_after": (str, " | ".join(RETRY_AFTER_FORMS)),
+        "rapyd_windows": (_boolean, "true | false"),
+        "revoke_after": (_optional(int), "a count >= 0, or none"),
+    }
+)
+_FIELD_NAMES = ", ".join(sorted(_FIELD_PARSERS))
+
+
+def _parse_spec(spec: str) -> tuple[tuple[str, ...], dict[str, object]]:
+    """One CLI fault spec -> (the providers it names, its field values)."""
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"fault spec {spec!r}: {problem}")
+
+    head, colon, tail = spec.partition(":")
+    if colon and "=" not in head:
+        provider = head.strip()
+        if provider not in PROVIDER_TYPES:
+            raise bad(f"unknown provider {provider!r} (allowed: {', '.join(PROVIDER_TYPES)})")
+        providers: tuple[str, ...] = (provider,)
+        assignments = tail
+    else:
+        providers = PROVIDER_TYPES
+        assignments = spec
+    if not assignments.strip():
+        raise bad(f"no settings (expected {_SPEC_FORM}; keys: {_FIELD_NAMES})")
+    values: dict[str, object] = {}
+    for assignment in assignments.split(","):
+        key, equals, text = (part.strip() for part in assignment.partition("="))
+        if not equals or not key:
+            raise bad(f"expected key=value, got {assignment.strip()!r} (keys: {_FIELD_NAMES})")
+        if key not in _FIELD_PARSERS:
+            raise bad(f"unknown key {key!r} (allowed: {_FIELD_NAMES})")
+        parse, allowed = _FIELD_PARSERS[key]
+        try:
+            values[key] = parse(text)
+        except ValueError:
+            raise bad(f"bad value {text!r} for {key} (allowed: {allowed})") from None
+    if values.get("rapyd_windows") and len(providers) == 1 and providers[0] != "rapyd":
+        raise bad("rapyd_windows applies only to rapyd (allowed: rapyd:rapyd_windows=true)")
+    try:
+        Faults(**values)  # type: ignore[arg-type]  # values are parsed per field above
+    except ValueError as exc:
+        raise bad(f"{exc} (allowed keys: {_FIELD_NAMES})") from None
+    return providers, values
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    """Everything a simulator run is configured with; nothing here changes while it runs."""
+
+    faults: Mapping[str, Faults] = field(default_factory=lambda: MappingProxyType({}))
+    seed: int | None = None
+    time_scale: float = 1.0
+    hang_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.faults) - set(PROVIDER_TYPES))
+        if unknown:
+            raise ValueError(
+                f"faults for unknown provider types {', '.join(unknown)} "
+                f"(allowed: {', '.join(PROVIDER_TYPES)})"
+            )
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be a number > 0, got {self.time_scale!r}")
+        if not (math.isfinite(self.hang_s) and self.hang_s >= 0):
+            raise ValueError(f"hang_s must be a number of seconds >= 0, got {self.hang_s!r}")
+        # Frozen means frozen: a caller's dict must not change the settings behind our back.
+        object.__setattr__(self, "faults", MappingProxyType(dict(self.faults)))
+
+    def faults_for(self, provider_type: str) -> Faults:
+        """The faults configured for one provider type; none configured means all off."""
+        return self.faults.get(provider_type) or Faults()
+
+    @classmethod
+    def from_specs(
+        cls, specs: Sequence[str], *, seed: int | None = None, time_scale: float = 1.0
+    ) -> SimulatorSettings:
+        """Settings from CLI fault specs; raises `ValueError` naming the bad spec and why."""
+        fields: dict[str, dict[str, object]] = {}
+        for spec in specs:
+            providers, values = _parse_spec(spec)
+            for provider in providers:
+                chosen = fields.setdefault(provider, {})
+                chosen.update(values)
+                if provider != "rapyd":
+                    chosen.pop("rapyd_windows", None)
+        faults = {
+            provider: dataclasses.replace(Faults(), **values)  # type: ignore[arg-type]
+            for provider, values in fields.items()
+        }
+        return cls(faults=faults, seed=seed, time_scale=time_scale)
