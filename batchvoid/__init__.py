@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from batchvoid.errors import BatchVoidError, ConfigError, JobFileError, LedgerError, LedgerLockedError
+from batchvoid.errors import (
+    BatchVoidError,
+    ConfigError,
+    JobFileError,
+    LedgerError,
+    LedgerLockedError,
+)
 from batchvoid.models import Item, ItemState, Outcome, OutcomeKind
 
 try:

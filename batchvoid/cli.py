@@ -39,7 +39,9 @@ fault_option = click.option(
     help="Simulator fault, [PROVIDER:]key=value[,key=value]; e.g. 'error_rate=0.1' or "
     "'rapyd:rate_limit=50/1s,retry_after=seconds'. Repeatable.",
 )
-seed_option = click.option("--seed", type=int, default=None, help="Seed that makes simulator faults repeatable.")
+seed_option = click.option(
+    "--seed", type=int, default=None, help="Seed that makes simulator faults repeatable."
+)
 time_scale_option = click.option(
     "--time-scale",
     type=click.FloatRange(min=0.0001),
@@ -64,16 +66,33 @@ def main() -> None:
 
 @main.command()
 @click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.")
-@click.option("--ledger", type=click.Path(path_type=Path, dir_okay=False), default=Path("batchvoid.sqlite"),
-              show_default=True, help="Checkpoint ledger (SQLite). The same file resumes the job.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("batchvoid.sqlite"),
+    show_default=True,
+    help="Checkpoint ledger (SQLite). The same file resumes the job.",
+)
 @click.option("--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name.")
-@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="JSON-lines log. Default: next to the ledger, named after the job.")
-@click.option("--simulate", is_flag=True,
-              help="Start the provider simulator in-process and run the job against it with its test "
-              "credentials: a rehearsal, nothing leaves this machine.")
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="JSON-lines log. Default: next to the ledger, named after the job.",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Start the provider simulator in-process and run the job against it with its test "
+    "credentials: a rehearsal, nothing leaves this machine.",
+)
 @fault_option
 @seed_option
 @time_scale_option
@@ -121,7 +140,13 @@ def run(
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True, help="Port (0: any free one).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8089,
+    show_default=True,
+    help="Port (0: any free one).",
+)
 @fault_option
 @seed_option
 @time_scale_option

@@ -96,8 +96,10 @@ class Config:
 def parse_rate_limit(text: object) -> RateLimit:
     """'200/60s', '5/s', '1000/5m' -> RateLimit; raises ValueError with what is accepted."""
     match = _RATE.match(text) if isinstance(text, str) else None
-    if not match:
-        raise ValueError(f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'")
+    if match is None or not isinstance(text, str):
+        raise ValueError(
+            f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
+        )
     count, amount, unit = int(match[1]), float(match[2] or 1), match[3]
     period = amount * _UNITS[unit]
     if count < 1 or period <= 0:
@@ -191,7 +193,7 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))
     if not isinstance(raw_limits, list):
-        raise ConfigError(f"{where}: rate_limits must be a list of strings, like [\"200/60s\"]")
+        raise ConfigError(f'{where}: rate_limits must be a list of strings, like ["200/60s"]')
     try:
         limits = tuple(parse_rate_limit(r) for r in raw_limits)
     except ValueError as exc:

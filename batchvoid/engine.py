@@ -131,7 +131,9 @@ class Engine:
             async for work in items:
                 await self._void(lane, work, session, writer)
 
-    async def _void(self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter) -> None:
+    async def _void(
+        self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
+    ) -> None:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
@@ -207,7 +209,13 @@ class Engine:
         return lane.adapter.parse_lookup(work.item, response, rejected)
 
     def _finish(
-        self, lane: Lane, work: WorkItem, writer: LedgerWriter, state: ItemState, outcome: Outcome, attempts: int
+        self,
+        lane: Lane,
+        work: WorkItem,
+        writer: LedgerWriter,
+        state: ItemState,
+        outcome: Outcome,
+        attempts: int,
     ) -> None:
         writer.finish(work, state, outcome.reason, outcome.http_status, outcome.reference)
         lane.outcomes[state] += 1

@@ -97,7 +97,10 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                     raise JobFileError(f"{path} line {line}: {problem}")
                 continue
             if len(row) != len(header):
-                yield line, f"wrong column count: {len(row)} values for the {len(header)} header columns"
+                yield (
+                    line,
+                    f"wrong column count: {len(row)} values for the {len(header)} header columns",
+                )
                 continue
             yield line, dict(zip(header, row, strict=True))
         if header is None:
@@ -156,12 +159,16 @@ def _item(line: int, fields: dict[str, Any], profiles: Mapping[str, Profile]) ->
     if invoice_id is None:
         problems.append("empty invoice_id")
     elif _BAD_ID.search(invoice_id) or len(invoice_id) > _MAX_ID:
-        problems.append(f"invoice_id {invoice_id[:60]!r} has spaces or control characters or is over {_MAX_ID} long")
+        problems.append(
+            f"invoice_id {invoice_id[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
+        )
     if void_date is not None and not _is_date(void_date):
         problems.append(f"bad void_date {void_date[:40]!r}: use YYYY-MM-DD, a real date")
     if profile is not None and "company_id" in profile.spec.options:
         if company_id is None and "company_id" not in profile.options:
-            problems.append(f"no company_id: give one in this row or set company_id in [providers.{provider}]")
+            problems.append(
+                f"no company_id: give one in this row or set company_id in [providers.{provider}]"
+            )
         elif company_id is not None and not company_id.startswith("cmp_"):
             problems.append(f"company_id {company_id[:40]!r} must start with 'cmp_'")
     if problems:

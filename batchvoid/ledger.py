@@ -88,7 +88,12 @@ CREATE TABLE IF NOT EXISTS duplicates (
 );
 """
 
-_TODO = "state IN ('pending', 'in_flight')"
+_TODO_PAGE = (
+    "SELECT id, line, provider, invoice_id, void_date, company_id, store, metadata,"
+    " idempotency_key, attempts, state FROM items INDEXED BY items_todo"
+    " WHERE job = ? AND provider = ? AND state IN ('pending', 'in_flight') AND line > ?"
+    " ORDER BY line LIMIT ?"
+)
 
 
 def now() -> str:
@@ -130,6 +135,22 @@ class Ingest:
     items: int
     duplicates: int
     first_duplicates: tuple[Duplicate, ...] = field(default=())
+
+
+@dataclass(slots=True)
+class _Found:
+    items: int = 0
+    duplicate_count: int = 0
+    duplicates: list[Duplicate] = field(default_factory=list)
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+_INSERT = (
+    "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"
+    " metadata, idempotency_key, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
 
 
 class Ledger:
@@ -196,73 +217,78 @@ class Ledger:
         rows: Iterable[Item | RowError],
     ) -> Ingest:
         """Record a new job and all its items in one transaction, or nothing if any row is bad."""
-        created = now()
-        errors: list[str] = []
-        error_count = 0
-        duplicates: list[Duplicate] = []
-        duplicate_count = items = 0
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             job = db.execute(
-                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (job_id, job_file, job_sha256, config_fingerprint, created),
+                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job_id, job_file, job_sha256, config_fingerprint, now()),
             ).lastrowid
-            insert = (
-                "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"
-                " metadata, idempotency_key, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-            )
-            for row in rows:
-                if isinstance(row, RowError):
-                    error_count += 1
-                    if len(errors) < MAX_ERRORS_SHOWN:
-                        errors.append(f"{job_file} line {row.line}: {row.message}")
-                    continue
-                if error_count:
-                    continue  # the file is refused; keep reading only to find every bad row
-                metadata = json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None
-                key = idempotency_key(job_id, row.provider, row.invoice_id)
-                cursor = db.execute(
-                    insert,
-                    (job, row.provider, row.invoice_id, row.line, row.void_date, row.company_id,
-                     row.store, metadata, key, created, created),
-                )
-                if cursor.rowcount:
-                    items += 1
-                    continue
-                (first,) = db.execute(
-                    "SELECT line FROM items WHERE job = ? AND provider = ? AND invoice_id = ?",
-                    (job, row.provider, row.invoice_id),
-                ).fetchone()
-                duplicate_count += 1
+            assert job is not None
+            found = _Found()
+            self._copy_rows(job, job_id, job_file, rows, found)
+            if found.error_count or not found.items:
+                db.execute("ROLLBACK")
+            else:
                 db.execute(
-                    "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
-                    (job, row.line, row.provider, row.invoice_id, first),
+                    "UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?",
+                    (found.items, found.duplicate_count, job),
                 )
-                if len(duplicates) < MAX_ERRORS_SHOWN:
-                    duplicates.append(Duplicate(row.line, row.provider, row.invoice_id, first))
-            if error_count:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                shown = "\n  ".join(errors)
-                more = f"\n  ... and {error_count - len(errors)} more" if error_count > len(errors) else ""
-                raise JobFileError(
-                    f"{job_file}: {error_count} bad row{'s' * (error_count != 1)}; nothing was sent. "
-                    f"Fix them and run again:\n  {shown}{more}",
-                    errors=tuple(errors),
-                    error_count=error_count,
-                )
-            if items == 0:
-                db.execute("ROLLBACK")
-                raise JobFileError(f"{job_file}: no items: the file has a header but no rows")
-            db.execute("UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?", (items, duplicate_count, job))
-            db.execute("COMMIT")
+            raise LedgerError(f"{self.path}: cannot record the job: {exc}") from exc
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return Ingest(items, duplicate_count, tuple(duplicates))
+        if found.error_count:
+            shown = "\n  ".join(found.errors)
+            hidden = found.error_count - len(found.errors)
+            more = f"\n  ... and {hidden} more" if hidden else ""
+            plural = "s" * (found.error_count != 1)
+            raise JobFileError(
+                f"{job_file}: {found.error_count} bad row{plural}; nothing was sent. "
+                f"Fix them and run again:\n  {shown}{more}",
+                errors=tuple(found.errors),
+                error_count=found.error_count,
+            )
+        if not found.items:
+            raise JobFileError(f"{job_file}: no items: the file has a header but no rows")
+        return Ingest(found.items, found.duplicate_count, tuple(found.duplicates))
+
+    def _copy_rows(
+        self, job: int, job_id: str, job_file: str, rows: Iterable[Item | RowError], found: _Found
+    ) -> None:
+        db = self._db
+        created = now()
+        for row in rows:
+            if isinstance(row, RowError):
+                found.error_count += 1
+                if len(found.errors) < MAX_ERRORS_SHOWN:
+                    found.errors.append(f"{job_file} line {row.line}: {row.message}")
+                continue
+            if found.error_count:
+                continue  # the file is refused; read on only to count every bad row
+            metadata = json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None
+            key = idempotency_key(job_id, row.provider, row.invoice_id)
+            params = (job, row.provider, row.invoice_id, row.line, row.void_date, row.company_id)
+            if db.execute(_INSERT, (*params, row.store, metadata, key, created, created)).rowcount:
+                found.items += 1
+                continue
+            (first,) = db.execute(
+                "SELECT line FROM items WHERE job = ? AND provider = ? AND invoice_id = ?",
+                (job, row.provider, row.invoice_id),
+            ).fetchone()
+            found.duplicate_count += 1
+            db.execute(
+                "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
+                (job, row.line, row.provider, row.invoice_id, first),
+            )
+            if len(found.duplicates) < MAX_ERRORS_SHOWN:
+                found.duplicates.append(Duplicate(row.line, row.provider, row.invoice_id, first))
 
     def start_run(self, job: Job) -> None:
         """Note that a run of `job` begins."""
@@ -288,17 +314,19 @@ class Ledger:
 
     def todo_page(self, job: Job, provider: str, after_line: int, limit: int) -> list[WorkItem]:
         """The next unfinished items of one provider after `after_line`, in file order."""
-        rows = self._sql(
-            self._reader,
-            "SELECT id, line, provider, invoice_id, void_date, company_id, store, metadata,"
-            f" idempotency_key, attempts, state FROM items INDEXED BY items_todo"
-            f" WHERE job = ? AND provider = ? AND {_TODO} AND line > ? ORDER BY line LIMIT ?",
-            (job.id, provider, after_line, limit),
-        ).fetchall()
+        rows = self._sql(self._reader, _TODO_PAGE, (job.id, provider, after_line, limit)).fetchall()
         return [
             WorkItem(
                 id=row[0],
-                item=Item(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]) if row[7] else {}),
+                item=Item(
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    json.loads(row[7]) if row[7] else {},
+                ),
                 idempotency_key=row[8],
                 attempts=row[9],
                 state=ItemState(row[10]),
@@ -317,11 +345,12 @@ class Ledger:
 
     def items(self, job: Job, states: Sequence[ItemState] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of the job (or those in `states`) as a dict, in file order."""
-        where, params = "job = ?", [job.id]
+        where, params = "job = ?", list[object]([job.id])
         if states is not None:
             where += f" AND state IN ({', '.join('?' * len(states))})"
             params.extend(str(s) for s in states)
-        cursor = self._sql(self._db, f"SELECT * FROM items WHERE {where} ORDER BY line", params)
+        query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
+        cursor = self._sql(self._db, query, params)
         names = [d[0] for d in cursor.description]
         for row in cursor:
             yield dict(zip(names, row, strict=True))
@@ -379,7 +408,10 @@ class LedgerWriter:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._closing = True
         self._wake.set()
@@ -397,13 +429,24 @@ class LedgerWriter:
             raise self._error
 
     def attempt(
-        self, work: WorkItem, number: int, outcome: str, http_status: int | None, latency_ms: int | None, detail: str
+        self,
+        work: WorkItem,
+        number: int,
+        outcome: str,
+        http_status: int | None,
+        latency_ms: int | None,
+        detail: str,
     ) -> None:
         """Record one request and what came of it, in the attempt history."""
         self._queue((_ATTEMPT, (work.id, number, now(), outcome, http_status, latency_ms, detail or None)))
 
     def finish(
-        self, work: WorkItem, state: ItemState, reason: str, http_status: int | None, reference: str | None
+        self,
+        work: WorkItem,
+        state: ItemState,
+        reason: str,
+        http_status: int | None,
+        reference: str | None,
     ) -> None:
         """Record the item's final state."""
         self._queue((_FINISH, (str(state), reason or None, http_status, reference, now(), work.id)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +18,17 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 _SECRET_KEYS = frozenset(
-    {"authorization", "signature", "secret", "secret_key", "password", "token", "api_key", "access_key", "salt"}
+    {
+        "authorization",
+        "signature",
+        "secret",
+        "secret_key",
+        "password",
+        "token",
+        "api_key",
+        "access_key",
+        "salt",
+    }
 )
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 # Per-item events go to the file only; run-level ones also to the console.
@@ -72,5 +82,3 @@ def open_log(path: Path, *, console: TextIO | None = sys.stderr, **context: Any)
             context_class=dict,
         )
         yield logger.bind(**context)
-
-

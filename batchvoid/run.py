@@ -110,7 +110,7 @@ def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) ->
             rows=jobfile.read(options.job_file, config.profiles),
         )
         job = ledger.job(job_id)
-        assert job is not None  # noqa: S101 - just recorded
+        assert job is not None
     elif job.job_sha256 != sha:
         raise LedgerError(
             f"{options.job_file} has changed since job {job_id!r} began "
@@ -134,7 +134,9 @@ def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) ->
     return job, ingest
 
 
-async def run(options: RunOptions, *, out: TextIO = sys.stderr, env: Mapping[str, str] | None = None) -> RunReport:
+async def run(
+    options: RunOptions, *, out: TextIO = sys.stderr, env: Mapping[str, str] | None = None
+) -> RunReport:
     """Run a job to the end (or to a safety stop) and report what happened."""
     started = time.monotonic()
     config = load_config(options)
@@ -182,8 +184,12 @@ async def run(options: RunOptions, *, out: TextIO = sys.stderr, env: Mapping[str
                 stopped=tuple(lane.stopped for lane in engine.lanes.values() if lane.stopped),
                 log_file=log_file,
             )
-            log.info("run.finished", requests=report.requests, elapsed_s=round(report.elapsed_s, 3),
-                     exit_status=report.exit_status)
+            log.info(
+                "run.finished",
+                requests=report.requests,
+                elapsed_s=round(report.elapsed_s, 3),
+                exit_status=report.exit_status,
+            )
             return report
 
 

@@ -48,7 +48,9 @@ def render(report: RunReport, console: Console) -> None:
         table.add_row(provider, *row, str(row_total))
     console.print(table)
     rate = report.requests / report.elapsed_s if report.elapsed_s > 0 else 0.0
-    console.print(f"{report.requests} requests in {report.elapsed_s:.1f}s ({rate:.1f}/s). Log: {report.log_file}")
+    console.print(
+        f"{report.requests} requests in {report.elapsed_s:.1f}s ({rate:.1f}/s). Log: {report.log_file}"
+    )
     for reason in report.stopped:
         console.print(f"[red]stopped[/red] {reason}")
     status = report.exit_status

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from yarl import URL
 
@@ -44,7 +42,7 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
         ) as answer:
             body = await answer.content.read(MAX_BODY)
             return Response(answer.status, dict(answer.headers), body)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s", timeout=True) from None
     except aiohttp.ClientError as exc:
         raise TransportError(f"connection failed: {type(exc).__name__}: {exc}"[:300], timeout=False) from None

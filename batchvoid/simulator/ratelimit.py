@@ -7,6 +7,7 @@ Times are `time.monotonic()` seconds passed in by the caller, so tests can move 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -104,3 +105,8 @@ class Throttle:
         for limit in self._limits:
             limit.record(now)
         return 0.0
+
+
+def whole_seconds(wait_s: float) -> int:
+    """A wait as the whole seconds a provider would tell: rounded up, at least 1."""
+    return max(1, math.ceil(wait_s))

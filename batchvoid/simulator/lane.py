@@ -1,0 +1,148 @@
+"""One provider's lane through the simulator: the checks every request passes, in order.
+
+arrival -> credential (revoked?) -> rate limits -> injected faults -> the provider's app
+(idempotency replay, then the invoice logic). Sans-IO: the server sleeps and drops
+connections as the decision says.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from batchvoid.simulator.exchange import Action, Answer, Incoming
+from batchvoid.simulator.faults import Fault, FaultDice
+from batchvoid.simulator.idempotency import IdempotencyStore
+from batchvoid.simulator.invoices import InvoiceBook
+from batchvoid.simulator.providers import Provider
+from batchvoid.simulator.ratelimit import (
+    Limit,
+    SlidingWindow,
+    Throttle,
+    rapyd_windows,
+    whole_seconds,
+)
+from batchvoid.simulator.settings import Faults, parse_rate_limit
+from batchvoid.simulator.stats import Tally
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one request: send `answer` (None: drop the connection)."""
+
+    answer: Answer | None
+    fault: Fault | None = None
+
+
+def _throttle(faults: Faults, *, rapyd: bool, time_scale: float) -> Throttle | None:
+    limits: list[Limit] = []
+    if faults.rate_limit is not None:
+        count, period = parse_rate_limit(faults.rate_limit)
+        limits.append(SlidingWindow(count, period * time_scale))
+    if rapyd and faults.rapyd_windows:
+        limits.extend(rapyd_windows(time_scale))
+    return Throttle(limits) if limits else None
+
+
+class Lane:
+    """One provider type's credential, limits, fault dice, stored replays and counters."""
+
+    __slots__ = (
+        "_accepted",
+        "_book",
+        "_faults",
+        "_replays",
+        "_seed",
+        "_throttle",
+        "_time_scale",
+        "counts",
+        "dice",
+        "provider",
+        "revoked",
+    )
+
+    def __init__(
+        self,
+        provider: Provider,
+        faults: Faults,
+        *,
+        book: InvoiceBook,
+        seed: int | None,
+        time_scale: float,
+    ) -> None:
+        self.provider = provider
+        self.counts: Counter[Tally] = Counter()
+        self._faults = faults
+        self._book = book
+        self._seed = seed
+        self._time_scale = time_scale
+        self.reset()
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def reset(self) -> None:
+        """Back to the state of a fresh simulator: counters, limits, dice, replays, credential."""
+        self.counts.clear()
+        self.dice = FaultDice(self._faults, random.Random(self._seed))
+        self._throttle = _throttle(
+            self._faults, rapyd=self.name == "rapyd", time_scale=self._time_scale
+        )
+        self._replays = IdempotencyStore()
+        self.restore()
+
+    def revoke(self) -> None:
+        self.revoked = True
+
+    def restore(self) -> None:
+        """Lift a revocation; `revoke_after` counts accepted voids again from zero."""
+        self._accepted = 0
+        self.revoked = self._faults.revoke_after == 0
+
+    def decide(self, action: Action, incoming: Incoming, now: float) -> Decision:
+        """Run one request through the checks; `now` is its `time.monotonic()` arrival."""
+        counts, provider = self.counts, self.provider
+        counts[Tally.REQUESTS] += 1
+        denied = provider.unauthorized() if self.revoked else provider.authenticate(incoming)
+        if denied is not None:
+            counts[denied.tally] += 1
+            return Decision(denied)
+        if self._throttle is not None:
+            wait = self._throttle.admit(now)
+            if wait > 0:
+                counts[Tally.THROTTLED] += 1
+                return Decision(self._throttled(wait, incoming.wall))
+        if action is Action.VOID and self._faults.revoke_after is not None:
+            self._accepted += 1
+            if self._accepted >= self._faults.revoke_after:
+                self.revoked = True
+        fault = self.dice.roll()
+        if fault is Fault.ERROR:
+            counts[Tally.FAULT_ERROR] += 1
+            return Decision(provider.server_error(self.dice.error_status()), fault)
+        if fault is Fault.RESET:
+            counts[Tally.FAULT_RESET] += 1
+            return Decision(None, fault)
+        answer = provider.answer(action, incoming, self._book, self._replays)
+        counts[answer.tally] += 1
+        if fault is Fault.TIMEOUT:
+            counts[Tally.FAULT_TIMEOUT] += 1
+        elif fault is Fault.RESET_AFTER_APPLY:
+            counts[Tally.FAULT_RESET] += 1
+            return Decision(None, fault)
+        return Decision(answer, fault)
+
+    def _throttled(self, wait: float, wall: float) -> Answer:
+        answer = self.provider.throttled(wait)
+        match self._faults.retry_after:
+            case "seconds":
+                return answer.with_headers({"Retry-After": str(whole_seconds(wait))})
+            case "date":
+                retry_at = email.utils.formatdate(math.ceil(wall + wait), usegmt=True)
+                return answer.with_headers({"Retry-After": retry_at})
+            case _:
+                return answer

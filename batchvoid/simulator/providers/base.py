@@ -1,0 +1,83 @@
+"""What every simulated provider offers the server, and helpers they share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from batchvoid.simulator.exchange import Action, Answer, Incoming
+from batchvoid.simulator.idempotency import IdempotencyStore
+from batchvoid.simulator.invoices import InvoiceBook
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint of a provider, at its real method and path."""
+
+    method: str
+    path: str  # an aiohttp route pattern; path parameters are `{invoice_id}`, `{company_id}`
+    action: Action
+
+
+class Provider(Protocol):
+    """One simulated provider: its endpoints, credential check and answers, without I/O.
+
+    The server calls, in order: `authenticate` (or `unauthorized` when the credential is
+    revoked), then its own rate limits (`throttled`), its injected faults (`server_error`),
+    then `answer`, which owns idempotency replay and the invoice logic.
+    """
+
+    @property
+    def name(self) -> str:
+        """The provider type, as in `PROVIDER_TYPES`."""
+        ...
+
+    @property
+    def routes(self) -> Sequence[Route]: ...
+
+    @property
+    def has_drafts(self) -> bool:
+        """Whether ids beginning `draft` are draft invoices here (else they are open)."""
+        ...
+
+    def authenticate(self, incoming: Incoming) -> Answer | None:
+        """The 401/403 answer when the request's credentials are not the account's; else None."""
+        ...
+
+    def unauthorized(self) -> Answer:
+        """The answer for a request made with the account's credential after it was revoked."""
+        ...
+
+    def throttled(self, wait_s: float) -> Answer:
+        """The 429 answer; a slot frees in `wait_s` seconds."""
+        ...
+
+    def server_error(self, status: int) -> Answer:
+        """The answer to an injected 5xx with this status."""
+        ...
+
+    def answer(
+        self, action: Action, incoming: Incoming, book: InvoiceBook, replays: IdempotencyStore
+    ) -> Answer:
+        """The app's answer to an authenticated, admitted request."""
+        ...
+
+
+def amount_cents(invoice_id: str) -> int:
+    """A made-up but stable invoice total for `invoice_id`."""
+    return 100 + zlib.crc32(invoice_id.encode()) % 100_000
+
+
+def numeric_id(invoice_id: str) -> int | str:
+    """The id as the provider's JSON would carry it: an integer when it is one."""
+    if invoice_id.isascii() and invoice_id.isdigit() and str(int(invoice_id)) == invoice_id:
+        return int(invoice_id)
+    return invoice_id
+
+
+def utc(wall: float) -> dt.datetime:
+    """A `time.time()` value as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(wall, dt.UTC)
