@@ -408,15 +408,15 @@ class LedgerWriter:
         return self
 
     async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._closing = True
         self._wake.set()
-        with anyio.CancelScope(shield=True):
+        try:
             await self._stack.aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._commit()  # whatever the flusher had no time for, even when cancelled
         if self._error is not None and exc is None:
             raise self._error
 
@@ -460,17 +460,18 @@ class LedgerWriter:
         self._wake.set()
 
     async def _flusher(self) -> None:
-        while True:
+        while not (self._closing and not self._ops):
             await self._wake.wait()
             self._wake = anyio.Event()
-            ops, self._ops = self._ops, []
-            committed, self._committed = self._committed, anyio.Event()
-            if ops and self._error is None:
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(self._ledger.apply, ops)
-                except LedgerError as exc:
-                    self._error = exc
-            committed.set()
-            if self._closing and not self._ops:
-                return
+            await self._commit()
+
+    async def _commit(self) -> None:
+        ops, self._ops = self._ops, []
+        committed, self._committed = self._committed, anyio.Event()
+        if ops and self._error is None:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._ledger.apply, ops)
+            except LedgerError as exc:
+                self._error = exc
+        committed.set()
