@@ -135,11 +135,19 @@ def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) ->
 
 
 async def run(
-    options: RunOptions, *, out: TextIO = sys.stderr, env: Mapping[str, str] | None = None
+    options: RunOptions,
+    *,
+    out: TextIO = sys.stderr,
+    env: Mapping[str, str] | None = None,
+    config: Config | None = None,
 ) -> RunReport:
-    """Run a job to the end (or to a safety stop) and report what happened."""
+    """Run a job to the end (or to a safety stop) and report what happened.
+
+    `env` holds the credential variables (default: the process environment); `config`, when
+    given, is used instead of loading options.config.
+    """
     started = time.monotonic()
-    config = load_config(options)
+    config = config or load_config(options)
     with Ledger(options.ledger) as ledger:
         job, ingest = prepare(options, config, ledger, out)
         counts = ledger.counts(job)

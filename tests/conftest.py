@@ -1,15 +1,22 @@
-"""Shared fixtures: the anyio backend, a loopback simulator, and a run helper."""
+"""Shared fixtures: the anyio backend, a loopback simulator, and helpers to run jobs on it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchvoid import config as configuration
-from batchvoid.config import Config
+from batchvoid.config import Config, parse_rate_limit
+from batchvoid.engine import Retry
+from batchvoid.run import RunOptions, RunReport, run, simulator_env
+from batchvoid.simulator import Simulator, SimulatorSettings
+
+FAST_RETRY = Retry(base_s=0.001, cap_s=0.005)
 
 
 @pytest.fixture
@@ -24,10 +31,8 @@ def profiles() -> Config:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[tuple[Any, str]]:
+async def sim() -> AsyncIterator[tuple[Simulator, str]]:
     """A fault-free simulator on a loopback port, with its base URL."""
-    from batchvoid.simulator import Simulator, SimulatorSettings
-
     simulator = Simulator(SimulatorSettings())
     async with simulator.serve() as base_url:
         yield simulator, base_url
@@ -36,3 +41,33 @@ async def sim() -> AsyncIterator[tuple[Any, str]]:
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def sim_config(
+    base_url: str, limits: Mapping[str, Sequence[str]] | None = None, **settings: Any
+) -> Config:
+    """The built-in profiles pointed at `base_url`, unlimited unless `limits` says otherwise."""
+    cfg = configuration.builtin().pointed_at(base_url)
+    limits = limits or {}
+    profiles = {
+        name: replace(
+            p,
+            rate_limits=tuple(parse_rate_limit(r) for r in limits.get(name, ())),
+            settings=replace(p.settings, **settings),
+        )
+        for name, p in cfg.profiles.items()
+    }
+    return replace(cfg, profiles=profiles)
+
+
+async def run_on(
+    config: Config, job_file: Path, tmp_path: Path, *, out: io.StringIO | None = None, **options: Any
+) -> RunReport:
+    """Run a job for real against the simulator the config points at, with its credentials."""
+    opts = RunOptions(job_file=job_file, ledger=tmp_path / "ledger.sqlite", retry=FAST_RETRY, **options)
+    return await run(opts, out=out or io.StringIO(), env=simulator_env(config), config=config)
+
+
+def job(tmp_path: Path, rows: Sequence[tuple[str, str]], name: str = "job.csv") -> Path:
+    """A CSV job file of (provider, invoice_id) rows."""
+    return write(tmp_path / name, "provider,invoice_id\n" + "".join(f"{p},{i}\n" for p, i in rows))

@@ -1,0 +1,262 @@
+"""End to end: the real engine voids real requests against the simulator on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchvoid.errors import JobFileError, LedgerError
+from batchvoid.keys import idempotency_key
+from batchvoid.models import ItemState
+from batchvoid.run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
+from tests.conftest import job, run_on, sim_config, write
+
+pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parent.parent
+PROVIDERS = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+
+
+def states(report_counts: object) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (_, state), n in report_counts.items():  # type: ignore[attr-defined]
+        totals[state.value] = totals.get(state.value, 0) + n
+    return totals
+
+
+async def test_example_job_voids_what_is_voidable_and_resends_nothing(
+    sim: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """jobs/example.csv: open invoices voided, already-void ones done, paid/missing failed; a rerun sends nothing."""
+    simulator, url = sim
+    job_file = shutil.copy(REPO / "jobs" / "example.csv", tmp_path / "example.csv")
+    report = await run_on(sim_config(url), Path(job_file), tmp_path)
+    assert states(report.counts) == {"voided": 10, "already_void": 3, "failed": 4}
+    assert report.exit_status == EXIT_FAILED
+    for (provider, invoice), n in simulator.voids_applied.items():
+        assert n == 1, (provider, invoice)
+    assert sum(simulator.voids_applied.values()) == 10
+    sent = sum(simulator.void_requests.values())
+
+    again = await run_on(sim_config(url), Path(job_file), tmp_path)
+    assert again.requests == 0
+    assert sum(simulator.void_requests.values()) == sent
+    assert again.counts == report.counts
+
+
+async def test_failed_items_carry_the_providers_reason(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """A paid or missing invoice ends failed with the HTTP status and the provider's own message."""
+    _, url = sim
+    path = job(tmp_path, [("chargeover", "paid_1"), ("sellapp", "missing_2"), ("maple", "paid_3")])
+    await run_on(sim_config(url), path, tmp_path)
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    rows = dict(db.execute("SELECT invoice_id, state || ' ' || http_status || ' ' || reason FROM items"))
+    assert rows == {
+        "paid_1": "failed 400 HTTP 400: Cannot void a paid invoice.",
+        "missing_2": "failed 404 HTTP 404: Invoice not found.",
+        "paid_3": "failed 400 HTTP 400: invoice_not_voidable: Invoice with status PAID cannot be voided",
+    }
+
+
+async def test_jsonl_example_runs(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """jobs/example.jsonl runs too, with its store, company and void_date fields."""
+    _, url = sim
+    report = await run_on(sim_config(url), REPO / "jobs" / "example.jsonl", tmp_path)
+    assert states(report.counts) == {"voided": 5, "already_void": 2, "failed": 1}
+    assert report.exit_status == EXIT_FAILED
+
+
+async def test_interrupted_run_resumes_without_loss_or_repeat(tmp_path: Path) -> None:
+    """Cancelled mid-job, the next run finishes every item; finished items are never sent again."""
+    simulator = Simulator(SimulatorSettings.from_specs(["latency_ms=5"]))
+    rows = [(p, f"inv-{p}-{n}") for n in range(60) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    async with simulator.serve() as url:
+        config = sim_config(url, concurrency=4)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_on, config, path, tmp_path)
+                while sum(simulator.void_requests.values()) < 100:
+                    await anyio.sleep(0.005)
+                scope.cancel()
+        db = sqlite3.connect(tmp_path / "ledger.sqlite")
+        done_before = {
+            (p, i) for p, i in db.execute("SELECT provider, invoice_id FROM items WHERE state = 'voided'")
+        }
+        in_flight = db.execute("SELECT count(*) FROM items WHERE state = 'in_flight'").fetchone()[0]
+        assert 0 < len(done_before) < len(rows)
+        assert in_flight <= 4 * len(PROVIDERS)
+        sent_before = dict(simulator.void_requests)
+
+        report = await run_on(config, path, tmp_path)
+    assert report.exit_status == EXIT_OK
+    assert sum(report.counts.values()) == len(rows)
+    assert all(state.is_done for _, state in report.counts)
+    for key in done_before:
+        assert simulator.void_requests[key] == sent_before[key], f"{key} was sent again"
+    assert all(simulator.voids_applied[(p, i)] == 1 for p, i in rows)
+    assert sum(simulator.void_requests.values()) <= len(rows) + in_flight
+
+
+async def test_a_crash_between_sending_and_recording_counts_as_done(
+    sim: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """Items voided at the provider but left in flight in the ledger are resent with the same key and count as done."""
+    simulator, url = sim
+    rows = [(p, f"x{n}") for n in range(3) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    await run_on(sim_config(url), path, tmp_path)
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("UPDATE items SET state = 'in_flight'")  # as if killed after sending, before recording
+    db.commit()
+    replays = simulator.stats()["totals"]["idempotent_replays"]
+
+    report = await run_on(sim_config(url), path, tmp_path)
+    assert report.exit_status == EXIT_OK
+    got = {(p, s): n for (p, s), n in report.counts.items()}
+    # Rapyd and Maple replay the first answer for the same key; the others answer "already void".
+    assert got == {
+        ("rapyd", ItemState.VOIDED): 3,
+        ("maple", ItemState.VOIDED): 3,
+        ("chargeover", ItemState.ALREADY_VOID): 3,
+        ("campfire", ItemState.ALREADY_VOID): 3,
+        ("sellapp", ItemState.ALREADY_VOID): 3,
+    }
+    assert simulator.stats()["totals"]["idempotent_replays"] == replays + 6
+    assert all(n == 1 for n in simulator.voids_applied.values())
+
+
+async def test_changed_job_file_is_refused(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """Resuming a job whose file changed is refused, saying what to do, and sends nothing."""
+    simulator, url = sim
+    path = job(tmp_path, [("rapyd", "a"), ("maple", "b")])
+    await run_on(sim_config(url), path, tmp_path)
+    sent = sum(simulator.void_requests.values())
+    job(tmp_path, [("rapyd", "a"), ("maple", "b"), ("maple", "c")])
+    with pytest.raises(LedgerError, match=r"has changed since job 'job.csv' began .* pass --job-id"):
+        await run_on(sim_config(url), path, tmp_path)
+    assert sum(simulator.void_requests.values()) == sent
+    other = await run_on(sim_config(url), path, tmp_path, job_id="job-v2")
+    assert sum(other.counts.values()) == 3
+
+
+async def test_bad_rows_anywhere_mean_nothing_is_sent(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """A malformed row on line 80 refuses the whole file: not one request, nothing in the ledger."""
+    simulator, url = sim
+    lines = [f"rapyd,inv{n}" for n in range(78)] + ["rapyd,"] + [f"maple,m{n}" for n in range(20)]
+    path = write(tmp_path / "job.csv", "provider,invoice_id\n" + "\n".join(lines) + "\n")
+    with pytest.raises(JobFileError, match=r"job.csv line 80: empty invoice_id"):
+        await run_on(sim_config(url), path, tmp_path)
+    assert simulator.stats()["totals"]["requests"] == 0
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+
+
+async def test_duplicate_rows_are_voided_once(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """The same (provider, invoice) twice is sent once; the duplicate is reported with both lines."""
+    simulator, url = sim
+    path = job(tmp_path, [("sellapp", "7"), ("campfire", "7"), ("sellapp", "7")])
+    report = await run_on(sim_config(url), path, tmp_path)
+    assert report.ingest is not None
+    assert report.ingest.duplicates == 1
+    (dup,) = report.ingest.first_duplicates
+    assert (dup.line, dup.first_line, dup.provider) == (4, 2, "sellapp")
+    assert simulator.void_requests[("sellapp", "7")] == 1
+
+
+async def test_rate_limits_hold_in_every_window_at_the_provider(tmp_path: Path) -> None:
+    """Two windows on one lane ('10/0.25s' and '25/1s') are never exceeded, measured where requests arrive."""
+    simulator = Simulator(SimulatorSettings())
+    path = job(tmp_path, [("chargeover", f"i{n}") for n in range(32)])
+    async with simulator.serve() as url:
+        config = sim_config(url, {"chargeover": ["10/0.25s", "25/1s"]}, concurrency=16)
+        report = await run_on(config, path, tmp_path)
+    assert report.exit_status == EXIT_OK
+    arrivals = sorted(simulator.arrivals["chargeover"])
+    assert len(arrivals) == 32
+    for count, period in ((10, 0.25), (25, 1.0)):
+        worst = max(sum(1 for t in arrivals[i:] if t < start + period) for i, start in enumerate(arrivals))
+        assert worst <= count, f"{worst} requests within {period}s"
+
+
+async def test_a_crawling_provider_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """With ChargeOver at 2/s, the other four providers' 400 items finish while it has done only a few."""
+    simulator = Simulator(SimulatorSettings())
+    rows = [("chargeover", f"c{n}") for n in range(50)] + [(p, f"x{n}") for n in range(100) for p in PROVIDERS[1:]]
+    path = job(tmp_path, rows)
+    async with simulator.serve() as url:
+        config = sim_config(url, {"chargeover": ["2/1s"]})
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_on, config, path, tmp_path)
+                while sum(n for (p, _), n in simulator.voids_applied.items() if p != "chargeover") < 400:
+                    await anyio.sleep(0.01)
+                scope.cancel()
+    crawled = sum(n for (p, _), n in simulator.voids_applied.items() if p == "chargeover")
+    assert crawled <= 5
+
+
+async def test_retryable_answers_are_retried_with_the_same_key(tmp_path: Path) -> None:
+    """5xx answers are retried; every attempt of an item carries the one key derived from job, provider, invoice."""
+    simulator = Simulator(SimulatorSettings.from_specs(["error_rate=0.4"], seed=7))
+    rows = [(p, f"r{n}") for n in range(10) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    async with simulator.serve() as url:
+        report = await run_on(sim_config(url, max_attempts=20), path, tmp_path)
+    assert report.exit_status == EXIT_OK
+    assert report.requests > len(rows)
+    events = [json.loads(line) for line in (tmp_path / "job.csv.log").read_text().splitlines()]
+    attempts = [e for e in events if e["event"] == "void.attempt"]
+    assert len(attempts) == report.requests
+    assert {e["outcome"] for e in attempts} == {"voided", "retryable"}
+    for e in attempts:
+        assert e["idempotency_key"] == idempotency_key("job.csv", e["provider"], e["invoice_id"])
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    assert db.execute("SELECT sum(attempts) FROM items").fetchone() == (report.requests,)
+    assert db.execute("SELECT count(*) FROM attempts").fetchone() == (report.requests,)
+
+
+async def test_revoked_key_stops_only_that_provider(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """A 401 stops its provider's lane, leaves its items pending, names the variables; others finish."""
+    simulator, url = sim
+    simulator.revoke("sellapp")
+    rows = [(p, f"k{n}") for n in range(5) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    report = await run_on(sim_config(url), path, tmp_path)
+    assert report.exit_status == EXIT_STOPPED
+    (reason,) = report.stopped
+    assert reason.startswith("sellapp: the provider refused the credentials (HTTP 401")
+    assert "Check SELLAPP_API_KEY" in reason
+    assert report.counts[("sellapp", ItemState.PENDING)] == 5
+    assert simulator.stats()["sellapp"]["requests"] <= 4  # at most the lane's in-flight ones
+
+    simulator.restore("sellapp")
+    again = await run_on(sim_config(url), path, tmp_path)
+    assert again.exit_status == EXIT_OK
+
+
+async def test_no_secret_reaches_any_log_line(tmp_path: Path) -> None:
+    """Neither the log file nor the console ever holds a credential, a Basic token or a signature."""
+    simulator = Simulator(SimulatorSettings.from_specs(["error_rate=0.2"], seed=3))
+    rows = [(p, f"s{n}") for n in range(5) for p in PROVIDERS] + [("rapyd", "void_1"), ("maple", "paid_1")]
+    path = job(tmp_path, rows)
+    console = io.StringIO()
+    async with simulator.serve() as url:
+        simulator.revoke("campfire")
+        await run_on(sim_config(url), path, tmp_path, out=console)
+    text = (tmp_path / "job.csv.log").read_text() + console.getvalue()
+    assert "void.attempt" in text
+    secrets = [v for roles in CREDENTIALS.values() for v in roles.values()]
+    co = CREDENTIALS["chargeover"]
+    secrets.append(base64.b64encode(f"{co['username']}:{co['password']}".encode()).decode())
+    for secret in secrets:
+        assert secret not in text
+    for word in ("signature", "Authorization", "Bearer", "Basic ", "Token "):
+        assert word not in text
