@@ -8,7 +8,6 @@ engine never logs headers, and a last processor blanks any key that looks like a
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,7 +64,7 @@ class _Console:
 
 
 @contextmanager
-def open_log(path: Path, *, console: TextIO | None = sys.stderr, **context: Any) -> Iterator[Any]:
+def open_log(path: Path, *, console: TextIO | None, **context: Any) -> Iterator[Any]:
     """A bound structlog logger writing JSON lines to `path`; closes the file on exit."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:

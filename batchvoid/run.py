@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +31,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+FAILURES_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class RunReport:
     elapsed_s: float
     stopped: tuple[str, ...]
     log_file: Path
+    failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
 
     @property
     def exit_status(self) -> int:
@@ -137,15 +140,16 @@ def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) ->
 async def run(
     options: RunOptions,
     *,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     env: Mapping[str, str] | None = None,
     config: Config | None = None,
 ) -> RunReport:
     """Run a job to the end (or to a safety stop) and report what happened.
 
-    `env` holds the credential variables (default: the process environment); `config`, when
-    given, is used instead of loading options.config.
+    `out` gets the console log lines (default: stderr); `env` holds the credential variables
+    (default: the process environment); `config`, when given, is used instead of options.config.
     """
+    out = out or sys.stderr
     started = time.monotonic()
     config = config or load_config(options)
     with Ledger(options.ledger) as ledger:
@@ -191,6 +195,10 @@ async def run(
                 elapsed_s=time.monotonic() - started,
                 stopped=tuple(lane.stopped for lane in engine.lanes.values() if lane.stopped),
                 log_file=log_file,
+                failures=tuple(
+                    (row["provider"], row["invoice_id"], row["reason"] or "")
+                    for row in islice(ledger.items(job, [ItemState.FAILED, ItemState.SKIPPED]), FAILURES_SHOWN)
+                ),
             )
             log.info(
                 "run.finished",

@@ -57,6 +57,11 @@ def render(report: RunReport, console: Console) -> None:
     if status == EXIT_OK:
         console.print("Every item is void.")
     elif status == EXIT_FAILED:
-        console.print("Some items failed: see the 'failed' rows in the ledger and the log for the reasons.")
+        failed = sum(n for (_, s), n in report.counts.items() if s in (ItemState.FAILED, ItemState.SKIPPED))
+        console.print(f"{failed} items failed:" if failed > len(report.failures) else "Failed items:")
+        for provider, invoice_id, reason in report.failures:
+            console.print(f"  {provider} {invoice_id}: {reason}", highlight=False, markup=False)
+        if failed > len(report.failures):
+            console.print(f"  ... and {failed - len(report.failures)} more (see {report.log_file})")
     else:
         console.print(f"{report.left()} items are left; run the same command again to send them.")

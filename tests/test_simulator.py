@@ -1027,3 +1027,21 @@ async def test_serve_forever_reports_its_url() -> None:
             assert response.status == 200
         group.cancel_scope.cancel()
     assert urls[0].startswith("http://127.0.0.1:")
+
+
+def test_serves_again_on_a_new_event_loop_keeping_state() -> None:
+    """A simulator can be served again, even from another event loop; its invoices persist."""
+    sim = Simulator()
+    headers = {"Authorization": "Bearer " + CREDENTIALS["sellapp"]["api_key"]}
+
+    async def void_once() -> int:
+        async with (
+            sim.serve() as url,
+            aiohttp.ClientSession() as session,
+            session.patch(f"{url}/api/v2/invoices/5/mark-voided", headers=headers) as response,
+        ):
+            return response.status
+
+    assert anyio.run(void_once) == 200
+    assert anyio.run(void_once) == 422
+    assert sim.voids_applied[("sellapp", "5")] == 1

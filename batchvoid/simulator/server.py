@@ -31,6 +31,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # In-flight handlers get this long to finish on shutdown; hanging ones are woken first.
 _SHUTDOWN_GRACE_S = 1.0
+# Set on shutdown to wake handlers sleeping out latency or a timeout fault.
+_CLOSING = web.AppKey("closing", asyncio.Event)
 _TRUE = frozenset({"1", "true", "yes"})
 
 
@@ -59,8 +61,6 @@ class Simulator:
             )
             for p in providers
         }
-        # Set on shutdown to wake handlers sleeping out latency or a timeout fault.
-        self._closing: asyncio.Event | None = None
         self._app = self._build_app()
 
     @property
@@ -75,6 +75,8 @@ class Simulator:
     @contextlib.asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Listen on `host:port` (0: any free port) and yield the base URL, until exit."""
+        if self._app.frozen:  # it ran before, maybe on another event loop: state is ours
+            self._app = self._build_app()
         runner = web.AppRunner(
             self._app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE_S
         )
@@ -133,8 +135,8 @@ class Simulator:
         app.router.add_post("/_sim/restore", self._post_restore)
         app.router.add_post("/_sim/reset", self._post_reset)
         app.router.add_route("*", "/{tail:.*}", _not_found)  # last: anything else is a 404
-        app.on_startup.append(self._on_startup)
-        app.on_shutdown.append(self._on_shutdown)
+        app.on_startup.append(_on_startup)
+        app.on_shutdown.append(_on_shutdown)
         return app
 
     def _handler(self, lane: Lane, action: Action) -> Handler:
@@ -156,30 +158,13 @@ class Simulator:
             if decision.fault is Fault.TIMEOUT:
                 delay += self._settings.hang_s * self._settings.time_scale
             if delay > 0:
-                await self._pause(delay)
+                await _pause(request.app, delay)
             if decision.answer is None:
                 _drop_connection(request)
                 return web.Response(status=500)  # never sent: the transport is gone
             return _response(decision.answer)
 
         return handle
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep `seconds`, or less if the server is shutting down."""
-        closing = self._closing
-        if closing is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await closing.wait()
-
-    async def _on_startup(self, app: web.Application) -> None:
-        self._closing = asyncio.Event()
-
-    async def _on_shutdown(self, app: web.Application) -> None:
-        if self._closing is not None:
-            self._closing.set()
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         payload = self.stats()
@@ -220,6 +205,25 @@ async def serve_forever(
         if ready is not None:
             ready(base_url)
         await anyio.sleep_forever()
+
+
+async def _on_startup(app: web.Application) -> None:
+    app[_CLOSING] = asyncio.Event()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[_CLOSING].set()
+
+
+async def _pause(app: web.Application, seconds: float) -> None:
+    """Sleep `seconds`, or less if the server is shutting down."""
+    closing = app.get(_CLOSING)
+    if closing is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await closing.wait()
 
 
 def _response(answer: Answer) -> web.Response:

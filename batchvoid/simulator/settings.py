@@ -6,7 +6,6 @@ without a provider applies to all five. Later specs override earlier ones field 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -186,7 +185,7 @@ class SimulatorSettings:
                 if provider != "rapyd":
                     chosen.pop("rapyd_windows", None)
         faults = {
-            provider: dataclasses.replace(Faults(), **values)  # type: ignore[arg-type]
+            provider: Faults(**values)  # type: ignore[arg-type]  # parsed per field
             for provider, values in fields.items()
         }
         return cls(faults=faults, seed=seed, time_scale=time_scale)

@@ -59,7 +59,7 @@ _ALREADY_VOID = _error(
     400, "Invoice is already void", "invalid_request", "invoice_already_void", Tally.ALREADY_VOID
 )
 _THROTTLED = _error(429, "Rate limit exceeded", "rate_limit_error", "rate_limited", Tally.THROTTLED)
-_REPLAYED = {"Idempotency-Used": "true"}
+_REPLAYED: Mapping[str, str] = MappingProxyType({"Idempotency-Used": "true"})
 
 
 def _not_voidable(status_name: str) -> Answer:

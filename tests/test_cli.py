@@ -1,0 +1,87 @@
+"""The command line: exit statuses, messages and the summary, through the real entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchvoid.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = str(REPO / "jobs" / "example.csv")
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.chdir(tmp_path)
+    for var in ("RAPYD_ACCESS_KEY", "RAPYD_SECRET_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return CliRunner()
+
+
+def test_example_on_the_simulator_then_nothing_resent(runner: CliRunner, tmp_path: Path) -> None:
+    """The README's first command: exit 1 (some invoices are paid or missing), then a rerun sends nothing."""
+    first = runner.invoke(main, ["run", EXAMPLE, "--simulate"])
+    assert first.exit_code == 1, first.output
+    assert "17 items recorded" in first.stdout
+    assert "│ total      │     10 │            3 │      4 │    17 │" in first.stdout
+    assert "Some items failed" in first.stdout
+    assert "run.started" in first.stderr
+    assert (tmp_path / "batchvoid.sqlite").exists()
+    assert (tmp_path / "example.csv.log").exists()
+
+    second = runner.invoke(main, ["run", EXAMPLE, "--simulate"])
+    assert second.exit_code == 1
+    assert "resumed from the ledger" in second.stdout
+    assert "0 requests" in second.stdout
+
+
+def test_example_config_runs_on_the_simulator(runner: CliRunner) -> None:
+    """config/providers.example.toml rehearses on the simulator without any credential set."""
+    result = runner.invoke(
+        main, ["run", EXAMPLE, "--simulate", "--config", str(REPO / "config" / "providers.example.toml")]
+    )
+    assert result.exit_code == 1, result.output
+
+
+def test_missing_credentials_stop_before_sending(runner: CliRunner, tmp_path: Path) -> None:
+    """Without --simulate, a missing credential variable is exit 2 naming it; the job is recorded but nothing sent."""
+    job = tmp_path / "j.csv"
+    job.write_text("provider,invoice_id\nrapyd,inv_1\n")
+    result = runner.invoke(main, ["run", str(job), "--config", str(REPO / "config" / "providers.example.toml")])
+    assert result.exit_code == 2
+    assert "error: " in result.stderr
+    assert "needs environment variable RAPYD_ACCESS_KEY (access_key_env)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", EXAMPLE, "--config", "nope.toml"], "nope.toml: no such configuration file"),
+        (["run", "nope.csv", "--simulate"], "nope.csv: no such job file"),
+        (["run", EXAMPLE], "no configuration: pass --config FILE"),
+        (["run", EXAMPLE, "--fault", "error_rate=0.1"], "--fault and --seed only apply with --simulate"),
+        (["run", EXAMPLE, "--simulate", "--fault", "eror_rate=0.1"], "eror_rate"),
+    ],
+)
+def test_bad_usage_is_exit_2_with_a_message(runner: CliRunner, args: list[str], message: str) -> None:
+    """Bad files, flags and fault specs exit 2 with a message saying what is wrong."""
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_python_dash_m_and_help() -> None:
+    """`python -m batchvoid --help` works and shows an example."""
+    result = subprocess.run(
+        [sys.executable, "-m", "batchvoid", "run", "--help"],
+        capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "100"},
+    )
+    assert result.returncode == 0
+    assert "batchvoid run jobs/example.csv --simulate" in result.stdout
+    assert "Exit status" in result.stdout
