@@ -30,7 +30,7 @@ def test_example_on_the_simulator_then_nothing_resent(runner: CliRunner, tmp_pat
     assert first.exit_code == 1, first.output
     assert "17 items recorded" in first.stdout
     assert "│ total      │     10 │            3 │      4 │    17 │" in first.stdout
-    assert "Some items failed" in first.stdout
+    assert "chargeover paid_10234: HTTP 400: Cannot void a paid invoice." in first.stdout
     assert "run.started" in first.stderr
     assert (tmp_path / "batchvoid.sqlite").exists()
     assert (tmp_path / "example.csv.log").exists()

@@ -70,6 +70,7 @@ class Simulator:
 
     @property
     def settings(self) -> SimulatorSettings:
+        """What this simulator was configured with."""
         return self._settings
 
     @contextlib.asynccontextmanager
@@ -212,7 +213,9 @@ async def _on_startup(app: web.Application) -> None:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    app[_CLOSING].set()
+    closing = app.get(_CLOSING)
+    if closing is not None:
+        closing.set()
 
 
 async def _pause(app: web.Application, seconds: float) -> None:

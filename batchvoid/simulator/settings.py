@@ -35,7 +35,15 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """One provider's injected faults; every field defaults to off."""
+    """One provider's injected faults; every field defaults to off.
+
+    error/reset (before the void) happen in front of the app, like a gateway: nothing is
+    applied or stored for idempotency. timeout (and the other half of resets) apply the
+    void first. `rate_limit` is "N/Ts", "N/s" or "N/m": N accepted per sliding T seconds.
+    `retry_after` is "none", "seconds" or "date". `rapyd_windows` is Rapyd's documented
+    200/min and 1000/5 min rule (rapyd only). After `revoke_after` accepted voids the
+    credential is revoked.
+    """
 
     latency_ms: float = 0
     jitter_ms: float = 0
