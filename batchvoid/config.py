@@ -32,6 +32,7 @@ class Settings:
     timeout_s: float = 30.0
     max_attempts: int = 5
     concurrency: int = 4
+    stop_after_rejections: int = 25  # stop the lane after this many rejections in a row; 0: never
 
 
 # key -> (type check, description for the error message)
@@ -39,6 +40,7 @@ _SETTINGS: dict[str, tuple[type, str, float, float]] = {
     "timeout_s": (float, "a number of seconds from 0.001 to 3600", 0.001, 3600),
     "max_attempts": (int, "a whole number from 1 to 100", 1, 100),
     "concurrency": (int, "a whole number from 1 to 512", 1, 512),
+    "stop_after_rejections": (int, "a whole number from 0 (never) to 1000000", 0, 1_000_000),
 }
 
 

@@ -3,6 +3,11 @@
 Each lane pages its own unfinished items out of the ledger into a small bounded stream
 that its workers drain, so a slow or throttled provider never holds up the others and
 memory does not grow with the job.
+
+Stops come in two kinds. A lane stops (no more requests to that provider in this run) when
+the provider refuses the credentials or rejects item after item. The whole engine stops
+dispatching when too many items fail or when the run is interrupted; requests already in
+flight finish either way, and the items not reached stay pending for the next run.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,7 @@ _FINAL = {
     OutcomeKind.ALREADY_VOID: ItemState.ALREADY_VOID,
     OutcomeKind.REJECTED: ItemState.FAILED,
 }
+_EVENTS = {ItemState.VOIDED: "void.succeeded", ItemState.ALREADY_VOID: "void.already_void"}
 
 
 @dataclass(slots=True)
@@ -44,10 +51,17 @@ class Lane:
     outcomes: Counter[ItemState] = field(default_factory=Counter)
     requests: int = 0
     stopped: str | None = None  # why no more requests go to this provider in this run
+    rejections: int = 0  # permanent failures in a row
+    waiting: set[anyio.CancelScope] = field(default_factory=set)  # workers idle in a wait
 
     @property
     def name(self) -> str:
         return self.profile.name
+
+    @property
+    def throttled_until(self) -> float:
+        """The time.monotonic() at which the lane's 429 pause ends (past: not paused)."""
+        return self.pace.throttled_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,15 @@ class Retry:
 
     def delay(self, failures: int) -> float:
         return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (failures - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class FailureLimits:
+    """Stop dispatching when more than `count` items, or more than `rate` of them, failed."""
+
+    count: int | None = None
+    rate: float | None = None
+    sample: int = 50  # finished items before the rate is judged
 
 
 class Engine:
@@ -73,14 +96,19 @@ class Engine:
         profiles: Mapping[str, Profile],
         log: Any,
         retry: Retry | None = None,
+        failure_limits: FailureLimits | None = None,
     ) -> None:
         self.job = job
         self.ledger = ledger
         self.log = log
         self.retry = retry or Retry()
+        self.failure_limits = failure_limits or FailureLimits()
         self._adapters = adapters
         self._profiles = profiles
         self.lanes: dict[str, Lane] = {}
+        self.halted: str | None = None  # why the whole engine stopped dispatching
+        self.failed = 0
+        self.finished = 0
 
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
@@ -98,6 +126,40 @@ class Engine:
             for lane in self.lanes.values():
                 tg.start_soon(self._lane, lane, session, writer)
 
+    def halt(self, reason: str) -> None:
+        """Stop dispatching in every lane; requests in flight finish. The first reason stays."""
+        if self.halted is None:
+            self.halted = reason
+            self.log.warning("run.halting", reason=reason)
+        for lane in self.lanes.values():
+            self._wake(lane)
+
+    def _stop_lane(self, lane: Lane, reason: str) -> None:
+        if lane.stopped is None:
+            lane.stopped = reason
+            self.log.error("lane.stopped", provider=lane.name, reason=reason)
+        self._wake(lane)
+
+    @staticmethod
+    def _wake(lane: Lane) -> None:
+        for scope in lane.waiting:
+            scope.cancel()
+
+    def _done(self, lane: Lane) -> bool:
+        return lane.stopped is not None or self.halted is not None
+
+    @contextmanager
+    def _wait(self, lane: Lane) -> Iterator[anyio.CancelScope]:
+        """A wait (pace, backoff) that a stop or halt cuts short."""
+        with anyio.CancelScope() as scope:
+            if self._done(lane):
+                scope.cancel()
+            lane.waiting.add(scope)
+            try:
+                yield scope
+            finally:
+                lane.waiting.discard(scope)
+
     async def _lane(self, lane: Lane, session: aiohttp.ClientSession, writer: LedgerWriter) -> None:
         concurrency = lane.profile.settings.concurrency
         send_stream, receive_stream = anyio.create_memory_object_stream[WorkItem](concurrency)
@@ -110,12 +172,12 @@ class Engine:
     async def _feed(self, lane: Lane, out: ObjectSendStream[WorkItem]) -> None:
         async with out:
             after = 0
-            while lane.stopped is None:
+            while not self._done(lane):
                 page = await anyio.to_thread.run_sync(self.ledger.todo_page, self.job, lane.name, after, PAGE)
                 if not page:
                     return
                 for work in page:
-                    if lane.stopped is not None:
+                    if self._done(lane):
                         return
                     await out.send(work)
                 after = page[-1].item.line
@@ -129,7 +191,8 @@ class Engine:
     ) -> None:
         async with items:
             async for work in items:
-                await self._void(lane, work, session, writer)
+                if not self._done(lane):
+                    await self._void(lane, work, session, writer)
 
     async def _void(
         self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
@@ -138,10 +201,14 @@ class Engine:
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
         number = work.attempts
+        answered = False  # the last attempt got an answer that was not final (429, 5xx)
         while True:
-            await lane.pace.acquire()
-            if lane.stopped is not None:
-                return  # the item stays as the ledger has it: pending, or in flight from a crash
+            with self._wait(lane):
+                sent_at = await lane.pace.acquire()
+            if self._done(lane):
+                if answered:
+                    writer.release(work)  # the provider answered and did nothing: back to pending
+                return  # otherwise it stays as the ledger has it: pending, or in flight
             await writer.begin(work)
             number += 1
             lane.requests += 1
@@ -163,26 +230,40 @@ class Engine:
                 outcome=outcome.kind,
                 reason=outcome.reason or None,
             )
+            if outcome.kind is OutcomeKind.THROTTLED:
+                pause = lane.pace.adaptive.throttled(sent_at, outcome.retry_after)
+                self.log.info(
+                    "lane.throttled",
+                    provider=lane.name,
+                    pause_s=round(pause, 3),
+                    retry_after=outcome.retry_after,
+                    rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
+                )
+                answered = True
+                continue  # the pace holds every worker of the lane until the pause ends
+            lane.pace.adaptive.succeeded()
             state = _FINAL.get(outcome.kind)
             if outcome.kind is OutcomeKind.RETRYABLE:
                 failures += 1
                 if failures >= settings.max_attempts:
                     state = ItemState.FAILED
-                    outcome = Outcome(
-                        outcome.kind,
-                        f"gave up after {failures} attempts: {outcome.reason}",
-                        outcome.http_status,
-                        outcome.reference,
-                    )
+                    reason = f"gave up after {failures} attempts: {outcome.reason}"
+                    outcome = Outcome(outcome.kind, reason, outcome.http_status, outcome.reference)
             if state is not None:
                 self._finish(lane, work, writer, state, outcome, number)
                 return
             if outcome.kind is OutcomeKind.AUTH_FAILED:
-                self._stop(lane, work, writer, outcome)
+                writer.release(work)
+                variables = ", ".join(lane.profile.credential_env.values())
+                self._stop_lane(
+                    lane,
+                    f"{lane.name}: the provider refused the credentials ({outcome.reason}); no more "
+                    f"requests go to it in this run. Check {variables}, then run the same command "
+                    "again to void its remaining items",
+                )
                 return
-            if outcome.kind is OutcomeKind.THROTTLED:
-                await anyio.sleep(outcome.retry_after if outcome.retry_after is not None else 1.0)
-            else:
+            answered = outcome.http_status is not None  # a timeout may have voided it: stay in flight
+            with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 
     async def _exchange(
@@ -219,30 +300,45 @@ class Engine:
     ) -> None:
         writer.finish(work, state, outcome.reason, outcome.http_status, outcome.reference)
         lane.outcomes[state] += 1
-        event = {
-            ItemState.VOIDED: "void.succeeded",
-            ItemState.ALREADY_VOID: "void.already_void",
-        }.get(state, "void.failed")
-        level = self.log.warning if state is ItemState.FAILED else self.log.info
-        level(
-            event,
-            provider=lane.name,
-            invoice_id=work.item.invoice_id,
-            line=work.item.line,
-            attempts=attempts,
-            http_status=outcome.http_status,
-            reference=outcome.reference,
-            reason=outcome.reason or None,
-        )
-
-    def _stop(self, lane: Lane, work: WorkItem, writer: LedgerWriter, outcome: Outcome) -> None:
-        writer.release(work)
-        if lane.stopped is not None:
+        self.finished += 1
+        fields = {
+            "provider": lane.name,
+            "invoice_id": work.item.invoice_id,
+            "line": work.item.line,
+            "attempts": attempts,
+            "http_status": outcome.http_status,
+            "reference": outcome.reference,
+            "reason": outcome.reason or None,
+        }
+        if state is not ItemState.FAILED:
+            lane.rejections = 0
+            self.log.info(_EVENTS[state], **fields)
             return
-        variables = ", ".join(lane.profile.credential_env.values())
-        lane.stopped = (
-            f"{lane.name}: the provider refused the credentials ({outcome.reason}); "
-            f"no more requests go to it in this run. Check {variables}, then run again to void "
-            "its remaining items"
-        )
-        self.log.error("lane.stopped", provider=lane.name, reason=lane.stopped)
+        self.log.warning("void.failed", **fields)
+        self.failed += 1
+        if outcome.kind is OutcomeKind.REJECTED:
+            lane.rejections += 1
+            limit = lane.profile.settings.stop_after_rejections
+            if limit and lane.rejections >= limit:
+                self._stop_lane(
+                    lane,
+                    f"{lane.name}: {lane.rejections} items in a row were rejected, the last with "
+                    f"{outcome.reason!r}. Check the profile's base_url and account and the job file; "
+                    "then run again with --retry-failed to resend the failed items",
+                )
+        self._check_failure_limits()
+
+    def _check_failure_limits(self) -> None:
+        limits = self.failure_limits
+        if limits.count is not None and self.failed > limits.count:
+            self.halt(f"{self.failed} items failed, more than --max-failures {limits.count}")
+        elif (
+            limits.rate is not None
+            and self.finished >= limits.sample
+            and self.failed / self.finished > limits.rate
+        ):
+            share = self.failed / self.finished
+            self.halt(
+                f"{self.failed} of {self.finished} finished items failed ({share:.0%}), "
+                f"more than --max-failure-rate {limits.rate:g}"
+            )

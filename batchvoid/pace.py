@@ -1,15 +1,27 @@
-"""A provider lane's pace: every configured rate window at once, as aiolimiter leaky buckets.
+"""A provider lane's pace: its configured rate windows, and what its 429s taught it.
 
-aiolimiter's `AsyncLimiter(n, t)` allows a burst of n and then n per t, which lets up to
-2n requests into one window of length t. A provider that counts "200 per minute" would
-block us, so each window becomes a bucket with a small burst and a rate chosen so that no
-window of length t ever holds more than n requests: burst + rate * t - 1 <= n.
+Configured windows are aiolimiter leaky buckets. `AsyncLimiter(n, t)` alone allows a burst of
+n and then n per t, which lets up to 2n requests into one window of length t; a provider that
+counts "200 per minute" would block us. So each window becomes a bucket with a small burst
+and a rate chosen so that no window of length t ever holds more than n requests:
+burst + rate * t - 1 <= n.
+
+On top of that sits `Adaptive`, an AIMD controller for providers whose real limit is below
+the configured one (or undocumented): a 429 pauses the whole lane and cuts its rate; each
+success raises it again, quickly while far below the rate that last drew a 429 and slowly
+near it, so the lane settles just under the provider's real limit instead of sawing between
+half and full speed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import anyio
 from aiolimiter import AsyncLimiter
 
 from batchvoid.models import RateLimit
@@ -25,13 +37,118 @@ def bucket(limit: RateLimit) -> AsyncLimiter:
     return AsyncLimiter(burst, burst / rate)
 
 
-class Pace:
-    """Waits until every one of a lane's rate windows has room. Create inside the running loop."""
+@dataclass(frozen=True, slots=True)
+class AimdSettings:
+    """How a lane reacts to 429s."""
 
-    def __init__(self, limits: Sequence[RateLimit]) -> None:
+    decrease: float = 0.85  # rate multiplier on a 429
+    fast_increase: float = 0.05  # per second, as a share of the ceiling, when well below it
+    slow_increase: float = 0.005  # per second, as a share of the ceiling, near it
+    near: float = 0.95  # "near the ceiling" starts here
+    floor: float = 0.05  # requests per second, never slower
+    first_pause_s: float = 0.25  # a 429 without Retry-After pauses this long, doubling
+    max_pause_s: float = 60.0
+
+
+class Adaptive:
+    """AIMD over a lane's send rate; time comes from `clock` so it can be tested without sleeping.
+
+    The rate is None (no adaptive limit) until the first 429.
+    """
+
+    def __init__(
+        self, settings: AimdSettings | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings or AimdSettings()
+        self._clock = clock
+        self.rate: float | None = None
+        self.ceiling: float | None = None  # the rate that last drew a 429
+        self.paused_until = 0.0
+        self.throttles = 0
+        self._next_send = 0.0  # the adaptive pacer's schedule (GCRA)
+        self._decreased_at = float("-inf")  # requests sent before this already paid for their 429
+        self._streak = 0  # 429s in a row with no success between them
+        self._recent: deque[float] = deque(maxlen=32)  # send times, to measure the rate we ran at
+
+    def reserve(self) -> float:
+        """Claim the next send slot; returns the (clock) time it starts, perhaps now."""
+        start = max(self._clock(), self.paused_until)
+        if self.rate is not None:
+            start = max(start, self._next_send)
+            self._next_send = start + 1 / self.rate
+        return start
+
+    def sent(self) -> float:
+        """Note a request going out now; returns its send time, to hand back with its answer."""
+        now = self._clock()
+        self._recent.append(now)
+        return now
+
+    def throttled(self, sent_at: float, retry_after: float | None) -> float:
+        """A 429 came back for the request sent at `sent_at`: cut the rate, pause the lane.
+
+        Returns how long the lane is paused from now.
+        """
+        now = self._clock()
+        self.throttles += 1
+        s = self.settings
+        if sent_at >= self._decreased_at:  # one cut per congestion event, not one per 429 in flight
+            current = self.rate if self.rate is not None else self._measured()
+            self.ceiling = current
+            self.rate = max(s.floor, current * s.decrease)
+            self._decreased_at = now
+            self._streak += 1
+        if retry_after is not None:
+            pause = retry_after + random.uniform(0, 0.1)
+        else:
+            pause = min(s.max_pause_s, s.first_pause_s * 2 ** (self._streak - 1))
+        self.paused_until = max(self.paused_until, now + pause)
+        self._next_send = max(self._next_send, self.paused_until)
+        return self.paused_until - now
+
+    def succeeded(self) -> None:
+        """A non-429 answer came back: raise the rate a little."""
+        self._streak = 0
+        if self.rate is None or self.ceiling is None:
+            return
+        s = self.settings
+        share = s.fast_increase if self.rate < s.near * self.ceiling else s.slow_increase
+        # Per success, so that at `rate` successes a second the rate grows by share*ceiling a second.
+        self.rate += share * self.ceiling / self.rate
+        if self.rate > self.ceiling:
+            self.ceiling = self.rate  # past the old ceiling without a 429: the limit went up
+
+    def _measured(self) -> float:
+        if len(self._recent) < 2:
+            return 1.0
+        span = self._recent[-1] - self._recent[0]
+        return (len(self._recent) - 1) / span if span > 0 else float(len(self._recent))
+
+
+class Pace:
+    """Waits until a request may go: every configured window, and the adaptive limit.
+
+    Create inside the running loop (aiolimiter binds to it).
+    """
+
+    def __init__(self, limits: Sequence[RateLimit], aimd: AimdSettings | None = None) -> None:
         self.limits = tuple(limits)
         self._buckets = [bucket(limit) for limit in limits]
+        self.adaptive = Adaptive(aimd)
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for a slot; returns the send time to pass to `throttled()`."""
+        while True:
+            start = self.adaptive.reserve()
+            if (wait := start - time.monotonic()) > 0:
+                await anyio.sleep(wait)
+            if self.adaptive.paused_until <= start:
+                break  # no 429 paused the lane again while this worker waited
         for b in self._buckets:
             await b.acquire()
+        return self.adaptive.sent()
+
+    @property
+    def throttled_until(self) -> float:
+        """The monotonic time the lane's 429 pause ends (in the past when not paused)."""
+        return self.adaptive.paused_until

@@ -7,6 +7,7 @@ before the first request is sent.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -16,10 +17,12 @@ from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
+import anyio
+
 from batchvoid import config as configuration
 from batchvoid import jobfile
 from batchvoid.config import Config
-from batchvoid.engine import Engine, Retry
+from batchvoid.engine import Engine, FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError
 from batchvoid.ledger import Ingest, Job, Ledger
 from batchvoid.logs import default_log_path, open_log
@@ -31,6 +34,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_LOCKED = 4
+EXIT_INTERRUPTED = 130
+_UNDONE = (ItemState.FAILED, ItemState.SKIPPED)
 FAILURES_SHOWN = 10
 
 
@@ -46,6 +52,8 @@ class RunOptions:
     simulate: bool = False
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
     retry: Retry = field(default_factory=Retry)
+    failure_limits: FailureLimits = field(default_factory=FailureLimits)
+    grace_s: float | None = None  # after a first signal; default: the longest request timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +68,12 @@ class RunReport:
     stopped: tuple[str, ...]
     log_file: Path
     failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
+    interrupted: bool = False  # by SIGINT or SIGTERM
 
     @property
     def exit_status(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if self.stopped or self.left():
             return EXIT_STOPPED
         if any(state in (ItemState.FAILED, ItemState.SKIPPED) for _, state in self.counts):
@@ -181,10 +192,14 @@ async def run(
                 profiles=config.profiles,
                 log=log,
                 retry=options.retry,
+                failure_limits=options.failure_limits,
             )
+            grace = options.grace_s
+            if grace is None:
+                grace = max((config.profiles[n].settings.timeout_s for n in todo), default=0) + 1
             ledger.start_run(job)
             try:
-                await engine.run()
+                interrupted = await _run_until_signalled(engine, grace, out)
             finally:
                 ledger.finish_run(job)
             report = RunReport(
@@ -193,11 +208,14 @@ async def run(
                 ingest=ingest,
                 requests=sum(lane.requests for lane in engine.lanes.values()),
                 elapsed_s=time.monotonic() - started,
-                stopped=tuple(lane.stopped for lane in engine.lanes.values() if lane.stopped),
+                stopped=tuple(
+                    [lane.stopped for lane in engine.lanes.values() if lane.stopped]
+                    + ([engine.halted] if engine.halted and not interrupted else [])
+                ),
                 log_file=log_file,
                 failures=tuple(
                     (row["provider"], row["invoice_id"], row["reason"] or "")
-                    for row in islice(ledger.items(job, [ItemState.FAILED, ItemState.SKIPPED]), FAILURES_SHOWN)
+                    for row in islice(ledger.items(job, _UNDONE), FAILURES_SHOWN)
                 ),
             )
             log.info(
@@ -207,6 +225,42 @@ async def run(
                 exit_status=report.exit_status,
             )
             return report
+
+
+async def _run_until_signalled(engine: Engine, grace_s: float, out: TextIO) -> bool:
+    """Run the engine; the first SIGINT/SIGTERM drains it, a second (or the grace) cancels it.
+
+    Returns whether a signal came. Cancelled requests leave their items in flight in the
+    ledger: the next run resends them with the same idempotency key.
+    """
+    interrupted = False
+    engine_scope = anyio.CancelScope()
+
+    async def watch(signals: AsyncIterator[int]) -> None:
+        nonlocal interrupted
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not interrupted:
+                interrupted = True
+                engine_scope.deadline = anyio.current_time() + grace_s
+                engine.halt(f"interrupted by {name}")
+                print(
+                    f"{name}: stopping. Requests in flight may take up to {grace_s:g}s to finish; "
+                    "send it again to stop at once. Nothing is lost: run the same command to resume.",
+                    file=out,
+                    flush=True,
+                )
+            else:
+                engine_scope.cancel()
+                print(f"{name} again: stopping now.", file=out, flush=True)
+
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            tg.start_soon(watch, signals)
+            with engine_scope:
+                await engine.run()
+            tg.cancel_scope.cancel()
+    return interrupted
 
 
 @asynccontextmanager

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batchvoid.config import parse_rate_limit
-from batchvoid.pace import bucket
+from batchvoid.pace import Adaptive, bucket
 
 
 @given(count=st.integers(1, 100_000), period=st.floats(0.01, 3600))
@@ -24,3 +28,98 @@ def test_pace_stays_close_to_the_limit(count: int) -> None:
     b = bucket(parse_rate_limit(f"{count}/1s"))
     rate = b.max_rate / b.time_period
     assert rate >= count * 0.98 - 1
+
+
+def run_against_window(real: int, configured: float, seconds: float, latency: float = 0.1,
+                       retry_after: float | None = None) -> tuple[list[float], list[float]]:
+    """Drive an Adaptive lane in virtual time against a provider allowing `real` per sliding second.
+
+    Answers come back `latency` later, as on a network: returns (accepted, throttled) send times.
+    """
+    clock = [0.0]
+    adaptive = Adaptive(clock=lambda: clock[0])
+    window: deque[float] = deque()
+    answers: list[tuple[float, float, bool]] = []  # (arrives at, sent at, was it a 429)
+    accepted: list[float] = []
+    throttled: list[float] = []
+    next_configured = 0.0
+    while clock[0] < seconds:
+        start = max(adaptive.reserve(), next_configured)
+        next_configured = start + 1 / configured
+        while answers and answers[0][0] <= start:  # answers that arrive before we send again
+            clock[0], sent, was_429 = heapq.heappop(answers)
+            if was_429:
+                adaptive.throttled(sent, retry_after)
+            else:
+                adaptive.succeeded()
+        if adaptive.paused_until > start:
+            continue  # a 429 paused the lane meanwhile: ask again
+        clock[0] = start
+        sent = adaptive.sent()
+        while window and window[0] <= start - 1.0:
+            window.popleft()
+        over = len(window) >= real
+        (throttled if over else accepted).append(start)
+        if not over:
+            window.append(start)
+        heapq.heappush(answers, (start + latency, sent, over))
+    return accepted, throttled
+
+
+def test_lane_settles_just_under_a_lower_real_limit() -> None:
+    """Configured 25% above the provider's real 50/s, the lane converges to >= 90% of 50/s and 429s die down."""
+    accepted, throttled = run_against_window(real=50, configured=62.5, seconds=120)
+    late = [t for t in accepted if t >= 60]
+    assert len(late) / 60 >= 0.90 * 50
+    early_429s = sum(1 for t in throttled if t < 10)
+    late_429s = sum(1 for t in throttled if t >= 60) / 6  # per 10 s, averaged
+    assert early_429s >= 1
+    assert late_429s < early_429s
+
+
+def test_no_429_means_no_adaptive_limit() -> None:
+    """A lane that never sees a 429 runs at its configured pace: the controller adds nothing."""
+    accepted, throttled = run_against_window(real=1000, configured=50, seconds=10)
+    assert throttled == []
+    assert len(accepted) >= 499
+
+
+def test_retry_after_pauses_the_lane_for_that_long() -> None:
+    """A 429 with Retry-After pauses every request of the lane until it has passed."""
+    clock = [100.0]
+    adaptive = Adaptive(clock=lambda: clock[0])
+    sent = adaptive.sent()
+    assert adaptive.throttled(sent, retry_after=2.0) >= 2.0
+    assert adaptive.reserve() >= 102.0
+    clock[0] = 103.0
+    adaptive.succeeded()
+    assert adaptive.reserve() >= 103.0
+
+
+def test_a_429_storm_backs_off_exponentially_without_retry_after() -> None:
+    """429s in a row, with no success between, double the pause up to its cap."""
+    clock = [0.0]
+    adaptive = Adaptive(clock=lambda: clock[0])
+    pauses = []
+    for _ in range(12):
+        sent = adaptive.sent()
+        clock[0] += 0.001
+        pauses.append(adaptive.throttled(sent, None))
+        clock[0] = adaptive.paused_until
+    assert pauses[:4] == pytest.approx([0.25, 0.5, 1.0, 2.0], rel=0.01)
+    assert max(pauses) == 60.0
+    assert adaptive.rate == pytest.approx(0.85**12)  # cut on every one: each was sent after the last cut
+
+
+def test_many_429s_from_one_burst_cut_the_rate_once() -> None:
+    """The 429s of requests that were already in flight when the rate was cut do not cut it again."""
+    clock = [0.0]
+    adaptive = Adaptive(clock=lambda: clock[0])
+    sends = []
+    for _ in range(10):
+        clock[0] += 0.01
+        sends.append(adaptive.sent())
+    clock[0] += 0.1
+    for sent in sends:
+        adaptive.throttled(sent, None)
+    assert adaptive.rate == pytest.approx(0.85 * 100, rel=0.05)
