@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from batchvoid import __version__
+from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError
 from batchvoid.run import EXIT_USAGE, RunOptions
 from batchvoid.run import run as run_job
@@ -96,6 +97,10 @@ def main() -> None:
 @fault_option
 @seed_option
 @time_scale_option
+@click.option("--max-failures", type=click.IntRange(min=0), default=None,
+              help="Stop sending (exit 3, the rest left pending) once more than N items failed.")
+@click.option("--max-failure-rate", type=click.FloatRange(0, 1), default=None,
+              help="Stop sending once more than this share of finished items failed (judged after 50).")
 def run(
     job_file: Path,
     config_path: Path | None,
@@ -106,12 +111,16 @@ def run(
     faults: tuple[str, ...],
     seed: int | None,
     time_scale: float,
+    max_failures: int | None,
+    max_failure_rate: float | None,
 ) -> None:
     """Void every invoice listed in JOB_FILE (CSV or JSONL), resuming where the last run stopped.
 
     \b
     Exit status: 0 every item is void; 1 some items failed; 2 bad usage, configuration or
-    job file (nothing sent); 3 stopped with items left (e.g. a provider refused the key).
+    job file (nothing sent); 3 stopped with items left (a provider refused the key or rejected
+    item after item, or --max-failures/--max-failure-rate); 4 another run holds the job;
+    130 interrupted (SIGINT/SIGTERM): run the same command to resume.
 
     \b
     Example:
@@ -127,6 +136,7 @@ def run(
         log_file=log_file,
         simulate=simulate,
         simulator=_simulator_settings(faults, seed, time_scale),
+        failure_limits=FailureLimits(max_failures, max_failure_rate),
     )
     try:
         report = anyio.run(run_job, options, backend="asyncio")

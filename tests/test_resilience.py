@@ -1,0 +1,138 @@
+"""Surviving real providers: faults, 429 storms, revoked keys and safety stops, on the simulator."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from batchvoid.engine import FailureLimits
+from batchvoid.models import ItemState
+from batchvoid.run import EXIT_OK, EXIT_STOPPED
+from batchvoid.simulator import Simulator, SimulatorSettings
+from tests.conftest import job, run_on, sim_config
+
+pytestmark = pytest.mark.anyio
+PROVIDERS = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+
+
+def events(tmp_path: Path, name: str = "job.csv.log") -> list[dict[str, object]]:
+    return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+
+
+async def test_chaos_run_ends_with_every_item_in_its_right_state(tmp_path: Path) -> None:
+    """5,000 items through 5xx, timeouts after the void, resets and a 429 limit below the configured rate."""
+    settings = SimulatorSettings.from_specs(
+        ["error_rate=0.10,timeout_rate=0.05,reset_rate=0.02,rate_limit=150/0.5s,retry_after=none"],
+        seed=11,
+    )
+    simulator = Simulator(settings)
+    rows = [(p, f"chaos-{p}-{n}") for n in range(1000) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    async with simulator.serve() as url:
+        # Configured at 400/s per provider, the simulator allows 300/s: the lanes must adapt.
+        config = sim_config(url, {p: ["200/0.5s"] for p in PROVIDERS}, concurrency=16, timeout_s=0.25,
+                            max_attempts=25)
+        report = await run_on(config, path, tmp_path)
+    assert report.exit_status == EXIT_OK, report.stopped
+    assert sum(report.counts.values()) == 5000
+    assert all(state.is_done for _, state in report.counts)
+    # Every invoice voided exactly once at the provider, however often it was sent.
+    assert len(simulator.voids_applied) == 5000
+    assert set(simulator.voids_applied.values()) == {1}
+    stats = simulator.stats()
+    assert stats["totals"]["faults"]["timeout"] > 100
+    assert stats["totals"]["faults"]["error"] > 300
+    assert stats["totals"]["faults"]["reset"] > 30
+    # Items whose void timed out after it happened were resent and counted as done.
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    resent = db.execute("SELECT count(*) FROM items WHERE state = 'already_void' AND attempts > 1").fetchone()[0]
+    assert resent > 0
+    # The lanes adapt: 429s come in the first part of the run and fall away after.
+    throttled = sorted(str(e["timestamp"]) for e in events(tmp_path) if e.get("outcome") == "throttled")
+    attempts = sorted(str(e["timestamp"]) for e in events(tmp_path) if e["event"] == "void.attempt")
+    assert throttled, "the simulator's limit never bit: the test proves nothing"
+    first, last = attempts[: len(attempts) // 3], attempts[-len(attempts) // 3 :]
+    early = sum(1 for t in throttled if t <= first[-1])
+    late = sum(1 for t in throttled if t >= last[0])
+    assert late < early
+
+
+async def test_a_key_revoked_mid_run_stops_only_its_provider(tmp_path: Path) -> None:
+    """After 10 voids Maple's key is revoked: Maple stops with its items pending, the others finish."""
+    simulator = Simulator(SimulatorSettings.from_specs(["maple:revoke_after=10"]))
+    rows = [(p, f"rv{n}") for n in range(40) for p in PROVIDERS]
+    path = job(tmp_path, rows)
+    async with simulator.serve() as url:
+        report = await run_on(sim_config(url, concurrency=2), path, tmp_path)
+    assert report.exit_status == EXIT_STOPPED
+    (reason,) = report.stopped
+    assert "maple: the provider refused the credentials" in reason
+    assert "Check MAPLE_API_TOKEN" in reason
+    assert report.counts[("maple", ItemState.VOIDED)] == 10
+    assert report.counts[("maple", ItemState.PENDING)] == 30
+    assert all(report.counts[(p, ItemState.VOIDED)] == 40 for p in PROVIDERS if p != "maple")
+    assert simulator.stats()["maple"]["auth_failed"] <= 2  # one per worker in flight, then silence
+
+
+async def test_item_after_item_rejected_stops_the_lane(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """A lane whose every answer is a permanent failure stops after N in a row, showing the error."""
+    simulator, url = sim
+    rows = [("sellapp", f"missing_{n}") for n in range(40)] + [("rapyd", f"ok{n}") for n in range(10)]
+    path = job(tmp_path, rows)
+    report = await run_on(sim_config(url, concurrency=1, stop_after_rejections=5), path, tmp_path)
+    assert report.exit_status == EXIT_STOPPED
+    (reason,) = report.stopped
+    assert reason.startswith("sellapp: 5 items in a row were rejected, the last with 'HTTP 404: Invoice not found.'")
+    assert report.counts[("sellapp", ItemState.FAILED)] == 5
+    assert report.counts[("sellapp", ItemState.PENDING)] == 35
+    assert report.counts[("rapyd", ItemState.VOIDED)] == 10
+    assert simulator.stats()["sellapp"]["requests"] == 5
+
+
+async def test_a_success_resets_the_rejection_streak(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """Rejections broken up by successes never stop a lane, however many there are."""
+    _, url = sim
+    rows = [("sellapp", f"{'missing_' if n % 4 else ''}{n}") for n in range(40)]
+    report = await run_on(sim_config(url, concurrency=1, stop_after_rejections=5), job(tmp_path, rows), tmp_path)
+    assert report.stopped == ()
+    assert report.counts[("sellapp", ItemState.FAILED)] == 30
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (FailureLimits(count=10), "11 items failed, more than --max-failures 10"),
+        (FailureLimits(rate=0.3, sample=50), "of 50 finished items failed (50%), more than --max-failure-rate 0.3"),
+    ],
+)
+async def test_failure_limits_stop_dispatching(
+    sim: tuple[Simulator, str], tmp_path: Path, limits: FailureLimits, message: str
+) -> None:
+    """--max-failures and --max-failure-rate stop every lane and leave the rest pending (exit 3)."""
+    _, url = sim
+    rows = [("chargeover", f"{'paid_' if n % 2 else ''}{n}") for n in range(400)]
+    report = await run_on(sim_config(url, concurrency=1), job(tmp_path, rows), tmp_path, failure_limits=limits)
+    assert report.exit_status == EXIT_STOPPED
+    assert any(message in reason for reason in report.stopped), report.stopped
+    assert report.counts[("chargeover", ItemState.PENDING)] > 300
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_retry_after_pauses_the_whole_lane(tmp_path: Path, form: str) -> None:
+    """A 429 with Retry-After (seconds or HTTP date) holds every request of the lane until it passes."""
+    simulator = Simulator(SimulatorSettings.from_specs([f"campfire:rate_limit=5/0.2s,retry_after={form}"]))
+    rows = [("campfire", f"ra{n}") for n in range(12)]
+    async with simulator.serve() as url:
+        report = await run_on(sim_config(url, concurrency=4), job(tmp_path, rows), tmp_path)
+    assert report.exit_status == EXIT_OK
+    log = events(tmp_path)
+    pauses = [e for e in log if e["event"] == "lane.throttled"]
+    assert pauses
+    assert all(isinstance(e["retry_after"], float) and e["retry_after"] >= 0 for e in pauses)
+    arrivals = sorted(simulator.arrivals["campfire"])
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert max(gaps) >= 0.5  # the lane waited out the provider's Retry-After (at least a second, less skew)
+    assert simulator.stats()["campfire"]["throttled"] <= 8  # it did not keep hammering while paused
