@@ -212,6 +212,7 @@ async def run(
                     [lane.stopped for lane in engine.lanes.values() if lane.stopped]
                     + ([engine.halted] if engine.halted and not interrupted else [])
                 ),
+                interrupted=interrupted,
                 log_file=log_file,
                 failures=tuple(
                     (row["provider"], row["invoice_id"], row["reason"] or "")
