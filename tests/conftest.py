@@ -43,9 +43,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def sim_config(
-    base_url: str, limits: Mapping[str, Sequence[str]] | None = None, **settings: Any
-) -> Config:
+def sim_config(base_url: str, limits: Mapping[str, Sequence[str]] | None = None, **settings: Any) -> Config:
     """The built-in profiles pointed at `base_url`, unlimited unless `limits` says otherwise."""
     cfg = configuration.builtin().pointed_at(base_url)
     limits = limits or {}

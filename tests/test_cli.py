@@ -53,7 +53,9 @@ def test_missing_credentials_stop_before_sending(runner: CliRunner, tmp_path: Pa
     """Without --simulate, a missing credential variable is exit 2 naming it; the job is recorded but nothing sent."""
     job = tmp_path / "j.csv"
     job.write_text("provider,invoice_id\nrapyd,inv_1\n")
-    result = runner.invoke(main, ["run", str(job), "--config", str(REPO / "config" / "providers.example.toml")])
+    result = runner.invoke(
+        main, ["run", str(job), "--config", str(REPO / "config" / "providers.example.toml")]
+    )
     assert result.exit_code == 2
     assert "error: " in result.stderr
     assert "needs environment variable RAPYD_ACCESS_KEY (access_key_env)" in result.stderr
@@ -80,7 +82,10 @@ def test_python_dash_m_and_help() -> None:
     """`python -m batchvoid --help` works and shows an example."""
     result = subprocess.run(
         [sys.executable, "-m", "batchvoid", "run", "--help"],
-        capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "100"},
     )
     assert result.returncode == 0
     assert "batchvoid run jobs/example.csv --simulate" in result.stdout

@@ -51,7 +51,11 @@ def test_shipped_example_configs_load() -> None:
     """config/providers.example.toml and config/simulator.toml are valid."""
     example = configuration.load(REPO / "config" / "providers.example.toml")
     assert {p.spec.type for p in example.profiles.values()} == {
-        "chargeover", "rapyd", "campfire", "maple", "sellapp"
+        "chargeover",
+        "rapyd",
+        "campfire",
+        "maple",
+        "sellapp",
     }
     assert str(example.profiles["rapyd"].rate_limits[1]) == "1000/300s"
     sim = configuration.load(REPO / "config" / "simulator.toml")
@@ -61,18 +65,36 @@ def test_shipped_example_configs_load() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[providers.x]\ntype = "rapid"', r"c.toml: \[providers.x\]: type is 'rapid'; it must be one of: chargeover"),
+        (
+            '[providers.x]\ntype = "rapid"',
+            r"c.toml: \[providers.x\]: type is 'rapid'; it must be one of: chargeover",
+        ),
         ("[providers.x]\nbase_url = 'https://a'", r"\[providers.x\]: type is missing"),
-        ('[providers.x]\ntype = "rapyd"\nacess_key_env = "A"', r"\[providers.x\]: unknown key 'acess_key_env'"),
-        ('[providers.x]\ntype = "rapyd"\nrate_limits = ["200 per minute"]', r"rate_limits: '200 per minute' is not"),
+        (
+            '[providers.x]\ntype = "rapyd"\nacess_key_env = "A"',
+            r"\[providers.x\]: unknown key 'acess_key_env'",
+        ),
+        (
+            '[providers.x]\ntype = "rapyd"\nrate_limits = ["200 per minute"]',
+            r"rate_limits: '200 per minute' is not",
+        ),
         ('[providers.x]\ntype = "rapyd"\nrate_limits = "200/60s"', r"rate_limits must be a list"),
-        ('[providers.x]\ntype = "rapyd"\nconcurrency = 0', r"concurrency must be a whole number from 1 to 512, got 0"),
+        (
+            '[providers.x]\ntype = "rapyd"\nconcurrency = 0',
+            r"concurrency must be a whole number from 1 to 512, got 0",
+        ),
         ('[providers.x]\ntype = "rapyd"\ntimeout_s = "5"', r"timeout_s must be a number of seconds"),
         ('[providers.x]\ntype = "rapyd"\nmax_attempts = true', r"max_attempts must be a whole number"),
         ('[providers.x]\ntype = "chargeover"', r"base_url is required for ChargeOver"),
-        ('[providers.x]\ntype = "rapyd"\nbase_url = "ftp://x"', r"base_url must be an http:// or https:// URL"),
+        (
+            '[providers.x]\ntype = "rapyd"\nbase_url = "ftp://x"',
+            r"base_url must be an http:// or https:// URL",
+        ),
         ('[providers.x]\ntype = "maple"\ncompany_id = "acme"', r"company_id must start with 'cmp_'"),
-        ('[providers.x]\ntype = "rapyd"\naccess_key_env = "not a var"', r"access_key_env must name an environment"),
+        (
+            '[providers.x]\ntype = "rapyd"\naccess_key_env = "not a var"',
+            r"access_key_env must name an environment",
+        ),
         ('[defaults]\nretries = 3\n[providers.x]\ntype = "rapyd"', r"\[defaults\]: unknown key 'retries'"),
         ("[provider.x]\ntype = 'rapyd'", r"top level: unknown key 'provider'"),
         ("[defaults]\n", r"no \[providers.NAME\] table"),
@@ -88,7 +110,9 @@ def test_bad_configuration_names_file_and_key(tmp_path: Path, text: str, message
 
 def test_missing_file_points_to_the_example(tmp_path: Path) -> None:
     """A missing configuration file says where to start from."""
-    with pytest.raises(ConfigError, match=r"no such configuration file \(see config/providers.example.toml\)"):
+    with pytest.raises(
+        ConfigError, match=r"no such configuration file \(see config/providers.example.toml\)"
+    ):
         configuration.load(tmp_path / "nope.toml")
 
 
@@ -105,7 +129,9 @@ def test_missing_credential_names_variable_key_and_file(tmp_path: Path) -> None:
 def test_adapters_never_show_secrets_in_repr(tmp_path: Path) -> None:
     """An adapter's repr (as in a traceback) does not contain its credentials."""
     cfg = configuration.load(write(tmp_path / "c.toml", GOOD))
-    adapter = cfg.profiles["rapyd"].adapter({"RAPYD_ACCESS_KEY": "AK-123456", "RAPYD_SECRET_KEY": "SK-987654"})
+    adapter = cfg.profiles["rapyd"].adapter(
+        {"RAPYD_ACCESS_KEY": "AK-123456", "RAPYD_SECRET_KEY": "SK-987654"}
+    )
     assert "AK-123456" not in repr(adapter)
     assert "SK-987654" not in repr(adapter)
 
@@ -121,8 +147,14 @@ def test_fingerprint_ignores_limits_but_not_accounts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "count", "period"),
-    [("200/60s", 200, 60.0), ("5/s", 5, 1.0), ("1000/5m", 1000, 300.0), ("10/1h", 10, 3600.0),
-     ("50 / 500ms", 50, 0.5), ("3/1.5s", 3, 1.5)],
+    [
+        ("200/60s", 200, 60.0),
+        ("5/s", 5, 1.0),
+        ("1000/5m", 1000, 300.0),
+        ("10/1h", 10, 3600.0),
+        ("50 / 500ms", 50, 0.5),
+        ("3/1.5s", 3, 1.5),
+    ],
 )
 def test_rate_limit_strings(text: str, count: int, period: float) -> None:
     """Rate limits are COUNT/PERIOD with ms, s, m or h."""
@@ -133,7 +165,7 @@ def test_rate_limit_strings(text: str, count: int, period: float) -> None:
 @pytest.mark.parametrize("text", ["", "0/1s", "5", "5/0s", "-1/s", "5/1d", "five/s", "5/1s/2"])
 def test_bad_rate_limit_strings(text: str) -> None:
     """Anything that is not a positive COUNT/PERIOD is refused with the accepted forms."""
-    with pytest.raises(ValueError, match="rate limit|above zero"):
+    with pytest.raises(ValueError, match=r"rate limit|above zero"):
         parse_rate_limit(text)
 
 

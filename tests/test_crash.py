@@ -50,8 +50,11 @@ def states(ledger: Path) -> dict[str, int]:
 def unlimited_config(tmp_path: Path, url: str = "http://127.0.0.1:9") -> Path:
     """Every provider at `url` with no rate limit, credentials from the simulator's BATCHVOID_SIM_* names."""
     roles = {
-        "chargeover": ("username", "password"), "rapyd": ("access_key", "secret_key"),
-        "campfire": ("api_key",), "maple": ("api_token",), "sellapp": ("api_key",),
+        "chargeover": ("username", "password"),
+        "rapyd": ("access_key", "secret_key"),
+        "campfire": ("api_key",),
+        "maple": ("api_token",),
+        "sellapp": ("api_key",),
     }
     config = tmp_path / "sim.toml"
     config.write_text(
@@ -67,14 +70,27 @@ def unlimited_config(tmp_path: Path, url: str = "http://127.0.0.1:9") -> Path:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_first_signal_finishes_in_flight_requests_and_exits_130(tmp_path: Path, signum: signal.Signals) -> None:
+def test_first_signal_finishes_in_flight_requests_and_exits_130(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     """The first SIGINT/SIGTERM stops dispatching, lets in-flight requests finish, exits 130; rerun completes."""
     path = job(tmp_path, [(p, f"g{n}") for n in range(100) for p in PROVIDERS])
     ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
-    command = [*BATCHVOID, "run", str(path), "--simulate", "--config", str(unlimited_config(tmp_path)),
-               "--ledger", str(ledger), "--log-file", str(log)]
-    proc = subprocess.Popen([*command, "--fault", "latency_ms=200"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        *BATCHVOID,
+        "run",
+        str(path),
+        "--simulate",
+        "--config",
+        str(unlimited_config(tmp_path)),
+        "--ledger",
+        str(ledger),
+        "--log-file",
+        str(log),
+    ]
+    proc = subprocess.Popen(
+        [*command, "--fault", "latency_ms=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for(lambda: attempts_logged(log) >= 20)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
@@ -94,16 +110,27 @@ def test_second_signal_cancels_at_once_and_resume_resends_with_the_same_key(tmp_
     """A second SIGINT cancels hanging requests at once; their items stay in flight and the next run finishes them."""
     path = job(tmp_path, [(p, f"h{n}") for n in range(20) for p in PROVIDERS])
     ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
-    command = [*BATCHVOID, "run", str(path), "--simulate", "--config", str(unlimited_config(tmp_path)),
-               "--ledger", str(ledger), "--log-file", str(log)]
-    proc = subprocess.Popen([*command, "--fault", "latency_ms=20000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        *BATCHVOID,
+        "run",
+        str(path),
+        "--simulate",
+        "--config",
+        str(unlimited_config(tmp_path)),
+        "--ledger",
+        str(ledger),
+        "--log-file",
+        str(log),
+    ]
+    proc = subprocess.Popen(
+        [*command, "--fault", "latency_ms=20000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for(lambda: states(ledger).get("in_flight", 0) >= 5 if ledger.exists() else False)
     proc.send_signal(signal.SIGINT)
     wait_for(lambda: "run.halting" in log.read_text())  # the first signal was handled
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 5
     assert "SIGINT again: stopping now" in err
@@ -118,8 +145,12 @@ def test_second_signal_cancels_at_once_and_resume_resends_with_the_same_key(tmp_
 @pytest.fixture
 def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`batchvoid simulate` in its own process, so its state outlives the runs we kill."""
-    proc = subprocess.Popen([*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20",
-                             "--seed", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20", "--seed", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         assert proc.stdout is not None
@@ -148,14 +179,25 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     rows = [(p, f"{kinds[n % len(kinds)]}k{n}") for n in range(120) for p in PROVIDERS]
     path = job(tmp_path, rows)
     ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
-    command = [*BATCHVOID, "run", str(path), "--config", str(config), "--ledger", str(ledger), "--log-file", str(log)]
+    command = [
+        *BATCHVOID,
+        "run",
+        str(path),
+        "--config",
+        str(config),
+        "--ledger",
+        str(ledger),
+        "--log-file",
+        str(log),
+    ]
     env = {**os.environ, **sim_env}
     rng = random.Random(42)
     kills = 0
     for _ in range(4):
         before = attempts_logged(log)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda b=before: attempts_logged(log) >= b + rng.randint(10, 80) or proc.poll() is not None)
+        target = before + rng.randint(10, 80)
+        wait_for(lambda p=proc, t=target: attempts_logged(log) >= t or p.poll() is not None)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -176,7 +218,7 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
         else:  # voided by this job: on the first send, or found void when resent after a kill
             assert state in ("voided", "already_void"), (provider, invoice, state)
 
-    with urllib.request.urlopen(f"{url}/_sim/stats?invoices=1", timeout=5) as answer:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"{url}/_sim/stats?invoices=1", timeout=5) as answer:
         stats = json.load(answer)
     applied = stats["voids_applied"]
     voidable = {f"{p}:{i}" for p, i in rows if not i.startswith(("paid_", "missing_", "void_"))}

@@ -52,8 +52,11 @@ def test_jsonl_rows_become_items(tmp_path: Path, profiles: Config) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("rapid,inv_1,", "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp); "
-         "did you mean 'rapyd'?"),
+        (
+            "rapid,inv_1,",
+            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp); "
+            "did you mean 'rapyd'?",
+        ),
         ("rapyd,,", "empty invoice_id"),
         (",inv_1,", "empty provider"),
         ("rapyd,inv 1,", "invoice_id 'inv 1' has spaces or control characters"),
@@ -81,7 +84,9 @@ def test_each_bad_csv_row_is_named_by_line(tmp_path: Path, profiles: Config, lin
         ('{"provider": "maple", "invoice_id": "u1", "company_id": "acme"}', "must start with 'cmp_'"),
     ],
 )
-def test_each_bad_jsonl_row_is_named_by_line(tmp_path: Path, profiles: Config, text: str, message: str) -> None:
+def test_each_bad_jsonl_row_is_named_by_line(
+    tmp_path: Path, profiles: Config, text: str, message: str
+) -> None:
     """Every kind of bad JSONL row gives an error with its line number and what is wrong."""
     path = write(tmp_path / "job.jsonl", '{"provider": "rapyd", "invoice_id": "ok"}\n' + text + "\n")
     result = rows(path, profiles)
@@ -119,7 +124,9 @@ def test_multiline_csv_record_reports_its_first_line(tmp_path: Path, profiles: C
         ("job.txt", "provider,invoice_id\n", "unknown job file type '.txt'"),
     ],
 )
-def test_unusable_files_are_refused(tmp_path: Path, profiles: Config, name: str, text: str, message: str) -> None:
+def test_unusable_files_are_refused(
+    tmp_path: Path, profiles: Config, name: str, text: str, message: str
+) -> None:
     """A file with no usable header or of an unknown type is refused as a whole."""
     path = write(tmp_path / name, text)
     with pytest.raises(JobFileError, match=message):
@@ -153,8 +160,9 @@ ids = st.text(alphabet=st.characters(categories=["L", "N", "P", "S"]), min_size=
 
 
 @given(invoice_ids=st.lists(ids, min_size=1, max_size=20))
-def test_any_printable_id_round_trips_through_csv_and_jsonl(tmp_path_factory: pytest.TempPathFactory,
-                                                           invoice_ids: list[str]) -> None:
+def test_any_printable_id_round_trips_through_csv_and_jsonl(
+    tmp_path_factory: pytest.TempPathFactory, invoice_ids: list[str]
+) -> None:
     """Whatever printable id a row holds comes back unchanged from either format."""
     profiles = configuration.builtin().profiles
     folder = tmp_path_factory.mktemp("prop")
@@ -164,7 +172,8 @@ def test_any_printable_id_round_trips_through_csv_and_jsonl(tmp_path_factory: py
         writer.writerow(["provider", "invoice_id"])
         writer.writerows(["rapyd", i] for i in invoice_ids)
     (folder / "job.jsonl").write_text(
-        "".join(json.dumps({"provider": "rapyd", "invoice_id": i}) + "\n" for i in invoice_ids), encoding="utf-8"
+        "".join(json.dumps({"provider": "rapyd", "invoice_id": i}) + "\n" for i in invoice_ids),
+        encoding="utf-8",
     )
     for name in ("job.csv", "job.jsonl"):
         got = [r.invoice_id for r in jobfile.read(folder / name, profiles) if isinstance(r, Item)]

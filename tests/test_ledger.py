@@ -18,8 +18,13 @@ from tests.conftest import write
 
 
 def ingest(ledger: Ledger, path: Path, profiles: Config, job_id: str = "job") -> Job:
-    ledger.ingest(job_id=job_id, job_file=str(path), job_sha256="sha", config_fingerprint="fp",
-                  rows=jobfile.read(path, profiles.profiles))
+    ledger.ingest(
+        job_id=job_id,
+        job_file=str(path),
+        job_sha256="sha",
+        config_fingerprint="fp",
+        rows=jobfile.read(path, profiles.profiles),
+    )
     job = ledger.job(job_id)
     assert job is not None
     return job
@@ -27,10 +32,17 @@ def ingest(ledger: Ledger, path: Path, profiles: Config, job_id: str = "job") ->
 
 def test_ingest_records_items_with_keys_and_reports_duplicates(tmp_path: Path, profiles: Config) -> None:
     """Every row becomes a pending item with its idempotency key; a repeated pair is recorded once."""
-    path = write(tmp_path / "j.csv", "provider,invoice_id,customer\nrapyd,a,x\nmaple,b,\nrapyd,a,y\nrapyd,c,\n")
+    path = write(
+        tmp_path / "j.csv", "provider,invoice_id,customer\nrapyd,a,x\nmaple,b,\nrapyd,a,y\nrapyd,c,\n"
+    )
     with Ledger(tmp_path / "l.sqlite") as ledger:
-        result = ledger.ingest(job_id="job", job_file=str(path), job_sha256="s", config_fingerprint="f",
-                               rows=jobfile.read(path, profiles.profiles))
+        result = ledger.ingest(
+            job_id="job",
+            job_file=str(path),
+            job_sha256="s",
+            config_fingerprint="f",
+            rows=jobfile.read(path, profiles.profiles),
+        )
         assert (result.items, result.duplicates) == (3, 1)
         assert [(d.line, d.first_line) for d in result.first_duplicates] == [(4, 2)]
         job = ledger.job("job")
@@ -38,7 +50,10 @@ def test_ingest_records_items_with_keys_and_reports_duplicates(tmp_path: Path, p
         assert (job.items, job.duplicates) == (3, 1)
         items = list(ledger.items(job))
         assert [(i["line"], i["provider"], i["invoice_id"], i["state"]) for i in items] == [
-            (2, "rapyd", "a", "pending"), (3, "maple", "b", "pending"), (5, "rapyd", "c", "pending")]
+            (2, "rapyd", "a", "pending"),
+            (3, "maple", "b", "pending"),
+            (5, "rapyd", "c", "pending"),
+        ]
         assert items[0]["idempotency_key"] == idempotency_key("job", "rapyd", "a")
         assert items[0]["metadata"] == '{"customer":"x"}'
         assert [d.line for d in ledger.duplicates(job)] == [4]
@@ -75,8 +90,9 @@ def test_todo_pages_are_per_provider_in_file_order(tmp_path: Path, profiles: Con
 
 
 @pytest.mark.anyio
-async def test_writer_commits_in_flight_before_returning_and_outcomes_on_exit(tmp_path: Path,
-                                                                             profiles: Config) -> None:
+async def test_writer_commits_in_flight_before_returning_and_outcomes_on_exit(
+    tmp_path: Path, profiles: Config
+) -> None:
     """begin() returns only once 'in flight' is committed; queued outcomes are committed on exit."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\n")
     with Ledger(tmp_path / "l.sqlite") as ledger:
@@ -85,7 +101,9 @@ async def test_writer_commits_in_flight_before_returning_and_outcomes_on_exit(tm
         other = sqlite3.connect(tmp_path / "l.sqlite")
 
         def state(invoice: str) -> tuple[str, int]:
-            return other.execute("SELECT state, attempts FROM items WHERE invoice_id = ?", (invoice,)).fetchone()
+            return other.execute(
+                "SELECT state, attempts FROM items WHERE invoice_id = ?", (invoice,)
+            ).fetchone()
 
         async with LedgerWriter(ledger) as writer:
             await writer.begin(a)
@@ -97,7 +115,8 @@ async def test_writer_commits_in_flight_before_returning_and_outcomes_on_exit(tm
         assert state("a") == ("voided", 1)
         assert state("b") == ("pending", 1)
         assert other.execute("SELECT outcome, http_status, latency_ms FROM attempts").fetchall() == [
-            ("voided", 200, 12)]
+            ("voided", 200, 12)
+        ]
         other.close()
 
 

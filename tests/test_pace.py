@@ -30,8 +30,9 @@ def test_pace_stays_close_to_the_limit(count: int) -> None:
     assert rate >= count * 0.98 - 1
 
 
-def run_against_window(real: int, configured: float, seconds: float, latency: float = 0.1,
-                       retry_after: float | None = None) -> tuple[list[float], list[float]]:
+def run_against_window(
+    real: int, configured: float, seconds: float, latency: float = 0.1, retry_after: float | None = None
+) -> tuple[list[float], list[float]]:
     """Drive an Adaptive lane in virtual time against a provider allowing `real` per sliding second.
 
     Answers come back `latency` later, as on a network: returns (accepted, throttled) send times.

@@ -30,23 +30,34 @@ def answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> 
 
 def test_rapyd_signature_matches_the_documented_test_vector() -> None:
     """The signature of the FACTS.md test vector is exactly the documented one."""
-    assert signature(
-        method="post",
-        path="/v1/invoices/invoice_a87d5fa33216972acd2ccd9972ce0112/void",
-        salt="abcdefgh12345678",
-        timestamp=1700000000,
-        access_key="rak_TEST",
-        secret_key="rsk_TEST",
-    ) == "NTMzM2M3OTVkZWY3ZDJlNGI0MGM5MzcyMzhjZTI0ZWI3ZWNiZDk0ZGU1MDQ2YmM2NjgzNmMwODg2OGMxYjQ4MQ=="
+    assert (
+        signature(
+            method="post",
+            path="/v1/invoices/invoice_a87d5fa33216972acd2ccd9972ce0112/void",
+            salt="abcdefgh12345678",
+            timestamp=1700000000,
+            access_key="rak_TEST",
+            secret_key="rsk_TEST",
+        )
+        == "NTMzM2M3OTVkZWY3ZDJlNGI0MGM5MzcyMzhjZTI0ZWI3ZWNiZDk0ZGU1MDQ2YmM2NjgzNmMwODg2OGMxYjQ4MQ=="
+    )
 
 
 def test_rapyd_request_is_signed_with_fresh_salt_and_time() -> None:
     """Rapyd: POST, no body, the five signing headers and the idempotency key; the vector's signature."""
-    adapter = Rapyd("https://sandboxapi.rapyd.net", "rak_TEST", "rsk_TEST",
-                    salt=lambda: "abcdefgh12345678", clock=lambda: 1700000000.7)
+    adapter = Rapyd(
+        "https://sandboxapi.rapyd.net",
+        "rak_TEST",
+        "rsk_TEST",
+        salt=lambda: "abcdefgh12345678",
+        clock=lambda: 1700000000.7,
+    )
     request = adapter.void_request(Item(1, "rapyd", "invoice_a87d5fa33216972acd2ccd9972ce0112"), KEY)
     assert request.method == "POST"
-    assert request.url == "https://sandboxapi.rapyd.net/v1/invoices/invoice_a87d5fa33216972acd2ccd9972ce0112/void"
+    assert (
+        request.url
+        == "https://sandboxapi.rapyd.net/v1/invoices/invoice_a87d5fa33216972acd2ccd9972ce0112/void"
+    )
     assert request.body is None
     assert request.headers == {
         "access_key": "rak_TEST",
@@ -69,7 +80,9 @@ def test_rapyd_salt_is_new_for_every_request() -> None:
 
 def test_chargeover_request() -> None:
     """ChargeOver: Basic auth of the two keys, POST .../_action/void with a {} JSON body."""
-    adapter = REGISTRY["chargeover"].build("https://acme.chargeover.com", {"username": "pub", "password": "priv"}, {})
+    adapter = REGISTRY["chargeover"].build(
+        "https://acme.chargeover.com", {"username": "pub", "password": "priv"}, {}
+    )
     request = adapter.void_request(Item(1, "chargeover", "10231"), KEY)
     assert request.method == "POST"
     assert request.url == "https://acme.chargeover.com/api/v3/invoice/10231/_action/void"
@@ -99,7 +112,11 @@ def test_maple_request_uses_row_company_over_profile() -> None:
     request = adapter.void_request(Item(1, "maple", "uuid-1"), KEY)
     assert request.method == "POST"
     assert request.url == "https://api.maplebilling.com/api/v1/companies/cmp_main/invoices/uuid-1/void"
-    assert request.headers == {"Authorization": "Bearer tok", "Idempotency-Key": KEY, "Accept": "application/json"}
+    assert request.headers == {
+        "Authorization": "Bearer tok",
+        "Idempotency-Key": KEY,
+        "Accept": "application/json",
+    }
     assert len(request.headers["Idempotency-Key"]) <= 64
     other = adapter.void_request(Item(1, "maple", "uuid-1", company_id="cmp_emea"), KEY)
     assert "/companies/cmp_emea/" in other.url
@@ -111,7 +128,9 @@ def test_sellapp_request_sends_store_when_known() -> None:
     assert plain.method == "PATCH"
     assert plain.url == "https://sell.app/api/v2/invoices/884201/mark-voided"
     assert plain.headers == {"Authorization": "Bearer key", "Accept": "application/json"}
-    stored = SellApp("https://sell.app", "key", "shop").void_request(Item(1, "sellapp", "1", store="other"), KEY)
+    stored = SellApp("https://sell.app", "key", "shop").void_request(
+        Item(1, "sellapp", "1", store="other"), KEY
+    )
     assert stored.headers["X-STORE"] == "other"
 
 
@@ -124,46 +143,94 @@ def test_ids_cannot_change_the_path(invoice_id: str) -> None:
 
 
 CO_ERR = {"code": 400, "status": "Error", "details": {}, "response": False}
-RAPYD_NOT_VOIDABLE = {"status": {"error_code": "ERROR_VOID_NOT_UNCOLLECTIBLE_OR_OPEN_INVOICE", "status": "ERROR",
-                                 "message": "not open", "operation_id": "op-2"}}
+RAPYD_NOT_VOIDABLE = {
+    "status": {
+        "error_code": "ERROR_VOID_NOT_UNCOLLECTIBLE_OR_OPEN_INVOICE",
+        "status": "ERROR",
+        "message": "not open",
+        "operation_id": "op-2",
+    }
+}
 
 CASES: list[tuple[str, Response, OutcomeKind]] = [
-    ("chargeover", answer(200, {"code": 200, "status": "OK", "message": "", "response": True}), OutcomeKind.VOIDED),
+    (
+        "chargeover",
+        answer(200, {"code": 200, "status": "OK", "message": "", "response": True}),
+        OutcomeKind.VOIDED,
+    ),
     ("chargeover", answer(400, {**CO_ERR, "message": "Invoice is already void."}), OutcomeKind.ALREADY_VOID),
     ("chargeover", answer(400, {**CO_ERR, "message": "Cannot void a paid invoice."}), OutcomeKind.REJECTED),
-    ("chargeover", answer(404, {**CO_ERR, "code": 404, "message": "Invoice not found."}), OutcomeKind.REJECTED),
+    (
+        "chargeover",
+        answer(404, {**CO_ERR, "code": 404, "message": "Invoice not found."}),
+        OutcomeKind.REJECTED,
+    ),
     ("chargeover", answer(401, {**CO_ERR, "code": 401, "message": "Invalid"}), OutcomeKind.AUTH_FAILED),
     ("chargeover", answer(429, {**CO_ERR, "code": 429}), OutcomeKind.THROTTLED),
     ("chargeover", answer(500, {**CO_ERR, "code": 500}), OutcomeKind.RETRYABLE),
     ("chargeover", answer(502, b"<html>Bad gateway</html>"), OutcomeKind.RETRYABLE),
-    ("rapyd", answer(200, {"status": {"status": "SUCCESS", "operation_id": "op-1"}, "data": {"status": "void"}}),
-     OutcomeKind.VOIDED),
-    ("rapyd", answer(400, {"status": {"error_code": "INVALID_INVOICE_ID", "status": "ERROR"}}), OutcomeKind.REJECTED),
+    (
+        "rapyd",
+        answer(200, {"status": {"status": "SUCCESS", "operation_id": "op-1"}, "data": {"status": "void"}}),
+        OutcomeKind.VOIDED,
+    ),
+    (
+        "rapyd",
+        answer(400, {"status": {"error_code": "INVALID_INVOICE_ID", "status": "ERROR"}}),
+        OutcomeKind.REJECTED,
+    ),
     ("rapyd", answer(400, RAPYD_NOT_VOIDABLE), OutcomeKind.REJECTED),
     ("rapyd", answer(401, {"status": {"error_code": "UNAUTHENTICATED_API_CALL"}}), OutcomeKind.AUTH_FAILED),
     ("rapyd", answer(429, {"status": {"error_code": "TOO_MANY_REQUESTS"}}), OutcomeKind.THROTTLED),
     ("rapyd", answer(503, b"upstream"), OutcomeKind.RETRYABLE),
     ("campfire", answer(200, {"id": 1, "status": "void", "voided_date": "2026-11-21"}), OutcomeKind.VOIDED),
     ("campfire", answer(409, {"detail": "Invoice is already voided."}), OutcomeKind.ALREADY_VOID),
-    ("campfire", answer(400, {"detail": "Cannot void an invoice that has payments applied."}), OutcomeKind.REJECTED),
+    (
+        "campfire",
+        answer(400, {"detail": "Cannot void an invoice that has payments applied."}),
+        OutcomeKind.REJECTED,
+    ),
     ("campfire", answer(400, {"void_date": ["Date has wrong format."]}), OutcomeKind.REJECTED),
     ("campfire", answer(404, {"detail": "Not found."}), OutcomeKind.REJECTED),
     ("campfire", answer(401, {"detail": "Invalid token."}), OutcomeKind.AUTH_FAILED),
     ("campfire", answer(429, {"detail": "throttled"}, {"Retry-After": "3"}), OutcomeKind.THROTTLED),
     ("maple", answer(200, {"uuid": "u", "status": "VOID"}), OutcomeKind.VOIDED),
-    ("maple", answer(400, {"error_message": "Invoice is already void", "error_code": "invoice_already_void"}),
-     OutcomeKind.ALREADY_VOID),
-    ("maple", answer(400, {"error_message": "Invoice with status PAID cannot be voided",
-                           "error_code": "invoice_not_voidable"}), OutcomeKind.REJECTED),
-    ("maple", answer(404, {"error_message": "Invoice not found", "error_code": "invoice_not_found"}),
-     OutcomeKind.REJECTED),
+    (
+        "maple",
+        answer(400, {"error_message": "Invoice is already void", "error_code": "invoice_already_void"}),
+        OutcomeKind.ALREADY_VOID,
+    ),
+    (
+        "maple",
+        answer(
+            400,
+            {
+                "error_message": "Invoice with status PAID cannot be voided",
+                "error_code": "invoice_not_voidable",
+            },
+        ),
+        OutcomeKind.REJECTED,
+    ),
+    (
+        "maple",
+        answer(404, {"error_message": "Invoice not found", "error_code": "invoice_not_found"}),
+        OutcomeKind.REJECTED,
+    ),
     ("maple", answer(403, {"error_message": "Forbidden"}), OutcomeKind.AUTH_FAILED),
     ("maple", answer(409, {"error_type": "idempotency_error"}), OutcomeKind.RETRYABLE),
     ("maple", answer(500, {"error_type": "api_error"}), OutcomeKind.RETRYABLE),
     ("maple", answer(500, {"error_type": "api_error"}, {"Idempotency-Used": "true"}), OutcomeKind.REJECTED),
     ("sellapp", answer(200, {"id": 1, "status": {"status": {"status": "VOIDED"}}}), OutcomeKind.VOIDED),
-    ("sellapp", answer(422, {"message": "Invoice is already voided.", "request_id": "r"}), OutcomeKind.ALREADY_VOID),
-    ("sellapp", answer(422, {"message": "Only pending invoices can be marked as voided."}), OutcomeKind.REJECTED),
+    (
+        "sellapp",
+        answer(422, {"message": "Invoice is already voided.", "request_id": "r"}),
+        OutcomeKind.ALREADY_VOID,
+    ),
+    (
+        "sellapp",
+        answer(422, {"message": "Only pending invoices can be marked as voided."}),
+        OutcomeKind.REJECTED,
+    ),
     ("sellapp", answer(404, {"message": "Invoice not found."}), OutcomeKind.REJECTED),
     ("sellapp", answer(401, {"message": "Unauthenticated."}), OutcomeKind.AUTH_FAILED),
     ("sellapp", answer(429, {"message": "Too Many Attempts."}), OutcomeKind.THROTTLED),

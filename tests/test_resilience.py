@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -33,8 +34,9 @@ async def test_chaos_run_ends_with_every_item_in_its_right_state(tmp_path: Path)
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
         # Configured at 400/s per provider, the simulator allows 300/s: the lanes must adapt.
-        config = sim_config(url, {p: ["200/0.5s"] for p in PROVIDERS}, concurrency=16, timeout_s=0.25,
-                            max_attempts=25)
+        config = sim_config(
+            url, {p: ["200/0.5s"] for p in PROVIDERS}, concurrency=16, timeout_s=0.25, max_attempts=25
+        )
         report = await run_on(config, path, tmp_path)
     assert report.exit_status == EXIT_OK, report.stopped
     assert sum(report.counts.values()) == 5000
@@ -48,7 +50,9 @@ async def test_chaos_run_ends_with_every_item_in_its_right_state(tmp_path: Path)
     assert stats["totals"]["faults"]["reset"] > 30
     # Items whose void timed out after it happened were resent and counted as done.
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
-    resent = db.execute("SELECT count(*) FROM items WHERE state = 'already_void' AND attempts > 1").fetchone()[0]
+    resent = db.execute(
+        "SELECT count(*) FROM items WHERE state = 'already_void' AND attempts > 1"
+    ).fetchone()[0]
     assert resent > 0
     # The lanes adapt: 429s come in the first part of the run and fall away after.
     throttled = sorted(str(e["timestamp"]) for e in events(tmp_path) if e.get("outcome") == "throttled")
@@ -85,7 +89,9 @@ async def test_item_after_item_rejected_stops_the_lane(sim: tuple[Simulator, str
     report = await run_on(sim_config(url, concurrency=1, stop_after_rejections=5), path, tmp_path)
     assert report.exit_status == EXIT_STOPPED
     (reason,) = report.stopped
-    assert reason.startswith("sellapp: 5 items in a row were rejected, the last with 'HTTP 404: Invoice not found.'")
+    assert reason.startswith(
+        "sellapp: 5 items in a row were rejected, the last with 'HTTP 404: Invoice not found.'"
+    )
     assert report.counts[("sellapp", ItemState.FAILED)] == 5
     assert report.counts[("sellapp", ItemState.PENDING)] == 35
     assert report.counts[("rapyd", ItemState.VOIDED)] == 10
@@ -96,7 +102,9 @@ async def test_a_success_resets_the_rejection_streak(sim: tuple[Simulator, str],
     """Rejections broken up by successes never stop a lane, however many there are."""
     _, url = sim
     rows = [("sellapp", f"{'missing_' if n % 4 else ''}{n}") for n in range(40)]
-    report = await run_on(sim_config(url, concurrency=1, stop_after_rejections=5), job(tmp_path, rows), tmp_path)
+    report = await run_on(
+        sim_config(url, concurrency=1, stop_after_rejections=5), job(tmp_path, rows), tmp_path
+    )
     assert report.stopped == ()
     assert report.counts[("sellapp", ItemState.FAILED)] == 30
 
@@ -105,7 +113,10 @@ async def test_a_success_resets_the_rejection_streak(sim: tuple[Simulator, str],
     ("limits", "message"),
     [
         (FailureLimits(count=10), "11 items failed, more than --max-failures 10"),
-        (FailureLimits(rate=0.3, sample=50), "of 50 finished items failed (50%), more than --max-failure-rate 0.3"),
+        (
+            FailureLimits(rate=0.3, sample=50),
+            "of 50 finished items failed (50%), more than --max-failure-rate 0.3",
+        ),
     ],
 )
 async def test_failure_limits_stop_dispatching(
@@ -114,7 +125,9 @@ async def test_failure_limits_stop_dispatching(
     """--max-failures and --max-failure-rate stop every lane and leave the rest pending (exit 3)."""
     _, url = sim
     rows = [("chargeover", f"{'paid_' if n % 2 else ''}{n}") for n in range(400)]
-    report = await run_on(sim_config(url, concurrency=1), job(tmp_path, rows), tmp_path, failure_limits=limits)
+    report = await run_on(
+        sim_config(url, concurrency=1), job(tmp_path, rows), tmp_path, failure_limits=limits
+    )
     assert report.exit_status == EXIT_STOPPED
     assert any(message in reason for reason in report.stopped), report.stopped
     assert report.counts[("chargeover", ItemState.PENDING)] > 300
@@ -133,6 +146,6 @@ async def test_retry_after_pauses_the_whole_lane(tmp_path: Path, form: str) -> N
     assert pauses
     assert all(isinstance(e["retry_after"], float) and e["retry_after"] >= 0 for e in pauses)
     arrivals = sorted(simulator.arrivals["campfire"])
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert max(gaps) >= 0.5  # the lane waited out the provider's Retry-After (at least a second, less skew)
     assert simulator.stats()["campfire"]["throttled"] <= 8  # it did not keep hammering while paused

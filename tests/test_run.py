@@ -189,7 +189,9 @@ async def test_rate_limits_hold_in_every_window_at_the_provider(tmp_path: Path) 
 async def test_a_crawling_provider_does_not_hold_up_the_others(tmp_path: Path) -> None:
     """With ChargeOver at 2/s, the other four providers' 400 items finish while it has done only a few."""
     simulator = Simulator(SimulatorSettings())
-    rows = [("chargeover", f"c{n}") for n in range(50)] + [(p, f"x{n}") for n in range(100) for p in PROVIDERS[1:]]
+    rows = [("chargeover", f"c{n}") for n in range(50)] + [
+        (p, f"x{n}") for n in range(100) for p in PROVIDERS[1:]
+    ]
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
         config = sim_config(url, {"chargeover": ["2/1s"]})
