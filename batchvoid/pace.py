@@ -68,7 +68,7 @@ class Adaptive:
         self._next_send = 0.0  # the adaptive pacer's schedule (GCRA)
         self._decreased_at = float("-inf")  # requests sent before this already paid for their 429
         self._streak = 0  # 429s in a row with no success between them
-        self._recent: deque[float] = deque(maxlen=32)  # send times, to measure the rate we ran at
+        self._recent: deque[float] = deque()  # send times in the last second: the rate we ran at
 
     def reserve(self) -> float:
         """Claim the next send slot; returns the (clock) time it starts, perhaps now."""
@@ -82,6 +82,8 @@ class Adaptive:
         """Note a request going out now; returns its send time, to hand back with its answer."""
         now = self._clock()
         self._recent.append(now)
+        while self._recent[0] <= now - 1.0:
+            self._recent.popleft()
         return now
 
     def throttled(self, sent_at: float, retry_after: float | None) -> float:
@@ -119,10 +121,8 @@ class Adaptive:
             self.ceiling = self.rate  # past the old ceiling without a 429: the limit went up
 
     def _measured(self) -> float:
-        if len(self._recent) < 2:
-            return 1.0
-        span = self._recent[-1] - self._recent[0]
-        return (len(self._recent) - 1) / span if span > 0 else float(len(self._recent))
+        """Requests sent in the last second (a burst counts as what it is, not as its peak rate)."""
+        return float(max(1, len(self._recent)))
 
 
 class Pace:
