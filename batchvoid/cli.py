@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import click
 from rich.console import Console
 
-from batchvoid import __version__
+from batchvoid import __version__, catalog, plan, report
 from batchvoid.engine import FailureLimits
-from batchvoid.errors import BatchVoidError
-from batchvoid.run import EXIT_USAGE, RunOptions
+from batchvoid.errors import BatchVoidError, LedgerLockedError
+from batchvoid.ledger import Ledger
+from batchvoid.progress import ProgressOptions
+from batchvoid.run import EXIT_LOCKED, EXIT_USAGE, RunOptions
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings, serve_forever
 
@@ -27,9 +32,9 @@ def _simulator_settings(faults: tuple[str, ...], seed: int | None, time_scale: f
         raise click.BadParameter(str(exc), param_hint="'--fault'") from None
 
 
-def _fail(exc: BatchVoidError) -> None:
+def _fail(exc: BatchVoidError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_LOCKED if isinstance(exc, LedgerLockedError) else EXIT_USAGE)
 
 
 fault_option = click.option(
@@ -60,8 +65,17 @@ def main() -> None:
     \b
     Rehearse a job on the built-in simulator (no credentials needed):
       batchvoid run jobs/example.csv --simulate
-    Run it for real:
-      batchvoid run jobs/march.csv --config config/providers.toml
+    Check a real job without sending anything, then run it:
+      batchvoid plan jobs/march.csv --config batchvoid.toml
+      batchvoid run jobs/march.csv --config batchvoid.toml
+    Afterwards: what happened, which items failed, send them again:
+      batchvoid status --job-id march.csv
+      batchvoid report --job-id march.csv --state failed -o failed.csv
+      batchvoid run jobs/march.csv --config batchvoid.toml --retry-failed
+
+    \b
+    Exit status of run: 0 all void; 1 some failed; 2 refused, nothing sent; 3 stopped with
+    items left; 4 another run holds the job; 130 interrupted. See `batchvoid run --help`.
     """
 
 
@@ -101,6 +115,28 @@ def main() -> None:
               help="Stop sending (exit 3, the rest left pending) once more than N items failed.")
 @click.option("--max-failure-rate", type=click.FloatRange(0, 1), default=None,
               help="Stop sending once more than this share of finished items failed (judged after 50).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything and print the plan, as `batchvoid plan` does; send nothing.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Redrive: first put the job's failed and skipped items back to pending, to send them "
+    "again with their own idempotency keys.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Show only the final summary: no progress, no log lines on stderr."
+)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
+)
 def run(
     job_file: Path,
     config_path: Path | None,
@@ -113,6 +149,10 @@ def run(
     time_scale: float,
     max_failures: int | None,
     max_failure_rate: float | None,
+    dry_run: bool,
+    retry_failed: bool,
+    quiet: bool,
+    progress_interval: float,
 ) -> None:
     """Void every invoice listed in JOB_FILE (CSV or JSONL), resuming where the last run stopped.
 
@@ -123,8 +163,10 @@ def run(
     130 interrupted (SIGINT/SIGTERM): run the same command to resume.
 
     \b
-    Example:
+    Examples:
       batchvoid run jobs/example.csv --simulate
+      batchvoid run jobs/march.csv --config batchvoid.toml --dry-run
+      batchvoid run jobs/march.csv --config batchvoid.toml --retry-failed --quiet
     """
     if (faults or seed is not None) and not simulate:
         raise click.UsageError("--fault and --seed only apply with --simulate")
@@ -137,14 +179,18 @@ def run(
         simulate=simulate,
         simulator=_simulator_settings(faults, seed, time_scale),
         failure_limits=FailureLimits(max_failures, max_failure_rate),
+        retry_failed=retry_failed,
+        progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
     )
+    if dry_run:
+        _show_plan(options)
     try:
         report = anyio.run(run_job, options, backend="asyncio")
     except BatchVoidError as exc:
         _fail(exc)
     from batchvoid.summary import render
 
-    render(report, Console())
+    render(report, Console(), ledger=ledger)
     sys.exit(report.exit_status)
 
 
@@ -185,3 +231,172 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+# -- operator commands: plan, status, report, providers -----------------------------------
+
+JSONL = (".jsonl", ".ndjson")
+ledger_option = click.option(
+    "--ledger",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("batchvoid.sqlite"),
+    show_default=True,
+    help="Checkpoint ledger (SQLite) the runs wrote.",
+)
+
+
+def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoReturn:
+    retry = options.retry_failed if retry_failed is None else retry_failed
+    try:
+        checked = plan.make(options, os.environ, retry_failed=retry)
+    except BatchVoidError as exc:
+        _fail(exc)
+    plan.render(checked, Console())
+    sys.exit(0 if checked.runnable else EXIT_USAGE)
+
+
+@main.command(name="plan")
+@click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
+)
+@ledger_option
+@click.option("--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name.")
+@click.option("--simulate", is_flag=True, help="Plan a rehearsal on the simulator (its test credentials).")
+@click.option("--retry-failed", is_flag=True, help="Count the failed and skipped items as to be sent again.")
+def plan_command(
+    job_file: Path,
+    config_path: Path | None,
+    ledger: Path,
+    job_id: str | None,
+    simulate: bool,
+    retry_failed: bool,
+) -> None:
+    """Check a job and show what a run would do, without sending anything.
+
+    Reads every row of JOB_FILE, the configuration and the ledger, checks that every
+    credential variable the job's providers need is set (never printing it), and prints per
+    provider the items, duplicate rows, items already finished, and the time the rest take
+    at the configured rate limits (the slowest provider sets the total). Writes nothing.
+
+    \b
+    Exit status: 0 the job can run; 2 it cannot (bad rows, configuration, a missing
+    credential variable, a job file changed since the job began).
+
+    \b
+    Examples:
+      batchvoid plan jobs/example.csv --simulate
+      batchvoid plan jobs/march.csv --config batchvoid.toml
+    """
+    options = RunOptions(
+        job_file=job_file, config=config_path, ledger=ledger, job_id=job_id, simulate=simulate
+    )
+    _show_plan(options, retry_failed=retry_failed)
+
+
+@main.command()
+@ledger_option
+@click.option("--job-id", default=None, help="Show this job in detail. Default: list every job.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts and monitoring.")
+def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
+    """Show the jobs in a ledger, or one job: its counts, runs, attempts and top failure reasons.
+
+    Reads the ledger read-only, so it is safe while a run is going.
+
+    \b
+    Examples:
+      batchvoid status
+      batchvoid status --job-id example.csv
+      batchvoid status --ledger month-end.sqlite --job-id march --json
+    """
+    try:
+        with Ledger.open_readonly(ledger) as book:
+            if as_json:
+                click.echo(json.dumps(report.status_json(book, job_id), indent=2))
+            elif job_id is None:
+                report.render_jobs(book, Console())
+            else:
+                report.render_job(report.JobStatus.read(book, report.pick_job(book, job_id)), Console())
+    except BatchVoidError as exc:
+        _fail(exc)
+
+
+@main.command(name="report")
+@ledger_option
+@click.option("--job-id", default=None, help="The job to report on. Default: the ledger's only job.")
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(["failed", "skipped", "pending", "voided", "already_void", "all"]),
+    multiple=True,
+    help="Only items in this state (repeatable; pending includes in flight). Default: all.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default=None,
+    help="Default: jsonl when -o ends in .jsonl or .ndjson, csv otherwise.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def report_command(
+    ledger: Path, job_id: str | None, states: tuple[str, ...], fmt: str | None, output: Path | None
+) -> None:
+    """Write one row per item: state, reason, HTTP status, attempts, keys, times, metadata.
+
+    Columns: provider, invoice_id, void_date, company_id, store, state, reason, http_status,
+    attempts, reference, idempotency_key, line, created_at, updated_at, then the item's own
+    metadata columns from the job file (one that clashes with these is written as meta.NAME).
+    JSONL keeps the metadata as an object. A CSV report is itself a job file: voiding the
+    failed items again as a new job (with new idempotency keys) is two commands.
+
+    \b
+    Examples:
+      batchvoid report --state failed -o failed.csv
+      batchvoid run failed.csv --config batchvoid.toml
+      batchvoid report --job-id march --format jsonl | jq -c 'select(.http_status == 404)'
+    """
+    jsonl = fmt == "jsonl" or (fmt is None and output is not None and output.suffix.lower() in JSONL)
+    chosen: report.Format = "jsonl" if jsonl else "csv"
+    try:
+        with Ledger.open_readonly(ledger) as book:
+            job = report.pick_job(book, job_id)
+            selected = report.states_for(states)
+            if output is None:
+                report.write_report(book, job, selected, chosen, sys.stdout)
+                return
+            try:
+                with output.open("w", encoding="utf-8", newline="") as f:
+                    written = report.write_report(book, job, selected, chosen, f)
+            except OSError as exc:
+                raise click.FileError(str(output), exc.strerror) from None
+    except BatchVoidError as exc:
+        _fail(exc)
+    which = "+".join(states) if states else "all"
+    click.echo(f"{written} items ({which}) of job {job.job_id!r} written to {output}", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def providers(as_json: bool) -> None:
+    """List the provider types: config keys, credential variables, documented limits.
+
+    \b
+    Examples:
+      batchvoid providers
+      batchvoid providers --json | jq '.providers[].type'
+    """
+    if as_json:
+        click.echo(json.dumps(catalog.catalog(), indent=2))
+    else:
+        click.echo(catalog.text())

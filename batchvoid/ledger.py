@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -86,6 +87,12 @@ CREATE TABLE IF NOT EXISTS duplicates (
     invoice_id TEXT NOT NULL,
     first_line INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS locks (
+    job_id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
 """
 
 _TODO_PAGE = (
@@ -137,6 +144,15 @@ class Ingest:
     first_duplicates: tuple[Duplicate, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The process recorded as running a job: for messages, and to tell a stale lock."""
+
+    pid: int
+    host: str
+    started_at: str
+
+
 @dataclass(slots=True)
 class _Found:
     items: int = 0
@@ -159,8 +175,10 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = self._connect()
-        # A second connection for reading pages of work while the writer thread commits.
+        # A second connection for reading pages of work while the writer thread commits;
+        # every lane's feeder reads through it from a worker thread, one at a time.
         self._reader = self._connect()
+        self._reading = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -314,7 +332,8 @@ class Ledger:
 
     def todo_page(self, job: Job, provider: str, after_line: int, limit: int) -> list[WorkItem]:
         """The next unfinished items of one provider after `after_line`, in file order."""
-        rows = self._sql(self._reader, _TODO_PAGE, (job.id, provider, after_line, limit)).fetchall()
+        with self._reading:
+            rows = self._sql(self._reader, _TODO_PAGE, (job.id, provider, after_line, limit)).fetchall()
         return [
             WorkItem(
                 id=row[0],
@@ -367,6 +386,122 @@ class Ledger:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise LedgerError(f"{self.path}: cannot record progress: {exc}") from exc
+
+    # -- operator queries (plan, status, report) and redrive ------------------------------
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> Ledger:
+        """An existing ledger, opened read-only: inspecting a job never creates or changes one."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._reading = threading.Lock()
+        if not self.path.is_file():
+            raise LedgerError(f"{self.path}: no such ledger (pass --ledger with the file a run wrote)")
+        try:
+            db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10
+            )
+            (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except (sqlite3.Error, TypeError) as exc:  # TypeError: no version row to unpack
+            raise LedgerError(f"{self.path}: cannot read it as a ledger ({exc})") from exc
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise LedgerError(
+                f"{self.path}: ledger schema version {version}, this batchvoid reads {SCHEMA_VERSION}"
+            )
+        self._db = self._reader = db
+        return self
+
+    def duplicate_counts(self, job: Job) -> dict[str, int]:
+        """How many duplicate rows the job file had, per provider."""
+        rows = self._sql(
+            self._db, "SELECT provider, count(*) FROM duplicates WHERE job = ? GROUP BY provider", (job.id,)
+        )
+        return dict(rows.fetchall())
+
+    def attempt_count(self, job: Job) -> int:
+        """Requests sent for the job's items, over all its runs."""
+        (total,) = self._sql(
+            self._db, "SELECT coalesce(sum(attempts), 0) FROM items WHERE job = ?", (job.id,)
+        ).fetchone()
+        return int(total)
+
+    def failure_reasons(self, job: Job, limit: int) -> list[tuple[str, str, int]]:
+        """The most frequent (provider, reason, count) among failed and skipped items."""
+        rows = self._sql(
+            self._db,
+            "SELECT provider, coalesce(reason, ''), count(*) AS n FROM items"
+            " WHERE job = ? AND state IN ('failed', 'skipped')"
+            " GROUP BY provider, reason ORDER BY n DESC, provider LIMIT ?",
+            (job.id, limit),
+        )
+        return [(provider, reason, n) for provider, reason, n in rows]
+
+    def metadata_keys(self, job: Job, states: Sequence[ItemState] | None = None) -> list[str]:
+        """Every metadata key the job's items (or those in `states`) carry, in first-seen order."""
+        where, params = "items.job = ?", list[object]([job.id])
+        if states is not None:
+            where += f" AND items.state IN ({', '.join('?' * len(states))})"
+            params.extend(str(s) for s in states)
+        query = (
+            "SELECT meta.key FROM items, json_each(items.metadata) AS meta"  # noqa: S608 - placeholders only
+            f" WHERE {where} AND items.metadata IS NOT NULL"
+            " GROUP BY meta.key ORDER BY min(items.line), min(meta.id)"
+        )
+        return [key for (key,) in self._sql(self._db, query, params)]
+
+    def redrive(self, job: Job) -> dict[str, int]:
+        """Put the job's failed and skipped items back to pending, keeping keys and attempts.
+
+        Returns how many items went back, per provider. The attempt history stays as it was.
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            counts = dict(
+                db.execute(
+                    "SELECT provider, count(*) FROM items WHERE job = ? AND state IN ('failed', 'skipped')"
+                    " GROUP BY provider",
+                    (job.id,),
+                ).fetchall()
+            )
+            db.execute(
+                "UPDATE items SET state = 'pending', reason = NULL, http_status = NULL, updated_at = ?"
+                " WHERE job = ? AND state IN ('failed', 'skipped')",
+                (now(), job.id),
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: cannot put the failed items back: {exc}") from exc
+        return counts
+
+    def lock_holder(self, job_id: str) -> Holder | None:
+        """The process recorded as running `job_id`, if any (it may since have died)."""
+        try:
+            row = self._db.execute(
+                "SELECT pid, host, started_at FROM locks WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a ledger from before run locks: nobody recorded
+            return None
+        return None if row is None else Holder(*row)
+
+    def record_lock(self, job_id: str, holder: Holder) -> None:
+        """Record `holder` as the process running `job_id`, replacing a stale record."""
+        self._sql(
+            self._db,
+            "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)",
+            (job_id, holder.pid, holder.host, holder.started_at),
+        )
+
+    def clear_lock(self, job_id: str, holder: Holder) -> None:
+        """Remove `holder`'s record for `job_id` (and nobody else's)."""
+        self._sql(
+            self._db,
+            "DELETE FROM locks WHERE job_id = ? AND pid = ? AND host = ? AND started_at = ?",
+            (job_id, holder.pid, holder.host, holder.started_at),
+        )
 
     def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:

@@ -31,7 +31,7 @@ _SECRET_KEYS = frozenset(
 )
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 # Per-item events go to the file only; run-level ones also to the console.
-CONSOLE_EVENTS = frozenset({"run.started", "run.finished", "job.ingested", "job.resumed"})
+CONSOLE_EVENTS = frozenset({"run.started", "run.finished", "job.ingested", "job.resumed", "job.redriven"})
 
 
 def default_log_path(ledger: Path, job_id: str) -> Path:

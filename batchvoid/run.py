@@ -25,8 +25,10 @@ from batchvoid.config import Config
 from batchvoid.engine import Engine, FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError
 from batchvoid.ledger import Ingest, Job, Ledger
+from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import ItemState
+from batchvoid.progress import Display, ProgressOptions
 from batchvoid.providers import Adapter
 from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
 
@@ -54,6 +56,8 @@ class RunOptions:
     retry: Retry = field(default_factory=Retry)
     failure_limits: FailureLimits = field(default_factory=FailureLimits)
     grace_s: float | None = None  # after a first signal; default: the longest request timeout
+    retry_failed: bool = False  # put failed and skipped items back to pending first (redrive)
+    progress: ProgressOptions = field(default_factory=ProgressOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class RunReport:
     log_file: Path
     failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
     interrupted: bool = False  # by SIGINT or SIGTERM
+    finished: int = 0  # items that reached a final state in this run
 
     @property
     def exit_status(self) -> int:
@@ -163,8 +168,9 @@ async def run(
     out = out or sys.stderr
     started = time.monotonic()
     config = config or load_config(options)
-    with Ledger(options.ledger) as ledger:
+    with Ledger(options.ledger) as ledger, RunLock(ledger, options.job_id or options.job_file.name, out=out):
         job, ingest = prepare(options, config, ledger, out)
+        redriven = ledger.redrive(job) if options.retry_failed else {}
         counts = ledger.counts(job)
         todo = sorted({provider for (provider, state) in counts if not state.is_final})
         async with AsyncExitStack() as stack:
@@ -176,7 +182,8 @@ async def run(
                 name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
             }
             log_file = options.log_file or default_log_path(options.ledger, job.job_id)
-            log = stack.enter_context(open_log(log_file, console=out, job_id=job.job_id))
+            display = Display(options.progress, out)
+            log = stack.enter_context(open_log(log_file, console=display.log_stream, job_id=job.job_id))
             log.info(
                 "run.started",
                 job_file=str(options.job_file),
@@ -185,6 +192,8 @@ async def run(
                 unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
                 simulate=options.simulate,
             )
+            if redriven:
+                log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
             engine = Engine(
                 job=job,
                 ledger=ledger,
@@ -199,7 +208,8 @@ async def run(
                 grace = max((config.profiles[n].settings.timeout_s for n in todo), default=0) + 1
             ledger.start_run(job)
             try:
-                interrupted = await _run_until_signalled(engine, grace, out)
+                async with display.watching(engine, counts):
+                    interrupted = await _run_until_signalled(engine, grace, display.log_stream or out)
             finally:
                 ledger.finish_run(job)
             report = RunReport(
@@ -207,6 +217,7 @@ async def run(
                 counts=ledger.counts(job),
                 ingest=ingest,
                 requests=sum(lane.requests for lane in engine.lanes.values()),
+                finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
                 elapsed_s=time.monotonic() - started,
                 stopped=tuple(
                     [lane.stopped for lane in engine.lanes.values() if lane.stopped]

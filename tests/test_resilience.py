@@ -144,8 +144,10 @@ async def test_retry_after_pauses_the_whole_lane(tmp_path: Path, form: str) -> N
     log = events(tmp_path)
     pauses = [e for e in log if e["event"] == "lane.throttled"]
     assert pauses
-    assert all(isinstance(e["retry_after"], float) and e["retry_after"] >= 0 for e in pauses)
+    asked = [e["retry_after"] for e in pauses]
+    assert all(isinstance(r, float) and r >= 0 for r in asked)
     arrivals = sorted(simulator.arrivals["campfire"])
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert max(gaps) >= 0.5  # the lane waited out the provider's Retry-After (at least a second, less skew)
+    # The longest wait the provider asked for was waited out before the lane's next request.
+    assert max(gaps) >= 0.95 * max(asked)  # type: ignore[type-var]
     assert simulator.stats()["campfire"]["throttled"] <= 8  # it did not keep hammering while paused

@@ -1,0 +1,65 @@
+"""`batchvoid providers`: every provider type batchvoid knows, and what its config needs.
+
+Read from the provider registry, so it cannot drift from what the code accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from batchvoid.config import Settings
+from batchvoid.providers import REGISTRY, ProviderSpec
+
+COMMON_KEYS = {
+    "type": "the provider type (below)",
+    "base_url": "where its API is (required when there is no default)",
+    "rate_limits": 'every window holds at once, e.g. ["200/60s", "1000/300s"]; [] means none',
+    "timeout_s": f"seconds per request (default {Settings().timeout_s:g})",
+    "max_attempts": f"tries for a retryable failure per item per run (default {Settings().max_attempts})",
+    "concurrency": f"requests in flight at once (default {Settings().concurrency})",
+}
+
+
+def describe(spec: ProviderSpec) -> dict[str, Any]:
+    """One provider type as JSON-ready data."""
+    return {
+        "type": spec.type,
+        "title": spec.title,
+        "credentials": dict(spec.credentials),
+        "options": dict(spec.options),
+        "base_url": spec.default_base_url,
+        "documented_limits": list(spec.documented_limits),
+        "default_limits": list(spec.example_limits),
+        "limits_note": spec.limits_note,
+        "idempotency_header": spec.idempotency_header,
+    }
+
+
+def catalog() -> dict[str, Any]:
+    """Every provider type, and the keys every profile takes."""
+    return {"common_keys": COMMON_KEYS, "providers": [describe(spec) for spec in REGISTRY.values()]}
+
+
+def _keys(mapping: Mapping[str, str], *, default_word: str) -> list[str]:
+    return [f"{key} ({default_word} {value})" for key, value in mapping.items()]
+
+
+def text() -> str:
+    """The catalog as plain text, for a terminal or a pager."""
+    lines = ["Every [providers.NAME] table takes:"]
+    width = max(map(len, COMMON_KEYS))
+    lines += [f"  {key:<{width}}  {meaning}" for key, meaning in COMMON_KEYS.items()]
+    lines.append("Credentials come only from environment variables: each *_env key names one.")
+    for spec in REGISTRY.values():
+        lines += ["", f"{spec.type}: {spec.title}"]
+        rows = [
+            ("credentials", ", ".join(_keys(spec.credentials, default_word="default"))),
+            ("other keys", "; ".join(f"{k}: {v}" for k, v in spec.options.items()) or "-"),
+            ("base_url", spec.default_base_url or "required: every account has its own"),
+            ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
+            ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
+            ("idempotency", f"{spec.idempotency_header} header" if spec.idempotency_header else "none"),
+        ]
+        lines += [f"  {name:<11}  {value}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""`batchvoid plan` (and `run --dry-run`): what a run would do, checked, with nothing sent.
+
+Every check a run makes before its first request is made here too: the configuration, every
+row of the job file, the ledger's record of the job, every credential variable the job's
+providers need. Nothing is sent and nothing is written to the ledger: a job the ledger does
+not know yet is checked by recording it in a throwaway ledger in a temporary directory, which
+also finds duplicates without holding the file in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from batchvoid.config import Config
+from batchvoid.errors import ConfigError
+from batchvoid.ledger import Job, Ledger
+from batchvoid.models import ItemState, RateLimit
+from batchvoid.progress import format_duration
+from batchvoid.run import RunOptions, load_config, prepare, simulator_env
+
+
+@dataclass(frozen=True, slots=True)
+class LanePlan:
+    """One provider's share of the job."""
+
+    provider: str
+    items: int
+    duplicates: int  # rows that repeat an earlier (provider, invoice_id): not counted in items
+    finished: int  # items already in a final state in the ledger
+    rate_limits: tuple[RateLimit, ...]
+
+    @property
+    def to_send(self) -> int:
+        return self.items - self.finished
+
+    @property
+    def rate(self) -> float | None:
+        """The sustained rate every window allows at once, per second; None: no limit."""
+        return min((limit.count / limit.period for limit in self.rate_limits), default=None)
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long its items take at the configured limits; None: no limit to go by."""
+        if self.to_send == 0:
+            return 0.0
+        rate = self.rate
+        return None if rate is None else self.to_send / rate
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run of the job would do, and what would stop it from starting."""
+
+    job_id: str
+    job_file: Path
+    known: bool  # the ledger has the job already (the run would resume it)
+    lanes: tuple[LanePlan, ...]
+    problems: tuple[str, ...]  # each one refuses the run; empty: runnable
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def runnable(self) -> bool:
+        return not self.problems
+
+    @property
+    def slowest(self) -> LanePlan | None:
+        """The lane that sets the job's duration, or None when no lane has a limit to go by."""
+        timed = [lane for lane in self.lanes if lane.duration_s is not None]
+        return max(timed, key=lambda lane: lane.duration_s or 0.0, default=None)
+
+
+def make(options: RunOptions, env: Mapping[str, str], *, retry_failed: bool = False) -> Plan:
+    """Check everything a run of `options` would check, without sending or writing anything.
+
+    Raises the run's own errors (configuration, job file, a changed job file) when there is
+    no job to plan; a missing credential is a problem listed in the plan instead.
+    """
+    config = load_config(options)
+    if options.simulate:
+        env = simulator_env(config)
+    job_id = options.job_id or options.job_file.name
+    warnings = io.StringIO()
+    if options.ledger.is_file():
+        with Ledger.open_readonly(options.ledger) as ledger:
+            if ledger.job(job_id) is not None:
+                job, _ = prepare(options, config, ledger, warnings)
+                return _plan(options, config, ledger, job, env, retry_failed, warnings.getvalue())
+    with (
+        tempfile.TemporaryDirectory(prefix="batchvoid-plan-") as scratch,
+        Ledger(Path(scratch) / "plan.sqlite") as ledger,
+    ):
+        job, _ = prepare(options, config, ledger, warnings)
+        return _plan(options, config, ledger, job, env, retry_failed, "", known=False)
+
+
+def _plan(
+    options: RunOptions,
+    config: Config,
+    ledger: Ledger,
+    job: Job,
+    env: Mapping[str, str],
+    retry_failed: bool,
+    warnings: str,
+    *,
+    known: bool = True,
+) -> Plan:
+    counts = ledger.counts(job)
+    duplicates = ledger.duplicate_counts(job)
+    done = {ItemState.VOIDED, ItemState.ALREADY_VOID}
+    if not retry_failed:
+        done |= {ItemState.FAILED, ItemState.SKIPPED}
+    lanes = []
+    for provider in sorted({p for p, _ in counts}):
+        profile = config.profiles.get(provider)
+        lanes.append(
+            LanePlan(
+                provider=provider,
+                items=sum(n for (p, _), n in counts.items() if p == provider),
+                duplicates=duplicates.get(provider, 0),
+                finished=sum(n for (p, s), n in counts.items() if p == provider and s in done),
+                rate_limits=profile.rate_limits if profile is not None else (),
+            )
+        )
+    problems = []
+    for lane in lanes:
+        if lane.to_send:
+            try:
+                config.profiles[lane.provider].secrets(env)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return Plan(
+        job_id=job.job_id,
+        job_file=options.job_file,
+        known=known,
+        lanes=tuple(lanes),
+        problems=tuple(problems),
+        warnings=tuple(line.removeprefix("warning: ") for line in warnings.splitlines()),
+    )
+
+
+def _limit_text(lane: LanePlan) -> str:
+    if not lane.rate_limits:
+        return "no limit"
+    return ", ".join(str(limit) for limit in lane.rate_limits)
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "no limit"
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
+
+
+def render(plan: Plan, console: Console) -> None:
+    """Print the plan: a table per provider, the estimated time, and whether it can run."""
+    where = "in the ledger: the run resumes it" if plan.known else "new: the run records it"
+    console.print(
+        f"Plan for job {plan.job_id!r} ({where}). Nothing was sent.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    table = Table(show_footer=True)
+    table.add_column("provider", footer="total")
+    columns = (("items", "items"), ("dups", "duplicates"), ("done", "finished"), ("to send", "to_send"))
+    for name, attr in columns:
+        footer = str(sum(getattr(lane, attr) for lane in plan.lanes))
+        table.add_column(name, justify="right", footer=footer)
+    slowest = plan.slowest
+    table.add_column("rate limits", no_wrap=True)
+    table.add_column(
+        "estimate",
+        justify="right",
+        footer=_duration_text(slowest.duration_s) if slowest is not None else "no limit",
+    )
+    for lane in plan.lanes:
+        table.add_row(
+            lane.provider,
+            str(lane.items),
+            str(lane.duplicates),
+            str(lane.finished),
+            str(lane.to_send),
+            _limit_text(lane),
+            _duration_text(lane.duration_s),
+        )
+    console.print(table)
+    if slowest is not None and slowest.duration_s:
+        rate = slowest.rate or 0.0
+        console.print(
+            f"Estimated time: {_duration_text(slowest.duration_s)}, set by {slowest.provider} "
+            f"({slowest.to_send} item{'s' * (slowest.to_send != 1)} at {rate:.3g}/s); "
+            "providers run side by side.",
+            soft_wrap=True,
+        )
+    elif sum(lane.to_send for lane in plan.lanes) == 0:
+        console.print("Nothing to send: every item is finished.")
+    else:
+        console.print("The providers left to send to have no rate limit: their answers set the pace.")
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
+    if plan.runnable:
+        console.print("Runnable: every row, the configuration and every credential variable checked.")
+    else:
+        for problem in plan.problems:
+            console.print(f"[red]cannot run[/red]: {escape(problem)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,283 @@
+"""`batchvoid status` and `batchvoid report`: what the ledger knows about jobs and items.
+
+Both read the ledger read-only, so they are safe while a run is going. A report is streamed
+from the ledger row by row, so its size does not matter. A CSV report is also a job file:
+`provider` and `invoice_id` come first and every other column becomes the new job's metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from batchvoid.errors import LedgerError
+from batchvoid.ledger import Holder, Job, Ledger
+from batchvoid.lock import pid_alive
+from batchvoid.models import ItemState
+from batchvoid.summary import counts_table
+
+Format = Literal["csv", "jsonl"]
+STATE_CHOICES = ("failed", "skipped", "pending", "voided", "already_void", "all")
+REASONS_SHOWN = 5
+# A report row: the job file's own fields first, then what became of the item.
+ITEM_COLUMNS = ("provider", "invoice_id", "void_date", "company_id", "store")
+OUTCOME_COLUMNS = (
+    "state",
+    "reason",
+    "http_status",
+    "attempts",
+    "reference",
+    "idempotency_key",
+    "line",
+    "created_at",
+    "updated_at",
+)
+
+
+def pick_job(ledger: Ledger, job_id: str | None) -> Job:
+    """The job named `job_id`, or the ledger's only job when none is named."""
+    if job_id is not None:
+        job = ledger.job(job_id)
+        if job is None:
+            known = ", ".join(repr(j.job_id) for j in ledger.jobs()) or "none"
+            raise LedgerError(f"{ledger.path}: no job {job_id!r} (jobs: {known})")
+        return job
+    jobs = ledger.jobs()
+    if len(jobs) == 1:
+        return jobs[0]
+    if not jobs:
+        raise LedgerError(f"{ledger.path}: no jobs yet")
+    known = ", ".join(repr(j.job_id) for j in jobs)
+    raise LedgerError(f"{ledger.path} has {len(jobs)} jobs ({known}): pick one with --job-id")
+
+
+def states_for(choices: Sequence[str]) -> list[ItemState] | None:
+    """The item states `--state` choices name; None: all. `pending` includes in flight."""
+    if not choices or "all" in choices:
+        return None
+    states = [ItemState(choice) for choice in choices]
+    if ItemState.PENDING in states:
+        states.append(ItemState.IN_FLIGHT)
+    return states
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job as the ledger knows it, for `batchvoid status`."""
+
+    job: Job
+    counts: Mapping[tuple[str, ItemState], int]
+    attempts: int
+    reasons: Sequence[tuple[str, str, int]]  # (provider, reason, items), most frequent first
+    holder: Holder | None  # the run recorded as holding the job, if any
+
+    @classmethod
+    def read(cls, ledger: Ledger, job: Job, *, reasons: int = REASONS_SHOWN) -> JobStatus:
+        return cls(
+            job=job,
+            counts=ledger.counts(job),
+            attempts=ledger.attempt_count(job),
+            reasons=ledger.failure_reasons(job, reasons),
+            holder=ledger.lock_holder(job.job_id),
+        )
+
+    def totals(self) -> dict[str, int]:
+        totals = dict.fromkeys((s.value for s in ItemState), 0)
+        for (_, state), n in self.counts.items():
+            totals[state.value] += n
+        return totals
+
+    def running(self) -> dict[str, Any] | None:
+        """The run holding the job: pid, host, since, and whether it still runs (None: can't tell)."""
+        if self.holder is None:
+            return None
+        alive = pid_alive(self.holder.pid) if self.holder.host == socket.gethostname() else None
+        return {
+            "pid": self.holder.pid,
+            "host": self.holder.host,
+            "since": self.holder.started_at,
+            "alive": alive,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        job = self.job
+        by_provider: dict[str, dict[str, int]] = {}
+        for (provider, state), n in sorted(self.counts.items()):
+            by_provider.setdefault(provider, {})[state.value] = n
+        return {
+            "job_id": job.job_id,
+            "job_file": job.job_file,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "runs": job.runs,
+            "items": job.items,
+            "duplicates": job.duplicates,
+            "attempts": self.attempts,
+            "totals": self.totals(),
+            "counts": by_provider,
+            "failure_reasons": [
+                {"provider": provider, "reason": reason, "items": n} for provider, reason, n in self.reasons
+            ],
+            "running": self.running(),
+        }
+
+
+def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
+    """Every job in brief, or one job in full, as JSON-ready data."""
+    if job_id is not None:
+        return {"ledger": str(ledger.path), **JobStatus.read(ledger, pick_job(ledger, job_id)).as_json()}
+    jobs = []
+    for job in ledger.jobs():
+        brief = JobStatus.read(ledger, job, reasons=0).as_json()
+        del brief["counts"], brief["failure_reasons"]
+        jobs.append(brief)
+    return {"ledger": str(ledger.path), "jobs": jobs}
+
+
+def _when(timestamp: str | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromisoformat(timestamp).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _running_text(running: Mapping[str, Any] | None) -> str | None:
+    if running is None:
+        return None
+    who = f"pid {running['pid']} on host {running['host']} since {_when(running['since'])}"
+    if running["alive"] is False:
+        return f"left locked by {who}, which is no longer running: the next run takes it over"
+    return f"running now: {who}"
+
+
+def render_jobs(ledger: Ledger, console: Console) -> None:
+    """The jobs in a ledger, one line each."""
+    jobs = ledger.jobs()
+    console.print(
+        f"Ledger {ledger.path}: {len(jobs)} job{'s' * (len(jobs) != 1)}.", highlight=False, markup=False
+    )
+    if not jobs:
+        return
+    table = Table()
+    table.add_column("job")
+    for name in ("items", "done", "failed", "left", "runs"):
+        table.add_column(name, justify="right")
+    table.add_column("last run")
+    for job in jobs:
+        status = JobStatus.read(ledger, job, reasons=0)
+        totals = status.totals()
+        running = status.running()
+        last = _when(job.started_at)
+        if running is not None and running["alive"] is not False:
+            last += " (running)"
+        table.add_row(
+            Text(job.job_id),
+            str(job.items),
+            str(totals["voided"] + totals["already_void"]),
+            str(totals["failed"] + totals["skipped"]),
+            str(totals["pending"] + totals["in_flight"]),
+            str(job.runs),
+            last,
+        )
+    console.print(table)
+    hint = f"One job in detail: batchvoid status --ledger {ledger.path} --job-id JOB"
+    console.print(hint, highlight=False, markup=False, soft_wrap=True)
+
+
+def render_job(status: JobStatus, console: Console) -> None:
+    """One job: where it came from, when it ran, its counts, and why items failed."""
+    job = status.job
+    console.print(f"Job {job.job_id!r} from {job.job_file}", highlight=False, markup=False)
+    ended = _when(job.finished_at) if job.finished_at else "not yet"
+    console.print(f"  recorded   {_when(job.created_at)}", highlight=False)
+    runs = f"{job.runs} run{'s' * (job.runs != 1)}"
+    console.print(f"  last run   {_when(job.started_at)} to {ended} ({runs} in all)", highlight=False)
+    console.print(
+        f"  {job.items} items, {job.duplicates} duplicate rows, {status.attempts} void attempts",
+        highlight=False,
+    )
+    if (running := _running_text(status.running())) is not None:
+        console.print(f"  {running}", highlight=False, markup=False, soft_wrap=True)
+    console.print(counts_table(status.counts))
+    if status.reasons:
+        console.print("Top failure reasons:")
+        width = max(len(str(n)) for _, _, n in status.reasons)
+        for provider, reason, n in status.reasons:
+            line = f"  {n:>{width}}  {provider}: {reason or '(no reason)'}"
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def report_columns(metadata_keys: Sequence[str]) -> list[tuple[str, str | None]]:
+    """The CSV header: (column, metadata key or None) pairs, every name unique as a job file sees it.
+
+    A metadata key that clashes with a report column (a job file with its own `reason` column,
+    or a report fed back as a job) is written as `meta.KEY` (or `meta.meta.KEY`, ...), so the
+    report stays a valid job file however many times it goes round.
+    """
+    columns: list[tuple[str, str | None]] = [(name, None) for name in (*ITEM_COLUMNS, *OUTCOME_COLUMNS)]
+    taken = {name for name, _ in columns}
+    kept = set()  # keys written under their own name: every one that clashes with nothing
+    for key in metadata_keys:
+        norm = key.strip().lower()
+        if norm and norm not in taken:
+            taken.add(norm)
+            kept.add(key)
+    for key in metadata_keys:
+        name = key
+        if key not in kept:
+            name = f"meta.{key}"
+            while name.strip().lower() in taken:
+                name = f"meta.{name}"
+            taken.add(name.strip().lower())
+        columns.append((name, key))
+    return columns
+
+
+def write_report(
+    ledger: Ledger, job: Job, states: Sequence[ItemState] | None, fmt: Format, out: TextIO
+) -> int:
+    """Write one row per item of `job` (in `states`) to `out`; returns how many."""
+    rows = ledger.items(job, states)
+    if fmt == "jsonl":
+        return _write_jsonl(rows, out)
+    columns = report_columns(ledger.metadata_keys(job, states))
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([name for name, _ in columns])
+    written = 0
+    for row in rows:
+        metadata = json.loads(row["metadata"]) if row["metadata"] else {}
+        writer.writerow(["" if value is None else value for value in _values(row, metadata, columns)])
+        written += 1
+    return written
+
+
+def _values(
+    row: Mapping[str, Any], metadata: Mapping[str, Any], columns: Sequence[tuple[str, str | None]]
+) -> Iterator[Any]:
+    for name, key in columns:
+        yield row[name] if key is None else metadata.get(key)
+
+
+def _write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
+    written = 0
+    for row in rows:
+        record: dict[str, Any] = {name: row[name] for name in (*ITEM_COLUMNS, *OUTCOME_COLUMNS)}
+        record["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        written += 1
+    return written
