@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,17 @@ class AdapterBase:
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         return rejected
+
+
+_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
+
+
+def says_already_void(message: object) -> bool:
+    """Whether a provider's error message says the invoice is void already ("already voided" too).
+
+    No provider documents its answer to voiding a void invoice, so the message is what there is.
+    """
+    return bool(message) and _ALREADY_VOID.search(str(message)) is not None
 
 
 def path_segment(value: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,10 +14,9 @@ from batchvoid.providers.base import (
     describe,
     json_body,
     path_segment,
+    says_already_void,
     transient,
 )
-
-_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +50,7 @@ class Campfire(AdapterBase):
                 ref = body.get("voided_journal_entry")
                 return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
             return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice is not void: {reason}", 200)
-        if response.status in (400, 409) and _ALREADY_VOID.search(str(message or "")):
+        if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
             return shared

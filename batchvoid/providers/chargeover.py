@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,10 +13,9 @@ from batchvoid.providers.base import (
     describe,
     json_body,
     path_segment,
+    says_already_void,
     transient,
 )
-
-_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +42,7 @@ class ChargeOver(AdapterBase):
         reason = describe(response, message)
         if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
             return Outcome(OutcomeKind.VOIDED, "", 200)
-        if response.status in (400, 409) and message and _ALREADY_VOID.search(str(message)):
+        if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
             return shared

@@ -13,6 +13,7 @@ from batchvoid.providers.base import (
     header,
     json_body,
     path_segment,
+    says_already_void,
     transient,
 )
 
@@ -46,7 +47,7 @@ class Maple(AdapterBase):
         reason = describe(response, message and (f"{code}: {message}" if code else message))
         if response.status == 200 and fields.get("status") == "VOID":
             return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
-        if code == "invoice_already_void" or "already void" in str(message or "").lower():
+        if code == "invoice_already_void" or says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if response.status >= 500 and header(response.headers, "Idempotency-Used") == "true":
             # Maple replays a key's first answer for 24 h: retrying now only replays the error.

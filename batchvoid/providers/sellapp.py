@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,10 +13,9 @@ from batchvoid.providers.base import (
     describe,
     json_body,
     path_segment,
+    says_already_void,
     transient,
 )
-
-_ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +42,7 @@ class SellApp(AdapterBase):
                 return Outcome(OutcomeKind.VOIDED, "", 200)
             reason = f"answered 200 but the invoice status is {_status(fields)!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
-        if response.status in (400, 409, 422) and _ALREADY_VOID.search(str(message or "")):
+        if response.status in (400, 409, 422) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
             return shared
