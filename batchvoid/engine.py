@@ -201,15 +201,23 @@ class Engine:
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
         number = work.attempts
-        answered = False  # the last attempt got an answer that was not final (429, 5xx)
+        # Whether a request for it may have reached the provider unanswered (a crash, a timeout).
+        maybe_sent = work.state is ItemState.IN_FLIGHT
         while True:
-            with self._wait(lane):
+            if self._done(lane):
+                return
+            # In flight is committed before the pace is waited for, so that the request goes out
+            # the moment its slot comes, not a commit later: bunched requests would break a window.
+            await writer.begin(work)
+            if lane.pace.may_wait():
+                with self._wait(lane):
+                    sent_at = await lane.pace.acquire()
+            else:
                 sent_at = await lane.pace.acquire()
             if self._done(lane):
-                if answered:
-                    writer.release(work)  # the provider answered and did nothing: back to pending
-                return  # otherwise it stays as the ledger has it: pending, or in flight
-            await writer.begin(work)
+                if not maybe_sent:
+                    writer.abandon(work)  # never sent, nor left unanswered: back to pending
+                return
             number += 1
             lane.requests += 1
             started = time.perf_counter()
@@ -239,7 +247,6 @@ class Engine:
                     retry_after=outcome.retry_after,
                     rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
                 )
-                answered = True
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             state = _FINAL.get(outcome.kind)
@@ -262,7 +269,7 @@ class Engine:
                     "again to void its remaining items",
                 )
                 return
-            answered = outcome.http_status is not None  # a timeout may have voided it: stay in flight
+            maybe_sent = maybe_sent or outcome.http_status is None  # a timeout may have voided it
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_todo ON items (job, provider, line)
     WHERE state IN ('pending', 'in_flight');
+-- Counts by state (status, summaries, the start of a resumed run) read this, not the table.
+CREATE INDEX IF NOT EXISTS items_state ON items (job, state, provider);
 CREATE TABLE IF NOT EXISTS attempts (
     item INTEGER NOT NULL REFERENCES items (id),
     attempt INTEGER NOT NULL,
@@ -162,6 +164,7 @@ class _Found:
     errors: list[str] = field(default_factory=list)
 
 
+_CHUNK = 1000  # rows inserted per executemany while recording a job file
 _INSERT = (
     "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"
     " metadata, idempotency_key, created_at, updated_at)"
@@ -280,26 +283,54 @@ class Ledger:
     def _copy_rows(
         self, job: int, job_id: str, job_file: str, rows: Iterable[Item | RowError], found: _Found
     ) -> None:
-        db = self._db
-        created = now()
+        chunk: list[Item] = []
         for row in rows:
             if isinstance(row, RowError):
                 found.error_count += 1
                 if len(found.errors) < MAX_ERRORS_SHOWN:
                     found.errors.append(f"{job_file} line {row.line}: {row.message}")
-                continue
-            if found.error_count:
-                continue  # the file is refused; read on only to count every bad row
-            metadata = json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None
-            key = idempotency_key(job_id, row.provider, row.invoice_id)
-            params = (job, row.provider, row.invoice_id, row.line, row.void_date, row.company_id)
-            if db.execute(_INSERT, (*params, row.store, metadata, key, created, created)).rowcount:
-                found.items += 1
-                continue
+            elif not found.error_count:  # once the file is refused, read on only to count bad rows
+                chunk.append(row)
+                if len(chunk) == _CHUNK:
+                    self._insert(job, job_id, chunk, found)
+                    chunk = []
+        if chunk and not found.error_count:
+            self._insert(job, job_id, chunk, found)
+
+    def _insert(self, job: int, job_id: str, chunk: list[Item], found: _Found) -> None:
+        db = self._db
+        created = now()
+        before = db.total_changes
+        db.executemany(
+            _INSERT,
+            (
+                (
+                    job,
+                    row.provider,
+                    row.invoice_id,
+                    row.line,
+                    row.void_date,
+                    row.company_id,
+                    row.store,
+                    json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None,
+                    idempotency_key(job_id, row.provider, row.invoice_id),
+                    created,
+                    created,
+                )
+                for row in chunk
+            ),
+        )
+        inserted = db.total_changes - before
+        found.items += inserted
+        if inserted == len(chunk):
+            return
+        for row in chunk:  # some rows repeat an earlier one: the table holds the first's line
             (first,) = db.execute(
                 "SELECT line FROM items WHERE job = ? AND provider = ? AND invoice_id = ?",
                 (job, row.provider, row.invoice_id),
             ).fetchone()
+            if first == row.line:
+                continue
             found.duplicate_count += 1
             db.execute(
                 "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
@@ -519,6 +550,10 @@ _FINISH = (
     " updated_at = ? WHERE id = ?"
 )
 _RELEASE = "UPDATE items SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'in_flight'"
+_ABANDON = (
+    "UPDATE items SET state = 'pending', attempts = attempts - 1, updated_at = ?"
+    " WHERE id = ? AND state = 'in_flight'"
+)
 
 
 class LedgerWriter:
@@ -589,6 +624,10 @@ class LedgerWriter:
     def release(self, work: WorkItem) -> None:
         """Put an in-flight item back to pending: it was not (or may not have been) sent."""
         self._queue((_RELEASE, (now(), work.id)))
+
+    def abandon(self, work: WorkItem) -> None:
+        """Undo begin(): the request was never sent, so the item is pending and the attempt not counted."""
+        self._queue((_ABANDON, (now(), work.id)))
 
     def _queue(self, op: Op) -> None:
         self._ops.append(op)

@@ -1,10 +1,10 @@
 """A provider lane's pace: its configured rate windows, and what its 429s taught it.
 
-Configured windows are aiolimiter leaky buckets. `AsyncLimiter(n, t)` alone allows a burst of
-n and then n per t, which lets up to 2n requests into one window of length t; a provider that
-counts "200 per minute" would block us. So each window becomes a bucket with a small burst
-and a rate chosen so that no window of length t ever holds more than n requests:
-burst + rate * t - 1 <= n.
+A configured window "COUNT/PERIOD" means what a provider means by it: no span of PERIOD
+seconds ever holds more than COUNT requests. `Window` enforces exactly that with a log of the
+last COUNT send times: a request may go once the COUNT-th one before it is PERIOD old. (An
+aiolimiter leaky bucket cannot: with room for COUNT it lets up to 2*COUNT into one window,
+and with room for 1 it drops every timer's lateness, which cost 4% at 50/s in the benchmark.)
 
 On top of that sits `Adaptive`, an AIMD controller for providers whose real limit is below
 the configured one (or undocumented): a 429 pauses the whole lane and cuts its rate; each
@@ -22,19 +22,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 from batchvoid.models import RateLimit
 
-# Headroom for the network: requests sent at the exact limit can arrive a little bunched.
+# Headroom for the loop and the network: requests sent at the limit can arrive a little bunched.
 MARGIN = 1.005
+JITTER_S = 0.01
 
 
-def bucket(limit: RateLimit) -> AsyncLimiter:
-    """A leaky bucket that never lets more than `limit.count` requests into any window."""
-    burst = 1 + limit.count // 100  # a little burst absorbs timer lateness at high rates
-    rate = (limit.count - burst + 1) / limit.period / MARGIN
-    return AsyncLimiter(burst, burst / rate)
+class Window:
+    """At most `limit.count` sends in any `limit.period` seconds (times from time.monotonic)."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._period = limit.period * MARGIN + JITTER_S
+        self._sent: deque[float] = deque(maxlen=limit.count)
+
+    def earliest(self) -> float:
+        """When the next send may go: once the count-th send before it is a period old."""
+        if len(self._sent) < self.limit.count:
+            return float("-inf")
+        return self._sent[0] + self._period
+
+    def record(self, at: float) -> None:
+        self._sent.append(at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,27 +137,35 @@ class Adaptive:
 
 
 class Pace:
-    """Waits until a request may go: every configured window, and the adaptive limit.
-
-    Create inside the running loop (aiolimiter binds to it).
-    """
+    """Waits until a request may go: every configured window, and the adaptive limit."""
 
     def __init__(self, limits: Sequence[RateLimit], aimd: AimdSettings | None = None) -> None:
         self.limits = tuple(limits)
-        self._buckets = [bucket(limit) for limit in limits]
+        self._windows = [Window(limit) for limit in limits]
         self.adaptive = Adaptive(aimd)
+        self._gate = anyio.Lock()  # one worker at a time decides its send time, in arrival order
+
+    def may_wait(self) -> bool:
+        """False when nothing limits the lane: acquire() then returns at once."""
+        return bool(self._windows) or self.adaptive.rate is not None or self.adaptive.paused_until > 0
 
     async def acquire(self) -> float:
         """Wait for a slot; returns the send time to pass to `throttled()`."""
-        while True:
-            start = self.adaptive.reserve()
-            if (wait := start - time.monotonic()) > 0:
-                await anyio.sleep(wait)
-            if self.adaptive.paused_until <= start:
-                break  # no 429 paused the lane again while this worker waited
-        for b in self._buckets:
-            await b.acquire()
-        return self.adaptive.sent()
+        if not self.may_wait():
+            return self.adaptive.sent()
+        async with self._gate:
+            while True:
+                start = self.adaptive.reserve()
+                for window in self._windows:
+                    start = max(start, window.earliest())
+                if (wait := start - time.monotonic()) > 0:
+                    await anyio.sleep(wait)
+                if self.adaptive.paused_until <= start:
+                    break  # no 429 paused the lane again while this worker waited
+            sent = self.adaptive.sent()
+            for window in self._windows:
+                window.record(sent)  # the real send time, lateness and all
+            return sent
 
     @property
     def throttled_until(self) -> float:

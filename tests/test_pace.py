@@ -1,33 +1,62 @@
-"""A lane's pace: the buckets built from rate limits never admit more than a window allows."""
+"""A lane's pace: no window ever holds more than its count, and 429s teach the lane the real limit."""
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batchvoid.config import parse_rate_limit
-from batchvoid.pace import Adaptive, bucket
+from batchvoid.pace import JITTER_S, MARGIN, Adaptive, Pace, Window
 
 
-@given(count=st.integers(1, 100_000), period=st.floats(0.01, 3600))
-def test_no_window_can_hold_more_than_the_limit(count: int, period: float) -> None:
-    """Burst plus what leaks in one window, minus the one at its far edge, stays within the count."""
-    limit = parse_rate_limit(f"{count}/{period}s")
-    b = bucket(limit)
-    rate = b.max_rate / b.time_period
-    assert b.max_rate + rate * limit.period - 1 <= count + 1e-9
+@given(
+    count=st.integers(1, 60),
+    period=st.floats(0.01, 100),
+    lateness=st.lists(st.floats(0, 0.5), min_size=1, max_size=300),
+)
+def test_no_window_ever_holds_more_than_its_count(count: int, period: float, lateness: list[float]) -> None:
+    """However late each sender wakes, no span of `period` holds more than `count` recorded sends."""
+    window = Window(parse_rate_limit(f"{count}/{period}s"))
+    now, sends = 0.0, []
+    for late in lateness:
+        now = max(now, window.earliest()) + late * period  # a timer that fires late
+        window.record(now)
+        sends.append(now)
+    for i, first in enumerate(sends):
+        assert sum(1 for t in sends[i:] if t < first + period) <= count
 
 
-@given(count=st.integers(1, 100_000))
-def test_pace_stays_close_to_the_limit(count: int) -> None:
-    """The sustained rate loses at most a few percent to the safety margins."""
-    b = bucket(parse_rate_limit(f"{count}/1s"))
-    rate = b.max_rate / b.time_period
-    assert rate >= count * 0.98 - 1
+def test_a_window_lets_a_burst_of_its_count_through_then_paces() -> None:
+    """The first `count` sends may go at once; the next waits until the first is a period old."""
+    window = Window(parse_rate_limit("3/1s"))
+    for t in (0.0, 0.01, 0.02):
+        assert window.earliest() == float("-inf")
+        window.record(t)
+    assert window.earliest() == pytest.approx(1.0 * MARGIN + JITTER_S)
+
+
+@pytest.mark.anyio
+async def test_pace_runs_at_its_limit_with_concurrent_workers() -> None:
+    """Eight workers sharing a 200/0.25s lane get no more than 200 per window and close to the full rate."""
+    pace = Pace([parse_rate_limit("100/0.25s")])
+    sends: list[float] = []
+
+    async def worker() -> None:
+        while len(sends) < 300:
+            sends.append(await pace.acquire())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(worker)
+    sends.sort()
+    for i, first in enumerate(sends):
+        assert sum(1 for t in sends[i:] if t < first + 0.25) <= 100
+    assert sends[299] - sends[0] < 0.25 * 2 * 1.1  # 300 sends: a burst of 100, then two more windows
 
 
 def run_against_window(
