@@ -111,10 +111,18 @@ def main() -> None:
 @fault_option
 @seed_option
 @time_scale_option
-@click.option("--max-failures", type=click.IntRange(min=0), default=None,
-              help="Stop sending (exit 3, the rest left pending) once more than N items failed.")
-@click.option("--max-failure-rate", type=click.FloatRange(0, 1), default=None,
-              help="Stop sending once more than this share of finished items failed (judged after 50).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stop sending (exit 3, the rest left pending) once more than N items failed.",
+)
+@click.option(
+    "--max-failure-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Stop sending once more than this share of finished items failed (judged after 50).",
+)
 @click.option(
     "--dry-run",
     is_flag=True,

@@ -50,9 +50,7 @@ class Answer:
 
     def with_headers(self, headers: Mapping[str, str]) -> Answer:
         """This answer with `headers` added."""
-        return Answer(
-            self.status, self.body, self.tally, self.content_type, {**self.headers, **headers}
-        )
+        return Answer(self.status, self.body, self.tally, self.content_type, {**self.headers, **headers})
 
     def counted_as(self, tally: Tally) -> Answer:
         """This answer counted under another tally (a replay, say)."""

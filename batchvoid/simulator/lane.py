@@ -89,9 +89,7 @@ class Lane:
         """Back to the state of a fresh simulator: counters, limits, dice, replays, credential."""
         self.counts.clear()
         self.dice = FaultDice(self._faults, random.Random(self._seed))
-        self._throttle = _throttle(
-            self._faults, rapyd=self.name == "rapyd", time_scale=self._time_scale
-        )
+        self._throttle = _throttle(self._faults, rapyd=self.name == "rapyd", time_scale=self._time_scale)
         self._replays = IdempotencyStore()
         self.restore()
 

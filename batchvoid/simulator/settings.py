@@ -68,8 +68,7 @@ class Faults:
             parse_rate_limit(self.rate_limit)
         if self.retry_after not in RETRY_AFTER_FORMS:
             raise ValueError(
-                f"retry_after must be one of {', '.join(RETRY_AFTER_FORMS)}, "
-                f"got {self.retry_after!r}"
+                f"retry_after must be one of {', '.join(RETRY_AFTER_FORMS)}, got {self.retry_after!r}"
             )
         if self.revoke_after is not None and self.revoke_after < 0:
             raise ValueError(f"revoke_after must be a count >= 0, got {self.revoke_after!r}")

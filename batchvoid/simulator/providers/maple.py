@@ -36,9 +36,7 @@ def _error(status: int, message: str, error_type: str, code: str, tally: Tally) 
     )
 
 
-_UNAUTHORIZED = _error(
-    401, "Invalid API token", "authentication_error", "unauthorized", Tally.AUTH_FAILED
-)
+_UNAUTHORIZED = _error(401, "Invalid API token", "authentication_error", "unauthorized", Tally.AUTH_FAILED)
 _NO_COMPANY = _error(404, "Company not found", "not_found", "company_not_found", Tally.REJECTED)
 _KEY_TOO_LONG = _error(
     400,

@@ -49,9 +49,7 @@ _INTERNAL_ERROR = (
 
 def signed_body(body: bytes) -> str:
     """The body as Rapyd signs it: JSON without whitespace; `""` for no body or `{}`."""
-    text = _WHITESPACE_OUTSIDE_STRINGS.sub(
-        lambda match: match.group(1) or "", body.decode(errors="replace")
-    )
+    text = _WHITESPACE_OUTSIDE_STRINGS.sub(lambda match: match.group(1) or "", body.decode(errors="replace"))
     return "" if text == "{}" else text
 
 

@@ -102,9 +102,7 @@ class SellApp:
         return None
 
     def unauthorized(self) -> Answer:
-        return _error(
-            401, "Unauthenticated.", "authentication_error", "unauthenticated", Tally.AUTH_FAILED
-        )
+        return _error(401, "Unauthenticated.", "authentication_error", "unauthenticated", Tally.AUTH_FAILED)
 
     def throttled(self, wait_s: float) -> Answer:
         return _error(429, "Too Many Attempts.", "rate_limit", "too_many_requests", Tally.THROTTLED)
