@@ -159,3 +159,32 @@ def test_a_ledger_from_another_schema_version_is_refused(tmp_path: Path) -> None
     db.close()
     with pytest.raises(LedgerError, match="schema version 99"):
         Ledger(tmp_path / "l.sqlite")
+
+
+def test_a_batch_keeps_each_items_own_order(tmp_path: Path, profiles: Config) -> None:
+    """Batched statements run grouped by kind, yet every item ends in the state its last op gave it."""
+    from batchvoid import ledger as ledger_module
+
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\nrapyd,c\nrapyd,d\n")
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        a, b, c, d = (w.id for w in ledger.todo_page(job, "rapyd", 0, 10))
+        t = ledger_module.now()
+        ledger.apply(
+            [
+                (
+                    ledger_module._FINISH,
+                    ("voided", None, 200, None, t, a),
+                ),  # a finishes first in the batch...
+                (ledger_module._BEGIN, (t, b)),  # ...then b is begun, retried and finished
+                (ledger_module._ATTEMPT, (b, 1, t, "retryable", 503, 1, None)),
+                (ledger_module._BEGIN, (t, b)),
+                (ledger_module._ATTEMPT, (b, 2, t, "voided", 200, 1, None)),
+                (ledger_module._FINISH, ("voided", None, 200, None, t, b)),
+                (ledger_module._BEGIN, (t, c)),
+                (ledger_module._RELEASE, (t, c)),
+                (ledger_module._BEGIN, (t, d)),
+            ]
+        )
+        got = {row["invoice_id"]: (row["state"], row["attempts"]) for row in ledger.items(job)}
+    assert got == {"a": ("voided", 0), "b": ("voided", 2), "c": ("pending", 1), "d": ("in_flight", 1)}
