@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
@@ -57,6 +58,43 @@ time_scale_option = click.option(
 )
 
 
+ledger_option = click.option(
+    "--ledger",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("batchvoid.sqlite"),
+    show_default=True,
+    help="Checkpoint ledger (SQLite) the runs wrote.",
+)
+
+
+def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
+    """JOB_FILE and the options that name a job: --config, --ledger, --job-id (run and plan)."""
+    for decorator in reversed(
+        (
+            click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False)),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=None,
+                help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
+            ),
+            click.option(
+                "--ledger",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=Path("batchvoid.sqlite"),
+                show_default=True,
+                help="Checkpoint ledger (SQLite). The same file resumes the job.",
+            ),
+            click.option(
+                "--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name."
+            ),
+        )
+    ):
+        command = decorator(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchvoid")
 def main() -> None:
@@ -80,22 +118,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
-)
-@click.option(
-    "--ledger",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("batchvoid.sqlite"),
-    show_default=True,
-    help="Checkpoint ledger (SQLite). The same file resumes the job.",
-)
-@click.option("--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name.")
+@job_arguments
 @click.option(
     "--log-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -244,13 +267,6 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
 # -- operator commands: plan, status, report, providers -----------------------------------
 
 JSONL = (".jsonl", ".ndjson")
-ledger_option = click.option(
-    "--ledger",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("batchvoid.sqlite"),
-    show_default=True,
-    help="Checkpoint ledger (SQLite) the runs wrote.",
-)
 
 
 def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoReturn:
@@ -264,16 +280,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 
 
 @main.command(name="plan")
-@click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
-)
-@ledger_option
-@click.option("--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name.")
+@job_arguments
 @click.option("--simulate", is_flag=True, help="Plan a rehearsal on the simulator (its test credentials).")
 @click.option("--retry-failed", is_flag=True, help="Count the failed and skipped items as to be sent again.")
 def plan_command(

@@ -69,25 +69,21 @@ def unlimited_config(tmp_path: Path, url: str = "http://127.0.0.1:9") -> Path:
     return config
 
 
+def rehearsal(tmp_path: Path, job_file: Path) -> tuple[list[str], Path, Path]:
+    """A `batchvoid run --simulate` command with no rate limits, and its ledger and log files."""
+    ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
+    config = unlimited_config(tmp_path)
+    command = [*BATCHVOID, "run", str(job_file), "--simulate", "--config", str(config)]
+    return [*command, "--ledger", str(ledger), "--log-file", str(log)], ledger, log
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_first_signal_finishes_in_flight_requests_and_exits_130(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     """The first SIGINT/SIGTERM stops dispatching, lets in-flight requests finish, exits 130; rerun completes."""
     path = job(tmp_path, [(p, f"g{n}") for n in range(100) for p in PROVIDERS])
-    ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
-    command = [
-        *BATCHVOID,
-        "run",
-        str(path),
-        "--simulate",
-        "--config",
-        str(unlimited_config(tmp_path)),
-        "--ledger",
-        str(ledger),
-        "--log-file",
-        str(log),
-    ]
+    command, ledger, log = rehearsal(tmp_path, path)
     proc = subprocess.Popen(
         [*command, "--fault", "latency_ms=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -109,19 +105,7 @@ def test_first_signal_finishes_in_flight_requests_and_exits_130(
 def test_second_signal_cancels_at_once_and_resume_resends_with_the_same_key(tmp_path: Path) -> None:
     """A second SIGINT cancels hanging requests at once; their items stay in flight and the next run finishes them."""
     path = job(tmp_path, [(p, f"h{n}") for n in range(20) for p in PROVIDERS])
-    ledger, log = tmp_path / "l.sqlite", tmp_path / "run.log"
-    command = [
-        *BATCHVOID,
-        "run",
-        str(path),
-        "--simulate",
-        "--config",
-        str(unlimited_config(tmp_path)),
-        "--ledger",
-        str(ledger),
-        "--log-file",
-        str(log),
-    ]
+    command, ledger, log = rehearsal(tmp_path, path)
     proc = subprocess.Popen(
         [*command, "--fault", "latency_ms=20000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
