@@ -397,7 +397,8 @@ class Ledger:
 
     def items(self, job: Job, states: Sequence[ItemState] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of the job (or those in `states`) as a dict, in file order."""
-        where, params = "job = ?", list[object]([job.id])
+        where = "job = ?"
+        params: list[object] = [job.id]
         if states is not None:
             where += f" AND state IN ({', '.join('?' * len(states))})"
             params.extend(str(s) for s in states)

@@ -75,7 +75,6 @@ class Adaptive:
         self.rate: float | None = None
         self.ceiling: float | None = None  # the rate that last drew a 429
         self.paused_until = 0.0
-        self.throttles = 0
         self._next_send = 0.0  # the adaptive pacer's schedule (GCRA)
         self._decreased_at = float("-inf")  # requests sent before this already paid for their 429
         self._streak = 0  # 429s in a row with no success between them
@@ -103,7 +102,6 @@ class Adaptive:
         Returns how long the lane is paused from now.
         """
         now = self._clock()
-        self.throttles += 1
         s = self.settings
         if sent_at >= self._decreased_at:  # one cut per congestion event, not one per 429 in flight
             current = self.rate if self.rate is not None else self._measured()
@@ -140,7 +138,6 @@ class Pace:
     """Waits until a request may go: every configured window, and the adaptive limit."""
 
     def __init__(self, limits: Sequence[RateLimit], aimd: AimdSettings | None = None) -> None:
-        self.limits = tuple(limits)
         self._windows = [Window(limit) for limit in limits]
         self.adaptive = Adaptive(aimd)
         self._gate = anyio.Lock()  # one worker at a time decides its send time, in arrival order

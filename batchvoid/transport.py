@@ -13,10 +13,6 @@ MAX_BODY = 1 << 20  # an answer to a void is small; never buffer a runaway body
 class TransportError(Exception):
     """No answer came: a timeout, a refused or dropped connection. The void may have happened."""
 
-    def __init__(self, message: str, *, timeout: bool) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
 
 def open_session(connections: int) -> aiohttp.ClientSession:
     """One session per run, sized to the run's total concurrency."""
@@ -43,6 +39,6 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
             body = await answer.content.read(MAX_BODY)
             return Response(answer.status, dict(answer.headers), body)
     except TimeoutError:
-        raise TransportError(f"no answer within {timeout_s:g}s", timeout=True) from None
+        raise TransportError(f"no answer within {timeout_s:g}s") from None
     except aiohttp.ClientError as exc:
-        raise TransportError(f"connection failed: {type(exc).__name__}: {exc}"[:300], timeout=False) from None
+        raise TransportError(f"connection failed: {type(exc).__name__}: {exc}"[:300]) from None

@@ -53,10 +53,6 @@ class ProviderSpec:
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
 
-    def roles(self) -> tuple[str, ...]:
-        """Credential roles, e.g. ('access_key', 'secret_key'), from the `*_env` config keys."""
-        return tuple(key.removesuffix("_env") for key in self.credentials)
-
 
 class AdapterBase:
     """Defaults for adapters whose 'not voidable' answers are unambiguous."""
@@ -94,7 +90,7 @@ def json_body(response: Response) -> Any:
 
 def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), if usable."""
-    value = _header(headers, "retry-after")
+    value = header(headers, "Retry-After")
     if value is None:
         return None
     value = value.strip()
@@ -109,16 +105,13 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, looked up case-insensitively."""
+    name = name.lower()
     for key, value in headers.items():
         if key.lower() == name:
             return value
     return None
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value, looked up case-insensitively."""
-    return _header(headers, name.lower())
 
 
 def transient(response: Response, reason: str) -> Outcome | None:
