@@ -107,6 +107,15 @@ _TODO_PAGE = (
 )
 
 
+def _job_filter(job: Job, states: Sequence[ItemState] | None) -> tuple[str, list[object]]:
+    """A WHERE clause (on `items`) for the job's items, or those of it in `states`."""
+    params: list[object] = [job.id]
+    if states is None:
+        return "items.job = ?", params
+    params.extend(str(s) for s in states)
+    return f"items.job = ? AND items.state IN ({', '.join('?' * len(states))})", params
+
+
 def now() -> str:
     """A UTC timestamp as the ledger stores it."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
@@ -397,11 +406,7 @@ class Ledger:
 
     def items(self, job: Job, states: Sequence[ItemState] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of the job (or those in `states`) as a dict, in file order."""
-        where = "job = ?"
-        params: list[object] = [job.id]
-        if states is not None:
-            where += f" AND state IN ({', '.join('?' * len(states))})"
-            params.extend(str(s) for s in states)
+        where, params = _job_filter(job, states)
         query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
         cursor = self._sql(self._db, query, params)
         names = [d[0] for d in cursor.description]
@@ -478,10 +483,7 @@ class Ledger:
 
     def metadata_keys(self, job: Job, states: Sequence[ItemState] | None = None) -> list[str]:
         """Every metadata key the job's items (or those in `states`) carry, in first-seen order."""
-        where, params = "items.job = ?", list[object]([job.id])
-        if states is not None:
-            where += f" AND items.state IN ({', '.join('?' * len(states))})"
-            params.extend(str(s) for s in states)
+        where, params = _job_filter(job, states)
         query = (
             "SELECT meta.key FROM items, json_each(items.metadata) AS meta"  # noqa: S608 - placeholders only
             f" WHERE {where} AND items.metadata IS NOT NULL"
