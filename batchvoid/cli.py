@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import click
@@ -16,10 +17,18 @@ from rich.console import Console
 
 from batchvoid import __version__, catalog, plan, report
 from batchvoid.engine import FailureLimits
-from batchvoid.errors import BatchVoidError, LedgerLockedError
+from batchvoid.errors import BatchVoidError, LedgerLockedError, RunAborted, RunInterrupted
 from batchvoid.ledger import Ledger
 from batchvoid.progress import ProgressOptions
-from batchvoid.run import EXIT_LOCKED, EXIT_USAGE, RunOptions
+from batchvoid.run import (
+    DEFAULT_LEDGER,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    REHEARSAL_LEDGER,
+    RunOptions,
+)
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings, serve_forever
 
@@ -34,8 +43,39 @@ def _simulator_settings(faults: tuple[str, ...], seed: int | None, time_scale: f
 
 
 def _fail(exc: BatchVoidError) -> NoReturn:
+    """Print the error as one line (no traceback) and exit with the status that means it."""
     click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_LOCKED if isinstance(exc, LedgerLockedError) else EXIT_USAGE)
+    if isinstance(exc, LedgerLockedError):
+        sys.exit(EXIT_LOCKED)
+    if isinstance(exc, RunInterrupted):
+        sys.exit(EXIT_INTERRUPTED)
+    if isinstance(exc, RunAborted) and exc.requests:
+        sys.exit(EXIT_STOPPED)
+    sys.exit(EXIT_USAGE)
+
+
+class _Commands(click.Group):
+    """The command group; no traceback ever reaches the terminal, and Ctrl-C is exit 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a signal outside a run's own handling (startup, plan, report)
+            click.echo("interrupted: nothing was sent. Run the same command again.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BatchVoidError as exc:
+            _fail(exc)
+        except Exception as exc:
+            if os.environ.get("BATCHVOID_DEBUG"):
+                raise
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {exc}. Please report it "
+                "(BATCHVOID_DEBUG=1 shows the traceback). A run resumes where it stopped.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
 
 
 fault_option = click.option(
@@ -61,9 +101,9 @@ time_scale_option = click.option(
 ledger_option = click.option(
     "--ledger",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("batchvoid.sqlite"),
+    default=DEFAULT_LEDGER,
     show_default=True,
-    help="Checkpoint ledger (SQLite) the runs wrote.",
+    help=f"Checkpoint ledger (SQLite) the runs wrote; a rehearsal's is {REHEARSAL_LEDGER}.",
 )
 
 
@@ -82,12 +122,18 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
             click.option(
                 "--ledger",
                 type=click.Path(path_type=Path, dir_okay=False),
-                default=Path("batchvoid.sqlite"),
-                show_default=True,
-                help="Checkpoint ledger (SQLite). The same file resumes the job.",
+                default=None,
+                help=f"Checkpoint ledger (SQLite). The same file resumes the job. Default: "
+                f"{DEFAULT_LEDGER}; with --simulate, {REHEARSAL_LEDGER} (a rehearsal keeps its own).",
             ),
             click.option(
                 "--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name."
+            ),
+            click.option(
+                "--allow-target-change",
+                is_flag=True,
+                help="Resume although a profile's base URL or account changed since items were sent "
+                "(the same account at a new address). Otherwise that is refused.",
             ),
         )
     ):
@@ -95,7 +141,11 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _ledger(ledger: Path | None, simulate: bool) -> Path:
+    return ledger if ledger is not None else REHEARSAL_LEDGER if simulate else DEFAULT_LEDGER
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchvoid")
 def main() -> None:
     """Void invoices in bulk across billing providers, resumably.
@@ -171,8 +221,9 @@ def main() -> None:
 def run(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path,
+    ledger: Path | None,
     job_id: str | None,
+    allow_target_change: bool,
     log_file: Path | None,
     simulate: bool,
     faults: tuple[str, ...],
@@ -204,24 +255,27 @@ def run(
     options = RunOptions(
         job_file=job_file,
         config=config_path,
-        ledger=ledger,
+        ledger=_ledger(ledger, simulate),
         job_id=job_id,
         log_file=log_file,
         simulate=simulate,
         simulator=_simulator_settings(faults, seed, time_scale),
         failure_limits=FailureLimits(max_failures, max_failure_rate),
         retry_failed=retry_failed,
+        allow_target_change=allow_target_change,
         progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
     )
     if dry_run:
         _show_plan(options)
+    # Until the run's own handler is in place, SIGTERM is a KeyboardInterrupt (exit 130), not death.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         report = anyio.run(run_job, options, backend="asyncio")
     except BatchVoidError as exc:
         _fail(exc)
     from batchvoid.summary import render
 
-    render(report, Console(), ledger=ledger)
+    render(report, Console(), ledger=options.ledger)
     sys.exit(report.exit_status)
 
 
@@ -286,8 +340,9 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 def plan_command(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path,
+    ledger: Path | None,
     job_id: str | None,
+    allow_target_change: bool,
     simulate: bool,
     retry_failed: bool,
 ) -> None:
@@ -308,7 +363,12 @@ def plan_command(
       batchvoid plan jobs/march.csv --config batchvoid.toml
     """
     options = RunOptions(
-        job_file=job_file, config=config_path, ledger=ledger, job_id=job_id, simulate=simulate
+        job_file=job_file,
+        config=config_path,
+        ledger=_ledger(ledger, simulate),
+        job_id=job_id,
+        simulate=simulate,
+        allow_target_change=allow_target_change,
     )
     _show_plan(options, retry_failed=retry_failed)
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -28,12 +29,12 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 
-from batchvoid.errors import JobFileError, LedgerError
+from batchvoid.errors import JobFileError, LedgerError, os_cause
 from batchvoid.jobfile import RowError
 from batchvoid.keys import idempotency_key
 from batchvoid.models import Item, ItemState, WorkItem
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = 2
 MAX_ERRORS_SHOWN = 20
 
 _SCHEMA = """
@@ -49,7 +50,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TEXT,
     runs INTEGER NOT NULL DEFAULT 0,
     items INTEGER NOT NULL DEFAULT 0,
-    duplicates INTEGER NOT NULL DEFAULT 0
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    simulated INTEGER  -- 1: a rehearsal on the simulator; 0: real; NULL: recorded before version 2
+);
+-- Where each profile of a job sends: a real run never inherits another target's outcomes.
+CREATE TABLE IF NOT EXISTS targets (
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    profile TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (job, profile)
 );
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
@@ -99,6 +108,17 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 """
 
+_VERSION_ROW = f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"  # noqa: S608 - a constant
+
+# Statements that bring a ledger of the version before up to each version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN simulated INTEGER",
+        "CREATE TABLE targets (job INTEGER NOT NULL REFERENCES jobs (id), profile TEXT NOT NULL,"
+        " target TEXT NOT NULL, PRIMARY KEY (job, profile))",
+    ),
+}
+
 _TODO_PAGE = (
     "SELECT id, line, provider, invoice_id, void_date, company_id, store, metadata,"
     " idempotency_key, attempts, state FROM items INDEXED BY items_todo"
@@ -121,6 +141,158 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot use it as a ledger: {os_cause(exc)}") from exc
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _path_problem(path: Path, *, write: bool) -> str | None:
+    """What keeps `path` from being used as a ledger (for writing, or reading), if anything.
+
+    Checked before SQLite is asked, because SQLite's own answer ("unable to open database
+    file") says none of it. A missing directory is never created: it may be a volume that is
+    not mounted, and a new ledger there would start the job over.
+    """
+    directory = path.absolute().parent
+    if not directory.exists():
+        return (
+            f"its directory {directory} does not exist. If the ledger is meant to be there (a volume "
+            f"not mounted?), mount it; a new ledger would start its jobs over. Otherwise create the "
+            f"directory (mkdir -p {directory}) or pass --ledger with a file in an existing directory"
+        )
+    if not directory.is_dir():
+        return f"{directory} is not a directory: pass --ledger with a file in a directory"
+    if path.exists() and not path.is_file():
+        return "is not a regular file: pass --ledger with the ledger file a run wrote, or a new file name"
+    if not path.exists() and not write:
+        return "no such ledger (pass --ledger with the file a run wrote)"
+    if path.exists() and not os.access(path, os.R_OK):
+        return "this user may not read it: run as the user that owns it, or fix its permissions (ls -l)"
+    if not write:
+        return None
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return (
+            f"it is on a read-only file system ({directory}), and a run must write to it. Run on a "
+            "writable copy or mount; `batchvoid status` and `batchvoid report` read it where it is"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return (
+            f"this user may not write to it or to its directory {directory} (SQLite writes its -wal "
+            "and -shm files next to it): run as the user that owns it, or fix the permissions (ls -l)"
+        )
+    return None
+
+
+def _inspect(path: Path) -> int:
+    """The schema version of an existing ledger, read without writing; refuses any other file."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read it: {os_cause(exc)}") from exc
+    if magic != _SQLITE_MAGIC:
+        raise LedgerError(
+            f"{path}: not a batchvoid ledger (not an SQLite database); it was not changed. "
+            "Pass --ledger with the ledger a run wrote, or a new file name"
+        )
+    try:
+        db = _open_readonly(path)
+    except sqlite3.Error as exc:
+        raise _fault(path, exc, "cannot read it") from exc
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            raise LedgerError(
+                f"{path}: an SQLite database, but not a batchvoid ledger (it has no meta table); it "
+                "was not changed. Pass --ledger with the ledger a run wrote, or a new file name"
+            )
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error as exc:
+        raise _fault(path, exc, "cannot read it") from exc
+    finally:
+        db.close()
+    version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+    if version is None:
+        raise LedgerError(f"{path}: a batchvoid ledger without a schema version; it was not changed")
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"{path}: written by a newer batchvoid (ledger schema {version}; this batchvoid reads up "
+            f"to {SCHEMA_VERSION}); it was not changed. Upgrade batchvoid to run or inspect its jobs"
+        )
+    return version
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on read-only media (no -shm can be made) an immutable one."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=10)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        db.close()
+        wal = path.with_name(path.name + "-wal")
+        if not os.statvfs(path.parent).f_flag & os.ST_RDONLY or (wal.exists() and wal.stat().st_size):
+            raise _fault(path, exc, "cannot read it") from exc
+    else:
+        return db
+    # Read-only media and no write-ahead log to replay: the file alone is the whole ledger.
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+
+def _fault(path: Path, exc: sqlite3.Error, doing: str) -> LedgerError:
+    """A LedgerError that says what is wrong with the ledger file and what to do about it.
+
+    The one place sqlite3's errors become batchvoid's. Never advises discarding a ledger:
+    it is the record of which invoices were voided.
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL"):
+        cause = (
+            "the disk that holds it is full. Free space there, then run the same command again: "
+            "what was recorded is kept, and items whose outcome was not recorded are resent with "
+            "the same idempotency key"
+        )
+    elif name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        cause = (
+            f"it is damaged ({exc}). Restore it from a backup, then run the same command again. "
+            "Keep the damaged file: it records which invoices were voided"
+        )
+    elif name == "SQLITE_READONLY_DBMOVED":
+        cause = "the file was moved or deleted while this run used it: put it back, then run again"
+    elif name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+        cause = (
+            "it cannot be written (the file or its directory is read-only for this user, or the "
+            "file system is mounted read-only). Run where it is writable; `batchvoid status` and "
+            "`batchvoid report` read it as it is"
+        )
+    elif name.startswith("SQLITE_IOERR"):
+        cause = (
+            f"the disk reported an I/O error ({exc}). Check that it has free space and is healthy "
+            "(dmesg), then run the same command again"
+        )
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        cause = (
+            "another process has kept it locked for over 10 s (a long `sqlite3` session, a backup "
+            "tool?): let it finish, then run the same command again"
+        )
+    elif name.startswith("SQLITE_CANTOPEN"):
+        cause = _path_problem(path, write=True) or f"SQLite cannot open it ({exc})"
+    else:
+        cause = str(exc)
+    return LedgerError(f"{path}: {doing}: {cause}")
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A job as the ledger knows it."""
@@ -136,6 +308,10 @@ class Job:
     runs: int
     items: int
     duplicates: int
+    simulated: int | None  # 1: recorded by a rehearsal (--simulate); 0: real; None: not known
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +364,22 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if problem := _path_problem(self.path, write=True):
+            raise LedgerError(f"{self.path}: {problem}")
+        # A file with content must be a ledger of a schema this batchvoid reads, checked
+        # read-only: a ledger from a newer batchvoid, or any other file, is refused untouched.
+        version = _inspect(self.path) if _has_content(self.path) else None
         self._db = self._connect()
+        try:
+            self._prepare_schema(version)
+        except BaseException:
+            self._db.close()
+            raise
         # A second connection for reading pages of work while the writer thread commits;
         # every lane's feeder reads through it from a worker thread, one at a time.
         self._reader = self._connect()
         self._reading = threading.Lock()
+        self._identity = _identity(self.path)  # to notice the file being deleted or replaced
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -200,23 +387,29 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-            self._check_version(db)
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(
-                f"{self.path}: cannot use it as a ledger ({exc}); "
-                "pass --ledger with another file, or move this one aside"
-            ) from exc
+        except sqlite3.Error as exc:
+            raise _fault(self.path, exc, "cannot open it") from exc
         return db
 
-    def _check_version(self, db: sqlite3.Connection) -> None:
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version != SCHEMA_VERSION:
-            raise LedgerError(
-                f"{self.path}: ledger schema version {version}, this batchvoid reads {SCHEMA_VERSION}: "
-                "finish its jobs with the batchvoid that wrote it, or use a new --ledger file"
-            )
+    def _prepare_schema(self, version: int | None) -> None:
+        """Create the schema in a new ledger, or bring an older one up to this version."""
+        db = self._db
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            if version is None:
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_VERSION_ROW} COMMIT;")
+                return
+            db.execute("BEGIN IMMEDIATE")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise _fault(self.path, exc, "cannot set it up") from exc
 
     def close(self) -> None:
         self._reader.close()
@@ -232,12 +425,59 @@ class Ledger:
 
     def job(self, job_id: str) -> Job | None:
         """The job recorded under `job_id`, if any."""
-        row = self._sql(self._db, "SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else Job(*row)
+        jobs = self._jobs("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return jobs[0] if jobs else None
 
     def jobs(self) -> list[Job]:
         """Every job in this ledger, oldest first."""
-        return [Job(*row) for row in self._sql(self._db, "SELECT * FROM jobs ORDER BY id", ())]
+        return self._jobs("SELECT * FROM jobs ORDER BY id", ())
+
+    def _jobs(self, query: str, params: Sequence[Any]) -> list[Job]:
+        cursor = self._sql(self._db, query, params)
+        names = [d[0] for d in cursor.description]
+        # By name, so that a ledger of an older schema (read-only) reads too: missing is None.
+        jobs = []
+        for row in cursor:
+            fields: dict[str, Any] = dict.fromkeys(_JOB_FIELDS)
+            fields.update(zip(names, row, strict=True))
+            jobs.append(Job(**{name: fields[name] for name in _JOB_FIELDS}))
+        return jobs
+
+    def targets(self, job: Job) -> dict[str, str]:
+        """Where each provider profile of the job sent (or is to send), as recorded."""
+        if not self._has_table("targets"):  # an older ledger read as it is
+            return {}
+        rows = self._sql(self._db, "SELECT profile, target FROM targets WHERE job = ?", (job.id,))
+        return dict(rows.fetchall())
+
+    def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None:
+        """Record (or replace) where the job's profiles send, and whether it is a rehearsal."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE jobs SET simulated = ? WHERE id = ?", (int(simulated), job.id))
+            db.executemany(
+                "INSERT OR REPLACE INTO targets VALUES (?, ?, ?)",
+                [(job.id, profile, target) for profile, target in targets.items()],
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise _fault(self.path, exc, "cannot record the job's targets") from exc
+
+    def touched(self, job: Job) -> set[str]:
+        """The providers of the job with an item that was (or may have been) sent."""
+        rows = self._sql(
+            self._db,
+            "SELECT DISTINCT provider FROM items WHERE job = ? AND (state != 'pending' OR attempts > 0)",
+            (job.id,),
+        )
+        return {provider for (provider,) in rows}
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._sql(self._db, query, (name,)).fetchone() is not None
 
     def ingest(
         self,
@@ -247,17 +487,26 @@ class Ledger:
         job_sha256: str,
         config_fingerprint: str,
         rows: Iterable[Item | RowError],
+        simulated: bool = False,
+        targets: Mapping[str, str] | None = None,
     ) -> Ingest:
-        """Record a new job and all its items in one transaction, or nothing if any row is bad."""
+        """Record a new job and all its items in one transaction, or nothing if any row is bad.
+
+        `simulated` says whether the job is a rehearsal; `targets` where each profile sends.
+        """
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             job = db.execute(
-                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (job_id, job_file, job_sha256, config_fingerprint, now()),
+                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at, simulated)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, job_file, job_sha256, config_fingerprint, now(), int(simulated)),
             ).lastrowid
             assert job is not None
+            db.executemany(
+                "INSERT INTO targets VALUES (?, ?, ?)",
+                [(job, profile, target) for profile, target in (targets or {}).items()],
+            )
             found = _Found()
             self._copy_rows(job, job_id, job_file, rows, found)
             if found.error_count or not found.items:
@@ -271,7 +520,7 @@ class Ledger:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise LedgerError(f"{self.path}: cannot record the job: {exc}") from exc
+            raise _fault(self.path, exc, "cannot record the job") from exc
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -421,6 +670,7 @@ class Ledger:
         before its attempt and its finish, release or abandon, and those last three never meet.
         """
         db = self._db
+        self.check_still_there()
         try:
             db.execute("BEGIN")
             for sql, group in groupby(sorted(ops, key=_rank), key=itemgetter(0)):
@@ -429,31 +679,47 @@ class Ledger:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise LedgerError(f"{self.path}: cannot record progress: {exc}") from exc
+            raise _fault(self.path, exc, "cannot record progress") from exc
+
+    def check_still_there(self) -> None:
+        """Raise if the ledger file was deleted or replaced since it was opened.
+
+        SQLite goes on writing to a deleted file's inode without a word, so a run whose ledger
+        was removed would record its outcomes where no later run can find them.
+        """
+        try:
+            same = _identity(self.path) == self._identity
+        except FileNotFoundError:
+            same = False
+        except OSError as exc:
+            raise LedgerError(f"{self.path}: cannot check the ledger: {os_cause(exc)}") from exc
+        if not same:
+            raise LedgerError(
+                f"{self.path}: the ledger file was deleted or replaced while this run was writing to "
+                "it, so the run stopped. Put the ledger back (restore it from a backup), then run the "
+                "same command again: items whose outcome it lacks are resent with the same "
+                "idempotency key, and a void that happened counts as done"
+            )
 
     # -- operator queries (plan, status, report) and redrive ------------------------------
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> Ledger:
-        """An existing ledger, opened read-only: inspecting a job never creates or changes one."""
+        """An existing ledger, opened read-only: inspecting a job never creates or changes one.
+
+        Works on read-only media too, and on a ledger of an older schema (read as it is).
+        """
         self = cls.__new__(cls)
         self.path = Path(path)
         self._reading = threading.Lock()
-        if not self.path.is_file():
-            raise LedgerError(f"{self.path}: no such ledger (pass --ledger with the file a run wrote)")
+        if problem := _path_problem(self.path, write=False):
+            raise LedgerError(f"{self.path}: {problem}")
+        _inspect(self.path)
         try:
-            db = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10
-            )
-            (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except (sqlite3.Error, TypeError) as exc:  # TypeError: no version row to unpack
-            raise LedgerError(f"{self.path}: cannot read it as a ledger ({exc})") from exc
-        if version != SCHEMA_VERSION:
-            db.close()
-            raise LedgerError(
-                f"{self.path}: ledger schema version {version}, this batchvoid reads {SCHEMA_VERSION}"
-            )
-        self._db = self._reader = db
+            self._db = self._reader = _open_readonly(self.path)
+        except sqlite3.Error as exc:
+            raise _fault(self.path, exc, "cannot read it") from exc
+        self._identity = _identity(self.path)
         return self
 
     def duplicate_counts(self, job: Job) -> dict[str, int]:
@@ -515,7 +781,7 @@ class Ledger:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise LedgerError(f"{self.path}: cannot put the failed items back: {exc}") from exc
+            raise _fault(self.path, exc, "cannot put the failed items back") from exc
         return counts
 
     def lock_holder(self, job_id: str) -> Holder | None:
@@ -548,7 +814,7 @@ class Ledger:
         try:
             return db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise LedgerError(f"{self.path}: {exc}") from exc
+            raise _fault(self.path, exc, "cannot use it") from exc
 
 
 Op = tuple[str, tuple[Any, ...]]

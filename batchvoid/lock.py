@@ -81,6 +81,8 @@ class RunLock:
     ) -> None:
         try:
             self._ledger.clear_lock(self._job_id, self.holder)
+        except LedgerError:
+            pass  # a full disk, a lost ledger: the run says so; the next run takes the stale row over
         finally:
             self._unlock()
 

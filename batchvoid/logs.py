@@ -7,6 +7,7 @@ engine never logs headers, and a last processor blanks any key that looks like a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from batchvoid.errors import LogFileError, os_cause
 
 _SECRET_KEYS = frozenset(
     {
@@ -60,7 +63,8 @@ class _Console:
         if self._stream is not None and (
             _LEVELS.get(name, 20) >= logging.WARNING or event.get("event") in CONSOLE_EVENTS
         ):
-            line = self._render(logger, name, dict(event))
+            shown = {key: value for key, value in event.items() if key != "exc_info"}  # file only
+            line = self._render(logger, name, shown)
             print(line, file=self._stream, flush=True)
         return event
 
@@ -70,27 +74,36 @@ class _FileSink:
 
     Buffered rather than flushed per line (a flush per event was the largest single cost of
     logging in the benchmark): flushed at least every FLUSH_S, at once for warnings and errors,
-    and on close. A kill -9 can lose under a second of lines; the ledger is the record.
+    and on close. A kill -9 can lose under a second of lines; the ledger is the record. A write
+    that fails (a full disk) raises LogFileError, which stops the run: its log is its audit trail.
     """
 
     FLUSH_S = 1.0
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, path: Path) -> None:
         self._file = file
+        self._path = path
         self._flushed = time.monotonic()
+        self.failed = False
 
     def msg(self, line: bytes) -> None:
-        self._file.write(line + b"\n")
-        if (now := time.monotonic()) - self._flushed >= self.FLUSH_S:
-            self._flush(now)
+        now = time.monotonic()
+        self._write(line, flush=now - self._flushed >= self.FLUSH_S, now=now)
 
     def urgent(self, line: bytes) -> None:
-        self._file.write(line + b"\n")
-        self._flush(time.monotonic())
+        self._write(line, flush=True, now=time.monotonic())
 
-    def _flush(self, now: float) -> None:
-        self._file.flush()
-        self._flushed = now
+    def _write(self, line: bytes, *, flush: bool, now: float) -> None:
+        if self.failed:
+            raise LogFileError(f"{self._path}: the log file could not be written earlier in this run")
+        try:
+            self._file.write(line + b"\n")
+            if flush:
+                self._file.flush()
+                self._flushed = now
+        except OSError as exc:
+            self.failed = True
+            raise LogFileError(f"{self._path}: cannot write the log file: {os_cause(exc)}") from exc
 
     debug = info = msg
     warning = error = critical = exception = urgent
@@ -98,19 +111,36 @@ class _FileSink:
 
 @contextmanager
 def open_log(path: Path, *, console: TextIO | None, **context: Any) -> Iterator[Any]:
-    """A bound structlog logger writing JSON lines to `path`; closes the file on exit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as f:
+    """A bound structlog logger writing JSON lines to `path`; closes the file on exit.
+
+    The directory must exist: a missing one is an error, never created (it may be a volume
+    that is not mounted).
+    """
+    try:
+        f = path.open("ab")
+    except OSError as exc:
+        raise LogFileError(f"{path}: cannot open the log file: {os_cause(exc)}; or pass --log-file") from exc
+    sink = _FileSink(f, path)
+    try:
         logger = structlog.wrap_logger(
-            _FileSink(f),
+            sink,
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 _redact,
                 _Console(console),
+                structlog.processors.format_exc_info,  # a traceback, as text, in the file only
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
             ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
             context_class=dict,
         )
         yield logger.bind(**context)
+    finally:
+        try:
+            f.close()
+        except OSError as exc:
+            if not sink.failed:  # a failure already reported is not reported twice
+                raise LogFileError(f"{path}: cannot write the log file: {os_cause(exc)}") from exc
+            with contextlib.suppress(OSError):
+                f.close()

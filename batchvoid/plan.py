@@ -86,7 +86,7 @@ def make(options: RunOptions, env: Mapping[str, str], *, retry_failed: bool = Fa
     config = load_config(options)
     if options.simulate:
         env = simulator_env(config)
-    job_id = options.job_id or options.job_file.name
+    job_id = options.job_name
     warnings = io.StringIO()
     if options.ledger.is_file():
         with Ledger.open_readonly(options.ledger) as ledger:

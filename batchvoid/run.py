@@ -6,24 +6,27 @@ before the first request is sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 
 from batchvoid import config as configuration
 from batchvoid import jobfile
-from batchvoid.config import Config
+from batchvoid.config import Config, Profile
 from batchvoid.engine import Engine, FailureLimits, Retry
-from batchvoid.errors import ConfigError, LedgerError
+from batchvoid.errors import BatchVoidError, ConfigError, LedgerError, RunAborted, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger
 from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
@@ -40,6 +43,9 @@ EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 _UNDONE = (ItemState.FAILED, ItemState.SKIPPED)
 FAILURES_SHOWN = 10
+DEFAULT_LEDGER = Path("batchvoid.sqlite")
+REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
+_CANCEL_EVERY = 1000  # rows between checks for a signal while recording a job file
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ class RunOptions:
 
     job_file: Path
     config: Path | None = None
-    ledger: Path = Path("batchvoid.sqlite")
+    ledger: Path = DEFAULT_LEDGER
     job_id: str | None = None
     log_file: Path | None = None
     simulate: bool = False
@@ -57,7 +63,13 @@ class RunOptions:
     failure_limits: FailureLimits = field(default_factory=FailureLimits)
     grace_s: float | None = None  # after a first signal; default: the longest request timeout
     retry_failed: bool = False  # put failed and skipped items back to pending first (redrive)
+    allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
+
+    @property
+    def job_name(self) -> str:
+        """The job's name in the ledger: --job-id, or the job file's name."""
+        return self.job_id or self.job_file.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +126,40 @@ def simulator_env(config: Config) -> dict[str, str]:
     return env
 
 
-def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) -> tuple[Job, Ingest | None]:
-    """Find the job in the ledger, or check the job file and record it as a new job."""
-    job_id = options.job_id or options.job_file.name
+def target(profile: Profile) -> str:
+    """Where a profile sends: its type, base URL and account, as the ledger records it."""
+    account = "".join(f", {key} {value}" for key, value in sorted(profile.options.items()))
+    return f"{profile.spec.type} at {profile.base_url}{account}"
+
+
+def prepare(
+    options: RunOptions,
+    config: Config,
+    ledger: Ledger,
+    out: TextIO,
+    cancelled: threading.Event | None = None,
+) -> tuple[Job, Ingest | None]:
+    """Find the job in the ledger, or check the job file and record it as a new job.
+
+    Refuses to resume a job whose file changed, a rehearsal's job in a real run (or the other
+    way round), and a profile that now sends elsewhere than where its items went. `cancelled`
+    (set by a signal) stops the recording of a new job, which then leaves nothing behind.
+    """
+    job_id = options.job_name
     sha = jobfile.sha256(options.job_file)
     job = ledger.job(job_id)
+    targets = {name: target(profile) for name, profile in config.profiles.items()}
     ingest = None
     if job is None:
+        rows: Iterable[Any] = jobfile.read(options.job_file, config.profiles)
         ingest = ledger.ingest(
             job_id=job_id,
             job_file=str(options.job_file),
             job_sha256=sha,
             config_fingerprint=config.fingerprint(),
-            rows=jobfile.read(options.job_file, config.profiles),
+            rows=rows if cancelled is None else _until(cancelled, rows),
+            simulated=options.simulate,
+            targets=targets,
         )
         job = ledger.job(job_id)
         assert job is not None
@@ -144,13 +177,109 @@ def prepare(options: RunOptions, config: Config, ledger: Ledger, out: TextIO) ->
                 f"{config.path}: job {job_id!r} still has items for {', '.join(sorted(missing))}, "
                 "which this configuration does not define: add the profile back to finish the job"
             )
+        _check_history(options, config, ledger, job, targets, out)
+    return job, ingest
+
+
+def _check_history(
+    options: RunOptions, config: Config, ledger: Ledger, job: Job, targets: Mapping[str, str], out: TextIO
+) -> None:
+    """Refuse to resume a job whose recorded outcomes belong to another kind of run or target."""
+    where = f"job {job.job_id!r} in {ledger.path}"
+    if job.simulated == 1 and not options.simulate:
+        raise LedgerError(
+            f"{where} is a rehearsal: its items went to the simulator (--simulate), so its outcomes "
+            "say nothing about the real providers, and a real run cannot resume it. Nothing was sent. "
+            f"Run the real job with its own ledger (the default {DEFAULT_LEDGER}, or --ledger FILE) "
+            "or under a new --job-id"
+        )
+    if job.simulated == 0 and options.simulate:
+        raise LedgerError(
+            f"{where} is a real run's: a rehearsal would record the simulator's answers as its "
+            f"outcomes. Nothing was sent. Rehearse with a ledger of its own (--ledger {REHEARSAL_LEDGER}, "
+            "the default with --simulate)"
+        )
+    recorded = ledger.targets(job)
+    if not recorded:  # recorded before targets were: the profiles' fingerprint is what there is
         if job.config_fingerprint != config.fingerprint():
             print(
-                f"warning: the provider profiles in {config.path} changed since job {job_id!r} began "
+                f"warning: the provider profiles in {config.path} changed since job {job.job_id!r} began "
                 "(names, types, base URLs or accounts); resuming with the new ones",
                 file=out,
             )
-    return job, ingest
+        return
+    for profile in sorted(ledger.touched(job)):
+        old, new = recorded.get(profile), targets.get(profile)
+        if old is None or new is None or old == new:
+            continue
+        if options.allow_target_change:
+            print(
+                f"warning: profile {profile!r} of {where} sent to {old}; it now sends to {new} "
+                "(--allow-target-change): its recorded outcomes are kept",
+                file=out,
+            )
+            continue
+        raise LedgerError(
+            f"profile {profile!r} of {where} now sends to {new}, but items of the job were sent to "
+            f"{old}. Their outcomes say nothing about the new target, so the run is refused; nothing "
+            "was sent. To void the job at the new target, run it as a new job (--job-id NEW_NAME). If "
+            "it is the same account at a new address, pass --allow-target-change to keep the outcomes"
+        )
+
+
+T = TypeVar("T")
+
+
+def _until(cancelled: threading.Event, rows: Iterable[T]) -> Iterator[T]:
+    """The rows, until `cancelled` is set: then RunInterrupted, which rolls the ingest back."""
+    for n, row in enumerate(rows):
+        if n % _CANCEL_EVERY == 0 and cancelled.is_set():
+            raise RunInterrupted("the job was being recorded")
+        yield row
+
+
+class _Signals:
+    """What SIGINT and SIGTERM ask of a run, at every stage of it.
+
+    While the job is being recorded, the first signal stops the ingest (which rolls back).
+    Once the engine runs, the first drains it (requests in flight finish, up to the grace) and
+    a second cancels it; cancelled requests leave their items in flight in the ledger, and the
+    next run resends them with the same idempotency key.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.received: str | None = None  # the first signal's name
+        self.cancelled = threading.Event()  # seen by the ingest thread
+        self._engine: Engine | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._grace_s = 0.0
+
+    def attach(self, engine: Engine, scope: anyio.CancelScope, grace_s: float, out: TextIO) -> None:
+        self._engine, self._scope, self._grace_s, self.out = engine, scope, grace_s, out
+
+    async def watch(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if self.received is None:
+                self.received = name
+                self.cancelled.set()
+                if self._engine is not None and self._scope is not None:
+                    self._scope.deadline = anyio.current_time() + self._grace_s
+                    self._engine.halt(f"interrupted by {name}")
+                    self._say(
+                        f"{name}: stopping. Requests in flight may take up to {self._grace_s:g}s to "
+                        "finish; send it again to stop at once. Nothing is lost: run the same command "
+                        "to resume."
+                    )
+                else:
+                    self._say(f"{name}: stopping.")
+            elif self._scope is not None:
+                self._scope.cancel()
+                self._say(f"{name} again: stopping now.")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
 
 
 async def run(
@@ -164,12 +293,50 @@ async def run(
 
     `out` gets the console log lines (default: stderr); `env` holds the credential variables
     (default: the process environment); `config`, when given, is used instead of options.config.
+
+    Raises the BatchVoidError that refused the run (nothing sent), RunInterrupted for a signal
+    before the first request, and RunAborted when a fault stopped a run that had begun.
     """
     out = out or sys.stderr
+    signals = _Signals(out)
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            tg.start_soon(signals.watch, received)
+            try:
+                report = await _run(options, config or load_config(options), env, out, signals)
+            except Exception as exc:  # raised outside the task group, so not wrapped in a group
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return report
+
+
+async def _run(
+    options: RunOptions, config: Config, env: Mapping[str, str] | None, out: TextIO, signals: _Signals
+) -> RunReport:
     started = time.monotonic()
-    config = config or load_config(options)
-    with Ledger(options.ledger) as ledger, RunLock(ledger, options.job_id or options.job_file.name, out=out):
-        job, ingest = prepare(options, config, ledger, out)
+    log_file = options.log_file or default_log_path(options.ledger, options.job_name)
+    display = Display(options.progress, out)
+    with (
+        Ledger(options.ledger) as ledger,
+        RunLock(ledger, options.job_name, out=out),
+        open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
+    ):
+        try:
+            job, ingest = await anyio.to_thread.run_sync(
+                partial(prepare, options, config, ledger, out, signals.cancelled)
+            )
+        except RunInterrupted:
+            raise RunInterrupted(
+                f"interrupted by {signals.received} while the job file was being recorded: nothing "
+                "was sent and no part of the job was recorded. Run the same command again to start it"
+            ) from None
+        targets = {name: target(profile) for name, profile in config.profiles.items()}
+        if ingest is None and (job.simulated is None or ledger.targets(job) != targets):
+            ledger.record_targets(job, targets, simulated=options.simulate)
         redriven = ledger.redrive(job) if options.retry_failed else {}
         counts = ledger.counts(job)
         todo = sorted({provider for (provider, state) in counts if not state.is_final})
@@ -181,9 +348,6 @@ async def run(
             adapters: dict[str, Adapter] = {
                 name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
             }
-            log_file = options.log_file or default_log_path(options.ledger, job.job_id)
-            display = Display(options.progress, out)
-            log = stack.enter_context(open_log(log_file, console=display.log_stream, job_id=job.job_id))
             log.info(
                 "run.started",
                 job_file=str(options.job_file),
@@ -203,15 +367,25 @@ async def run(
                 retry=options.retry,
                 failure_limits=options.failure_limits,
             )
+            if signals.received is not None:
+                raise RunInterrupted(
+                    f"interrupted by {signals.received} before the first request: nothing was sent. "
+                    "Run the same command again to resume"
+                )
             grace = options.grace_s
             if grace is None:
                 grace = max((config.profiles[n].settings.timeout_s for n in todo), default=0) + 1
-            ledger.start_run(job)
+            scope = anyio.CancelScope()
+            signals.attach(engine, scope, grace, display.log_stream or out)
             try:
+                ledger.start_run(job)
                 async with display.watching(engine, counts):
-                    interrupted = await _run_until_signalled(engine, grace, display.log_stream or out)
-            finally:
+                    with scope:
+                        await engine.run()
                 ledger.finish_run(job)
+            except Exception as exc:
+                raise _aborted(exc, engine, ledger, job, log, log_file) from exc
+            interrupted = signals.received is not None
             report = RunReport(
                 job=job,
                 counts=ledger.counts(job),
@@ -239,40 +413,32 @@ async def run(
             return report
 
 
-async def _run_until_signalled(engine: Engine, grace_s: float, out: TextIO) -> bool:
-    """Run the engine; the first SIGINT/SIGTERM drains it, a second (or the grace) cancels it.
+def _aborted(
+    exc: Exception, engine: Engine, ledger: Ledger, job: Job, log: Any, log_file: Path
+) -> RunAborted:
+    """The one-line error for a fault that stopped a running engine; the traceback goes to the log."""
+    fault = _leaf(exc)
+    requests = sum(lane.requests for lane in engine.lanes.values())
+    if isinstance(fault, BatchVoidError):
+        message = str(fault)
+    else:
+        message = (
+            f"internal error: {type(fault).__name__}: {fault}. The traceback is in {log_file}; "
+            "please report it. Nothing is lost: run the same command again to resume"
+        )
+    with contextlib.suppress(BatchVoidError):  # the ledger or the log may be what failed
+        ledger.finish_run(job)
+    with contextlib.suppress(BatchVoidError):
+        log.error("run.aborted", reason=message, requests=requests, exc_info=exc)
+    return RunAborted(message, requests=requests)
 
-    Returns whether a signal came. Cancelled requests leave their items in flight in the
-    ledger: the next run resends them with the same idempotency key.
-    """
-    interrupted = False
-    engine_scope = anyio.CancelScope()
 
-    async def watch(signals: AsyncIterator[int]) -> None:
-        nonlocal interrupted
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not interrupted:
-                interrupted = True
-                engine_scope.deadline = anyio.current_time() + grace_s
-                engine.halt(f"interrupted by {name}")
-                print(
-                    f"{name}: stopping. Requests in flight may take up to {grace_s:g}s to finish; "
-                    "send it again to stop at once. Nothing is lost: run the same command to resume.",
-                    file=out,
-                    flush=True,
-                )
-            else:
-                engine_scope.cancel()
-                print(f"{name} again: stopping now.", file=out, flush=True)
-
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            tg.start_soon(watch, signals)
-            with engine_scope:
-                await engine.run()
-            tg.cancel_scope.cancel()
-    return interrupted
+def _leaf(exc: BaseException) -> BaseException:
+    """The error inside (nested) exception groups: batchvoid's own first, else the first there."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [_leaf(inner) for inner in exc.exceptions]
+    return next((leaf for leaf in leaves if isinstance(leaf, BatchVoidError)), leaves[0])
 
 
 @asynccontextmanager

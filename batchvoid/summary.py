@@ -12,9 +12,8 @@ from rich.table import Table
 
 from batchvoid.models import ItemState
 from batchvoid.progress import format_duration
-from batchvoid.run import RunReport
+from batchvoid.run import DEFAULT_LEDGER, RunReport
 
-DEFAULT_LEDGER = Path("batchvoid.sqlite")
 _UNDONE = (ItemState.FAILED, ItemState.SKIPPED)
 _STYLE = {
     ItemState.VOIDED: "green",

@@ -32,7 +32,8 @@ def test_example_on_the_simulator_then_nothing_resent(runner: CliRunner, tmp_pat
     assert "│ total      │     10 │            3 │      4 │    17 │" in first.stdout
     assert "chargeover paid_10234: HTTP 400: Cannot void a paid invoice." in first.stdout
     assert "run.started" in first.stderr
-    assert (tmp_path / "batchvoid.sqlite").exists()
+    assert (tmp_path / "rehearsal.sqlite").exists()  # a rehearsal keeps its own ledger
+    assert not (tmp_path / "batchvoid.sqlite").exists()
     assert (tmp_path / "example.csv.log").exists()
 
     second = runner.invoke(main, ["run", EXAMPLE, "--simulate"])

@@ -143,22 +143,42 @@ async def test_many_concurrent_begins_share_commits(tmp_path: Path, profiles: Co
         assert commits < 30
 
 
-def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
-    """Pointing --ledger at some other file is a clear error, not a crash."""
+def test_a_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path) -> None:
+    """Pointing --ledger at some other file is a clear error, and the file is left exactly as it was."""
     path = write(tmp_path / "notes.txt", "these are my notes, not a database" * 100)
-    with pytest.raises(LedgerError, match="cannot use it as a ledger"):
+    before = path.read_bytes()
+    with pytest.raises(
+        LedgerError, match=r"not a batchvoid ledger \(not an SQLite database\); it was not changed"
+    ):
         Ledger(path)
+    assert path.read_bytes() == before
 
 
-def test_a_ledger_from_another_schema_version_is_refused(tmp_path: Path) -> None:
-    """A ledger written by an incompatible batchvoid says which version it is and what to do."""
+def test_another_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    """An SQLite file that is not a ledger gets no ledger tables written into it."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match="an SQLite database, but not a batchvoid ledger"):
+        Ledger(path)
+    assert path.read_bytes() == before
+
+
+def test_a_ledger_from_a_newer_batchvoid_is_refused_untouched(tmp_path: Path) -> None:
+    """A newer schema is refused before anything is written: the file's bytes stay the same."""
     Ledger(tmp_path / "l.sqlite").close()
-    db = sqlite3.connect(tmp_path / "l.sqlite")
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    db.commit()
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.close()
-    with pytest.raises(LedgerError, match="schema version 99"):
+    before = (tmp_path / "l.sqlite").read_bytes()
+    with pytest.raises(
+        LedgerError, match=r"written by a newer batchvoid \(ledger schema 99.*it was not changed"
+    ):
         Ledger(tmp_path / "l.sqlite")
+    with pytest.raises(LedgerError, match="newer batchvoid"):
+        Ledger.open_readonly(tmp_path / "l.sqlite")
+    assert (tmp_path / "l.sqlite").read_bytes() == before
 
 
 def test_a_batch_keeps_each_items_own_order(tmp_path: Path, profiles: Config) -> None:

@@ -102,7 +102,7 @@ def test_plan_checks_a_new_job_and_writes_nothing(runner: CliRunner, tmp_path: P
         assert "(new: the run records it). Nothing was sent." in result.stdout
         assert re.search(r"│ rapyd +│ +4 │ +0 │ +0 │ +4 │ 200/60s, 1000/300s │ +1.2s │", result.stdout)
         assert "Runnable" in result.stdout
-    assert not (tmp_path / "batchvoid.sqlite").exists()
+    assert not (tmp_path / "rehearsal.sqlite").exists()
     assert not list(tmp_path.glob("*.log"))
 
 
@@ -125,7 +125,7 @@ def test_plan_counts_what_the_ledger_has_finished(runner: CliRunner, tmp_path: P
     """For a job in the ledger, plan shows finished items and, with --retry-failed, the failed ones to send."""
     job_file, config = example(tmp_path), fast_config(tmp_path)
     assert runner.invoke(main, ["run", job_file, "--simulate", "--config", config]).exit_code == 1
-    before = (tmp_path / "batchvoid.sqlite").stat().st_mtime_ns
+    before = (tmp_path / "rehearsal.sqlite").stat().st_mtime_ns
     plain = runner.invoke(main, ["plan", job_file, "--simulate", "--config", config])
     assert plain.exit_code == 0, plain.output
     assert "(in the ledger: the run resumes it)" in plain.stdout
@@ -133,8 +133,8 @@ def test_plan_counts_what_the_ledger_has_finished(runner: CliRunner, tmp_path: P
     assert "Nothing to send: every item is finished." in plain.stdout
     redrive = runner.invoke(main, ["plan", job_file, "--simulate", "--config", config, "--retry-failed"])
     assert re.search(r"│ total +│ +17 │ +0 │ +13 │ +4 │", redrive.stdout)
-    assert ledger_states(tmp_path / "batchvoid.sqlite")["failed"] == 4
-    assert (tmp_path / "batchvoid.sqlite").stat().st_mtime_ns == before
+    assert ledger_states(tmp_path / "rehearsal.sqlite")["failed"] == 4
+    assert (tmp_path / "rehearsal.sqlite").stat().st_mtime_ns == before
 
 
 def test_plan_names_every_missing_credential_and_prints_no_secret(
@@ -171,7 +171,7 @@ def test_plan_refuses_what_run_would_refuse(runner: CliRunner, tmp_path: Path, c
     assert result.exit_code == 2
     assert message in result.stderr
     if case == "bad row":
-        assert not (tmp_path / "batchvoid.sqlite").exists()
+        assert not (tmp_path / "rehearsal.sqlite").exists()
 
 
 # -- progress and the summary --------------------------------------------------------------
@@ -284,17 +284,17 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     """status lists jobs; --job-id shows counts, runs, attempts, top failure reasons; --json has the same."""
     args = ["run", example(tmp_path), "--simulate", "--config", fast_config(tmp_path)]
     assert runner.invoke(main, args).exit_code == 1
-    listing = runner.invoke(main, ["status"])
+    listing = runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite"])
     assert listing.exit_code == 0, listing.output
     assert re.search(r"│ example\.csv │ +17 │ +13 │ +4 │ +0 │ +1 │ \d{4}-\d\d-\d\d ", listing.stdout)
 
-    detail = runner.invoke(main, ["status", "--job-id", "example.csv"])
+    detail = runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--job-id", "example.csv"])
     assert detail.exit_code == 0
     assert "17 items, 0 duplicate rows, 17 void attempts" in detail.stdout
     assert "│ total      │     10 │            3 │      4 │    17 │" in detail.stdout
     assert "1  chargeover: HTTP 400: Cannot void a paid invoice." in detail.stdout
 
-    data = json.loads(runner.invoke(main, ["status", "--job-id", "example.csv", "--json"]).stdout)
+    data = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--job-id", "example.csv", "--json"]).stdout)
     assert data["totals"] == {
         "pending": 0,
         "in_flight": 0,
@@ -307,7 +307,7 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     assert (data["runs"], data["attempts"], data["running"]) == (1, 17, None)
     assert data["started_at"] <= data["finished_at"]
     assert {r["provider"] for r in data["failure_reasons"]} == {"chargeover", "rapyd", "maple", "sellapp"}
-    jobs = json.loads(runner.invoke(main, ["status", "--json"]).stdout)["jobs"]
+    jobs = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--json"]).stdout)["jobs"]
     assert [(j["job_id"], j["totals"]["failed"]) for j in jobs] == [("example.csv", 4)]
 
 
@@ -315,8 +315,8 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     ("args", "message"),
     [
         (["status", "--ledger", "none.sqlite"], "none.sqlite: no such ledger"),
-        (["status", "--job-id", "nope"], "no job 'nope' (jobs: 'example.csv')"),
-        (["report", "--job-id", "nope"], "no job 'nope'"),
+        (["status", "--ledger", "rehearsal.sqlite", "--job-id", "nope"], "no job 'nope' (jobs: 'example.csv')"),
+        (["report", "--ledger", "rehearsal.sqlite", "--job-id", "nope"], "no job 'nope'"),
     ],
 )
 def test_status_and_report_errors_are_exit_2(
@@ -347,7 +347,7 @@ def test_report_in_both_formats(runner: CliRunner, tmp_path: Path) -> None:
         ).exit_code
         == 1
     )
-    result = runner.invoke(main, ["report", "--state", "failed"])
+    result = runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--state", "failed"])
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["invoice_id"] for r in rows] == [
@@ -364,14 +364,14 @@ def test_report_in_both_formats(runner: CliRunner, tmp_path: Path) -> None:
     assert (first["customer"], first["meta.reason"]) == ("Initech", "customer already paid")
     assert first["created_at"] <= first["updated_at"]
 
-    out = runner.invoke(main, ["report", "--state", "voided", "--state", "already_void", "-o", "done.jsonl"])
+    out = runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--state", "voided", "--state", "already_void", "-o", "done.jsonl"])
     assert out.exit_code == 0
     assert "13 items (voided+already_void) of job 'example.csv' written to done.jsonl" in out.stderr
     records = [json.loads(line) for line in (tmp_path / "done.jsonl").read_text().splitlines()]
     assert len(records) == 13
     assert {r["state"] for r in records} == {"voided", "already_void"}
     assert records[0]["metadata"] == {"customer": "Acme Corp", "reason": "duplicate invoice"}
-    assert len(runner.invoke(main, ["report", "--format", "jsonl"]).stdout.splitlines()) == 17
+    assert len(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--format", "jsonl"]).stdout.splitlines()) == 17
 
 
 def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
@@ -393,13 +393,13 @@ def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
         ],
     )
     assert first.exit_code == 1
-    assert runner.invoke(main, ["report", "--state", "failed", "-o", "failed.csv"]).exit_code == 0
+    assert runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--state", "failed", "-o", "failed.csv"]).exit_code == 0
 
     again = runner.invoke(main, ["run", "failed.csv", "--simulate", "--config", config])
     assert again.exit_code == 1, again.output
     assert "4 items recorded from failed.csv" in again.stdout
     report = list(
-        csv.DictReader(io.StringIO(runner.invoke(main, ["report", "--job-id", "failed.csv"]).stdout))
+        csv.DictReader(io.StringIO(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]).stdout))
     )
     assert {r["invoice_id"]: r["state"] for r in report} == {
         "c0": "voided",
@@ -410,7 +410,7 @@ def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
     # The first report's columns came along as metadata; the second report is still a valid job file.
     assert report[0]["note"] == "n-c0"
     assert report[0]["meta.state"] == "failed"
-    (tmp_path / "again.csv").write_text(runner.invoke(main, ["report", "--job-id", "failed.csv"]).stdout)
+    (tmp_path / "again.csv").write_text(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]).stdout)
     assert runner.invoke(main, ["plan", "again.csv", "--simulate", "--config", config]).exit_code == 0
 
 
@@ -420,13 +420,13 @@ def test_retry_failed_resends_with_the_same_keys_and_keeps_history(runner: CliRu
     config = fast_config(tmp_path)
     args = ["run", write_job(tmp_path / "j.csv", rows), "--simulate", "--config", config]
     assert runner.invoke(main, [*args, "--fault", "maple:error_rate=1"]).exit_code == 1
-    with sqlite3.connect(tmp_path / "batchvoid.sqlite") as db:
+    with sqlite3.connect(tmp_path / "rehearsal.sqlite") as db:
         keys = dict(db.execute("SELECT invoice_id, idempotency_key FROM items").fetchall())
 
     result = runner.invoke(main, [*args, "--retry-failed"])
     assert result.exit_code == 0, result.output
     assert "job.redriven" in result.stderr
-    with sqlite3.connect(tmp_path / "batchvoid.sqlite") as db:
+    with sqlite3.connect(tmp_path / "rehearsal.sqlite") as db:
         assert dict(db.execute("SELECT invoice_id, idempotency_key FROM items").fetchall()) == keys
         history = db.execute(
             "SELECT invoice_id, group_concat(outcome) FROM attempts JOIN items ON items.id = attempts.item"
@@ -438,7 +438,7 @@ def test_retry_failed_resends_with_the_same_keys_and_keeps_history(runner: CliRu
         "m2": "retryable,voided",
         "s1": "voided",
     }
-    assert ledger_states(tmp_path / "batchvoid.sqlite") == {"voided": 4}
+    assert ledger_states(tmp_path / "rehearsal.sqlite") == {"voided": 4}
     log = [json.loads(line) for line in (tmp_path / "j.csv.log").read_text().splitlines()]
     assert [e["by_provider"] for e in log if e["event"] == "job.redriven"] == [{"maple": 3}]
 
@@ -479,8 +479,8 @@ def start_hanging_run(tmp_path: Path, config: str, job_file: str) -> subprocess.
     deadline = time.monotonic() + 30
     while True:
         holder = None
-        if (tmp_path / "batchvoid.sqlite").exists():
-            with sqlite3.connect(f"file:{tmp_path / 'batchvoid.sqlite'}?mode=ro", uri=True) as db:
+        if (tmp_path / "rehearsal.sqlite").exists():
+            with sqlite3.connect(f"file:{tmp_path / 'rehearsal.sqlite'}?mode=ro", uri=True) as db:
                 try:
                     holder = db.execute("SELECT pid FROM locks").fetchone()
                 except sqlite3.OperationalError:
@@ -537,7 +537,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     first = start_hanging_run(tmp_path, config, job_file)
     first.kill()
     first.wait()
-    assert lock_path(tmp_path / "batchvoid.sqlite", "j.csv").exists()
+    assert lock_path(tmp_path / "rehearsal.sqlite", "j.csv").exists()
 
     result = subprocess.run(
         [sys.executable, "-m", "batchvoid", "run", job_file, "--simulate", "--config", config],
@@ -550,9 +550,9 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"was left locked by pid {first.pid} on host " in result.stderr
     assert "which is no longer running: taking the job over" in result.stderr
-    assert ledger_states(tmp_path / "batchvoid.sqlite") == {"voided": 15}
-    assert not lock_path(tmp_path / "batchvoid.sqlite", "j.csv").exists()
-    with sqlite3.connect(tmp_path / "batchvoid.sqlite") as db:
+    assert ledger_states(tmp_path / "rehearsal.sqlite") == {"voided": 15}
+    assert not lock_path(tmp_path / "rehearsal.sqlite", "j.csv").exists()
+    with sqlite3.connect(tmp_path / "rehearsal.sqlite") as db:
         assert db.execute("SELECT count(*) FROM locks").fetchone() == (0,)
 
 
