@@ -467,11 +467,12 @@ class Ledger:
             raise _fault(self.path, exc, "cannot record the job's targets") from exc
 
     def touched(self, job: Job) -> set[str]:
-        """The providers of the job with an item that was (or may have been) sent."""
+        """The providers of the job with an item that has an outcome or may have been voided.
+
+        A pending item has none, even after attempts: a 401 or a 5xx voided nothing.
+        """
         rows = self._sql(
-            self._db,
-            "SELECT DISTINCT provider FROM items WHERE job = ? AND (state != 'pending' OR attempts > 0)",
-            (job.id,),
+            self._db, "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'", (job.id,)
         )
         return {provider for (provider,) in rows}
 

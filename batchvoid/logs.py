@@ -84,7 +84,7 @@ class _FileSink:
         self._file = file
         self._path = path
         self._flushed = time.monotonic()
-        self.failed = False
+        self.failed: str | None = None  # the first write error: every later write says it again
 
     def msg(self, line: bytes) -> None:
         now = time.monotonic()
@@ -95,15 +95,15 @@ class _FileSink:
 
     def _write(self, line: bytes, *, flush: bool, now: float) -> None:
         if self.failed:
-            raise LogFileError(f"{self._path}: the log file could not be written earlier in this run")
+            raise LogFileError(self.failed)
         try:
             self._file.write(line + b"\n")
             if flush:
                 self._file.flush()
                 self._flushed = now
         except OSError as exc:
-            self.failed = True
-            raise LogFileError(f"{self._path}: cannot write the log file: {os_cause(exc)}") from exc
+            self.failed = f"{self._path}: cannot write the log file: {os_cause(exc)}"
+            raise LogFileError(self.failed) from exc
 
     debug = info = msg
     warning = error = critical = exception = urgent

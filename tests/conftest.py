@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from batchvoid.run import RunOptions, RunReport, run, simulator_env
 from batchvoid.simulator import Simulator, SimulatorSettings
 
 FAST_RETRY = Retry(base_s=0.001, cap_s=0.005)
+BATCHVOID = [sys.executable, "-m", "batchvoid"]
 
 
 @pytest.fixture
@@ -69,3 +73,30 @@ async def run_on(
 def job(tmp_path: Path, rows: Sequence[tuple[str, str]], name: str = "job.csv") -> Path:
     """A CSV job file of (provider, invoice_id) rows."""
     return write(tmp_path / name, "provider,invoice_id\n" + "".join(f"{p},{i}\n" for p, i in rows))
+
+
+@pytest.fixture
+def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`batchvoid simulate` in its own process, so its state outlives the runs we kill."""
+    proc = subprocess.Popen(
+        [*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20", "--seed", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stdout is not None
+        match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
+        assert match, "the simulator did not say where it listens"
+        env = {}
+        for _ in range(7):
+            name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
+            env[name] = value
+        yield match[1], env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

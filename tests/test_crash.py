@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import job
+from batchvoid.lock import lock_path
+from tests.conftest import BATCHVOID, job
 
 pytestmark = pytest.mark.slow
-BATCHVOID = [sys.executable, "-m", "batchvoid"]
 PROVIDERS = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
 
 
@@ -126,33 +123,6 @@ def test_second_signal_cancels_at_once_and_resume_resends_with_the_same_key(tmp_
     assert states(ledger) == {"voided": 100}
 
 
-@pytest.fixture
-def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`batchvoid simulate` in its own process, so its state outlives the runs we kill."""
-    proc = subprocess.Popen(
-        [*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20", "--seed", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        assert proc.stdout is not None
-        match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
-        assert match, "the simulator did not say where it listens"
-        env = {}
-        for _ in range(7):
-            name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
-            env[name] = value
-        yield match[1], env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, standalone_simulator: tuple[str, dict[str, str]]
 ) -> None:
@@ -208,3 +178,46 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     voidable = {f"{p}:{i}" for p, i in rows if not i.startswith(("paid_", "missing_", "void_"))}
     assert set(applied) == voidable
     assert set(applied.values()) == {1}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_job_is_recorded_exits_130_and_records_nothing(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """SIGTERM/SIGINT during the ingest of a big file: exit 130 within 2 s, 'interrupted', no job, no lock; the rerun records it all."""
+    rows = 300_000
+    path = tmp_path / "big.csv"
+    path.write_text("provider,invoice_id\n" + "".join(f"chargeover,big{n}\n" for n in range(rows)))
+    ledger = tmp_path / "l.sqlite"
+    command = [*BATCHVOID, "run", str(path), "--simulate", "--ledger", str(ledger)]
+    lock = lock_path(ledger, "big.csv")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lock.exists)  # taken just before the job file is read
+    proc.send_signal(signum)
+    signalled = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - signalled < 2
+    assert f"error: interrupted by {signum.name} while the job file was being recorded" in err
+    assert "Traceback" not in out + err
+    assert "Aborted!" not in out + err
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM locks").fetchone() == (0,)
+    db.close()
+    assert not lock.exists()
+    if signum is not signal.SIGTERM:
+        return
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert again.stderr is not None
+    for line in again.stderr:  # the job is recorded once the run starts sending: stop it there
+        if "run.started" in line:
+            break
+    again.send_signal(signal.SIGTERM)
+    again.communicate(timeout=30)
+    assert again.returncode == 130
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("SELECT items FROM jobs").fetchone() == (rows,)
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (rows,)
+    db.close()

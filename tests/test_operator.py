@@ -294,7 +294,11 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     assert "│ total      │     10 │            3 │      4 │    17 │" in detail.stdout
     assert "1  chargeover: HTTP 400: Cannot void a paid invoice." in detail.stdout
 
-    data = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--job-id", "example.csv", "--json"]).stdout)
+    data = json.loads(
+        runner.invoke(
+            main, ["status", "--ledger", "rehearsal.sqlite", "--job-id", "example.csv", "--json"]
+        ).stdout
+    )
     assert data["totals"] == {
         "pending": 0,
         "in_flight": 0,
@@ -307,7 +311,9 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     assert (data["runs"], data["attempts"], data["running"]) == (1, 17, None)
     assert data["started_at"] <= data["finished_at"]
     assert {r["provider"] for r in data["failure_reasons"]} == {"chargeover", "rapyd", "maple", "sellapp"}
-    jobs = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--json"]).stdout)["jobs"]
+    jobs = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--json"]).stdout)[
+        "jobs"
+    ]
     assert [(j["job_id"], j["totals"]["failed"]) for j in jobs] == [("example.csv", 4)]
 
 
@@ -315,7 +321,10 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     ("args", "message"),
     [
         (["status", "--ledger", "none.sqlite"], "none.sqlite: no such ledger"),
-        (["status", "--ledger", "rehearsal.sqlite", "--job-id", "nope"], "no job 'nope' (jobs: 'example.csv')"),
+        (
+            ["status", "--ledger", "rehearsal.sqlite", "--job-id", "nope"],
+            "no job 'nope' (jobs: 'example.csv')",
+        ),
         (["report", "--ledger", "rehearsal.sqlite", "--job-id", "nope"], "no job 'nope'"),
     ],
 )
@@ -364,14 +373,34 @@ def test_report_in_both_formats(runner: CliRunner, tmp_path: Path) -> None:
     assert (first["customer"], first["meta.reason"]) == ("Initech", "customer already paid")
     assert first["created_at"] <= first["updated_at"]
 
-    out = runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--state", "voided", "--state", "already_void", "-o", "done.jsonl"])
+    out = runner.invoke(
+        main,
+        [
+            "report",
+            "--ledger",
+            "rehearsal.sqlite",
+            "--state",
+            "voided",
+            "--state",
+            "already_void",
+            "-o",
+            "done.jsonl",
+        ],
+    )
     assert out.exit_code == 0
     assert "13 items (voided+already_void) of job 'example.csv' written to done.jsonl" in out.stderr
     records = [json.loads(line) for line in (tmp_path / "done.jsonl").read_text().splitlines()]
     assert len(records) == 13
     assert {r["state"] for r in records} == {"voided", "already_void"}
     assert records[0]["metadata"] == {"customer": "Acme Corp", "reason": "duplicate invoice"}
-    assert len(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--format", "jsonl"]).stdout.splitlines()) == 17
+    assert (
+        len(
+            runner.invoke(
+                main, ["report", "--ledger", "rehearsal.sqlite", "--format", "jsonl"]
+            ).stdout.splitlines()
+        )
+        == 17
+    )
 
 
 def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
@@ -393,13 +422,24 @@ def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
         ],
     )
     assert first.exit_code == 1
-    assert runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--state", "failed", "-o", "failed.csv"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["report", "--ledger", "rehearsal.sqlite", "--state", "failed", "-o", "failed.csv"]
+        ).exit_code
+        == 0
+    )
 
     again = runner.invoke(main, ["run", "failed.csv", "--simulate", "--config", config])
     assert again.exit_code == 1, again.output
     assert "4 items recorded from failed.csv" in again.stdout
     report = list(
-        csv.DictReader(io.StringIO(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]).stdout))
+        csv.DictReader(
+            io.StringIO(
+                runner.invoke(
+                    main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]
+                ).stdout
+            )
+        )
     )
     assert {r["invoice_id"]: r["state"] for r in report} == {
         "c0": "voided",
@@ -410,7 +450,9 @@ def test_failed_report_is_a_job_file_that_voids_what_is_now_voidable(
     # The first report's columns came along as metadata; the second report is still a valid job file.
     assert report[0]["note"] == "n-c0"
     assert report[0]["meta.state"] == "failed"
-    (tmp_path / "again.csv").write_text(runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]).stdout)
+    (tmp_path / "again.csv").write_text(
+        runner.invoke(main, ["report", "--ledger", "rehearsal.sqlite", "--job-id", "failed.csv"]).stdout
+    )
     assert runner.invoke(main, ["plan", "again.csv", "--simulate", "--config", config]).exit_code == 0
 
 
