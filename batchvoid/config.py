@@ -6,10 +6,12 @@ them, and they are read only for the profiles a job uses, right before the run.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +71,15 @@ class Profile:
                 )
             values[key.removesuffix("_env")] = value
         return values
+
+    def default_void_date(self, at: dt.datetime) -> str | None:
+        """The void date for this profile's rows that give none, fixed at `at`; None: it takes none."""
+        if "void_date" not in self.spec.options:
+            return None
+        chosen = self.options.get("void_date", "today")
+        if chosen != "today":
+            return chosen
+        return at.astimezone(zoneinfo.ZoneInfo(self.options.get("timezone", "UTC"))).date().isoformat()
 
     def adapter(self, env: Mapping[str, str]) -> Adapter:
         """The adapter for this profile, with its credentials read from `env`."""
@@ -192,6 +203,7 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
             options[key] = value.strip()
     if "company_id" in options and not options["company_id"].startswith("cmp_"):
         raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
+    _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))
     if not isinstance(raw_limits, list):
@@ -211,6 +223,27 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         settings=_settings(table, defaults, where),
         source=where,
     )
+
+
+def _check_void_date(options: Mapping[str, str], where: str) -> None:
+    void_date, zone = options.get("void_date"), options.get("timezone")
+    if void_date is not None and void_date != "today":
+        try:
+            ok = len(void_date) == 10 and dt.date.fromisoformat(void_date) is not None
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{where}: void_date must be 'today' or a real date as YYYY-MM-DD, got {void_date!r}"
+            )
+    if zone is not None:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise ConfigError(
+                f"{where}: timezone {zone!r} is not a known time zone: use an IANA name like "
+                "'UTC', 'Europe/London' or 'America/New_York'"
+            ) from None
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

@@ -38,9 +38,18 @@ class RowError:
     message: str
 
 
-def read(path: str | Path, profiles: Mapping[str, Profile]) -> Iterator[Item | RowError]:
-    """Yield each row of the job file as an Item, or a RowError saying what is wrong with it."""
+def read(
+    path: str | Path, profiles: Mapping[str, Profile], *, at: dt.datetime | None = None
+) -> Iterator[Item | RowError]:
+    """Yield each row of the job file as an Item, or a RowError saying what is wrong with it.
+
+    A row of a profile that takes a void date (Campfire) and gives none gets the profile's,
+    fixed once for the whole file at `at` (default: now), so a job that runs past midnight
+    sends one date, and the ledger records the date each item is sent with.
+    """
     path = Path(path)
+    at = at or dt.datetime.now(dt.UTC)
+    void_dates = {name: profile.default_void_date(at) for name, profile in profiles.items()}
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise JobFileError(f"{path}: unknown job file type {path.suffix!r}: use .csv, .jsonl or .ndjson")
@@ -50,7 +59,7 @@ def read(path: str | Path, profiles: Mapping[str, Profile]) -> Iterator[Item | R
             if isinstance(fields, str):
                 yield RowError(line, fields)
             else:
-                yield _item(line, fields, profiles)
+                yield _item(line, fields, profiles, void_dates)
     except UnicodeDecodeError as exc:
         raise JobFileError(f"{path}: not valid UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except OSError as exc:
@@ -137,7 +146,9 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             yield line, value
 
 
-def _item(line: int, fields: dict[str, Any], profiles: Mapping[str, Profile]) -> Item | RowError:
+def _item(
+    line: int, fields: dict[str, Any], profiles: Mapping[str, Profile], void_dates: Mapping[str, str | None]
+) -> Item | RowError:
     problems: list[str] = []
 
     def text(name: str) -> str | None:
@@ -175,6 +186,7 @@ def _item(line: int, fields: dict[str, Any], profiles: Mapping[str, Profile]) ->
         return RowError(line, "; ".join(problems))
     assert provider is not None and invoice_id is not None  # noqa: PT018 - narrowed by the checks above
     metadata = {k: _as_text(v) for k, v in fields.items() if k not in REQUIRED and k not in OPTIONAL}
+    void_date = void_date or void_dates.get(provider)
     return Item(line, provider, invoice_id, void_date, company_id, store, metadata)
 
 

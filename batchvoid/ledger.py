@@ -476,6 +476,29 @@ class Ledger:
         )
         return {provider for (provider,) in rows}
 
+    def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
+        """The void dates the job's items carry, with how many items each, per provider."""
+        rows = self._sql(
+            self._db,
+            "SELECT provider, void_date, count(*) FROM items WHERE job = ? AND void_date IS NOT NULL"
+            " GROUP BY provider, void_date ORDER BY provider, void_date",
+            (job.id,),
+        )
+        dates: dict[str, dict[str, int]] = {}
+        for provider, date, n in rows:
+            dates.setdefault(provider, {})[date] = n
+        return dates
+
+    def fill_void_dates(self, job: Job, dates: Mapping[str, str]) -> None:
+        """Give each provider's unsent items without a void date the one in `dates`, once."""
+        for provider, date in dates.items():
+            self._sql(
+                self._db,
+                "UPDATE items SET void_date = ? WHERE job = ? AND provider = ? AND void_date IS NULL"
+                " AND state IN ('pending', 'in_flight')",
+                (date, job.id, provider),
+            )
+
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         return self._sql(self._db, query, (name,)).fetchone() is not None

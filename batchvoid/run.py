@@ -7,6 +7,7 @@ before the first request is sent.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import sys
@@ -126,9 +127,14 @@ def simulator_env(config: Config) -> dict[str, str]:
     return env
 
 
+_NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
+
+
 def target(profile: Profile) -> str:
     """Where a profile sends: its type, base URL and account, as the ledger records it."""
-    account = "".join(f", {key} {value}" for key, value in sorted(profile.options.items()))
+    account = "".join(
+        f", {key} {value}" for key, value in sorted(profile.options.items()) if key not in _NOT_ACCOUNT
+    )
     return f"{profile.spec.type} at {profile.base_url}{account}"
 
 
@@ -337,6 +343,10 @@ async def _run(
         targets = {name: target(profile) for name, profile in config.profiles.items()}
         if ingest is None and (job.simulated is None or ledger.targets(job) != targets):
             ledger.record_targets(job, targets, simulated=options.simulate)
+        if ingest is None:  # a job recorded before void dates were fixed at ingest gets them now
+            now = dt.datetime.now(dt.UTC)
+            dates = {name: profile.default_void_date(now) for name, profile in config.profiles.items()}
+            ledger.fill_void_dates(job, {name: date for name, date in dates.items() if date})
         redriven = ledger.redrive(job) if options.retry_failed else {}
         counts = ledger.counts(job)
         todo = sorted({provider for (provider, state) in counts if not state.is_final})
@@ -355,6 +365,7 @@ async def _run(
                 items=sum(counts.values()),
                 unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
                 simulate=options.simulate,
+                **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
             )
             if redriven:
                 log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)

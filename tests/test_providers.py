@@ -94,16 +94,16 @@ def test_chargeover_request() -> None:
     }
 
 
-def test_campfire_request_defaults_void_date_to_today() -> None:
-    """Campfire: Token auth, trailing slash, void_date from the row or today."""
-    adapter = Campfire("https://api.meetcampfire.com", "tok", today=lambda: dt.date(2026, 11, 21))
-    request = adapter.void_request(Item(1, "campfire", "5521"), KEY)
+def test_campfire_request_sends_the_items_own_void_date_and_never_the_hosts_today() -> None:
+    """Campfire: Token auth, trailing slash, the void_date fixed at ingest; without one, no request at all."""
+    adapter = Campfire("https://api.meetcampfire.com", "tok")
+    request = adapter.void_request(Item(1, "campfire", "5521", void_date="2026-11-30"), KEY)
     assert request.method == "POST"
     assert request.url == "https://api.meetcampfire.com/coa/api/v1/invoice/5521/void/"
     assert request.headers["Authorization"] == "Token tok"
-    assert request.body == b'{"void_date":"2026-11-21"}'
-    dated = adapter.void_request(Item(1, "campfire", "5521", void_date="2026-11-30"), KEY)
-    assert dated.body == b'{"void_date":"2026-11-30"}'
+    assert request.body == b'{"void_date":"2026-11-30"}'
+    with pytest.raises(ValueError, match="no void_date"):
+        adapter.void_request(Item(7, "campfire", "5521"), KEY)
 
 
 def test_maple_request_uses_row_company_over_profile() -> None:

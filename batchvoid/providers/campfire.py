@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
@@ -23,11 +22,12 @@ from batchvoid.providers.base import (
 class Campfire(AdapterBase):
     base_url: str
     api_key: str = field(repr=False)
-    today: Callable[[], dt.date] = field(default=dt.date.today, repr=False)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         # No idempotency header at Campfire; a repeated void answers "already voided".
-        body = {"void_date": item.void_date or self.today().isoformat()}
+        if item.void_date is None:  # fixed for every row when the job is recorded; never the host's today
+            raise ValueError(f"line {item.line}: no void_date for a Campfire invoice")
+        body = {"void_date": item.void_date}
         return Request(
             "POST",
             f"{self.base_url}/coa/api/v1/invoice/{path_segment(item.invoice_id)}/void/",
@@ -65,7 +65,11 @@ SPEC = ProviderSpec(
     type="campfire",
     title="Campfire",
     credentials={"api_key_env": "CAMPFIRE_API_KEY"},
-    options={},
+    options={
+        "void_date": "the void date of rows without one: YYYY-MM-DD, or 'today' (the default) in "
+        "`timezone`, fixed once when the job is recorded",
+        "timezone": "the IANA time zone of void_date = 'today', e.g. 'America/New_York' (default UTC)",
+    },
     default_base_url="https://api.meetcampfire.com",
     documented_limits=(),
     example_limits=("5/1s",),
