@@ -11,9 +11,10 @@ import csv
 import datetime as dt
 import difflib
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def read(
 ) -> Iterator[Item | RowError]:
     """Yield each row of the job file as an Item, or a RowError saying what is wrong with it.
 
+    A file that cannot be read as a whole raises JobFileError: not UTF-8, no usable header, or
+    broken CSV quoting (a quote that never closes, or a quoted cell that takes in job rows),
+    which makes every later line meaningless.
+
     A row of a profile that takes a void date (Campfire) and gives none gets the profile's,
     fixed once for the whole file at `at` (default: now), so a job that runs past midnight
     sends one date, and the ledger records the date each item is sent with.
@@ -53,7 +58,7 @@ def read(
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise JobFileError(f"{path}: unknown job file type {path.suffix!r}: use .csv, .jsonl or .ndjson")
-    rows = _csv_rows(path) if kind == "csv" else _jsonl_rows(path)
+    rows = _csv_rows(path, profiles) if kind == "csv" else _jsonl_rows(path)
     try:
         for line, fields in rows:
             if isinstance(fields, str):
@@ -83,9 +88,13 @@ def sha256(path: str | Path) -> str:
 Row = tuple[int, dict[str, Any] | str]  # (line, fields) or (line, what is wrong)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[Row]:
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+        # strict: a quote left open at the end of the file, or text after a closing quote, is
+        # an error instead of a guess. A quote inside an unquoted cell (ab"c) stays a literal
+        # character, in any mode: it opens no quoted cell, so it cannot take in other rows
+        # (and only a hand edit makes one: csv writers and spreadsheets quote such a cell).
+        reader = csv.reader(f, strict=True)
         header: list[str] | None = None
         last = 0  # physical line the previous record ended on; a record starts after it
         while True:
@@ -94,16 +103,22 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             except StopIteration:
                 break
             except csv.Error as exc:
-                yield reader.line_num, f"unreadable CSV: {exc}"
-                last = reader.line_num
-                continue
+                raise _broken_quote(path, last + 1, reader.line_num, exc) from exc
             line, last = last + 1, reader.line_num
             if not any(cell.strip() for cell in row):
                 continue  # blank lines and spreadsheet filler like ",,,"
+            first = header is None
             if header is None:
                 header = [cell.strip().lower() for cell in row]
                 if problem := _header_problem(header):
                     raise JobFileError(f"{path} line {line}: {problem}")
+            if last > line and (taken := _row_taken_in(row, line, header, providers)):
+                opened, swallowed = taken
+                raise JobFileError(
+                    f"{path} line {opened}: a quoted cell opens here and runs on to line {last}, "
+                    f"taking in line {swallowed}, which reads as a job row; {_QUOTE_FIX}"
+                )
+            if first:
                 continue
             if len(row) != len(header):
                 yield (
@@ -114,6 +129,91 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             yield line, dict(zip(header, row, strict=True))
         if header is None:
             raise JobFileError(f"{path}: empty job file: expected a header row with provider,invoice_id")
+
+
+_QUOTE_FIX = (
+    "nothing was sent. Close the quote where the cell should end (or delete it if it is stray), "
+    "or export the file from its spreadsheet again"
+)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what ends a physical line when read with newline=""
+
+
+def _row_taken_in(
+    row: list[str], line: int, header: list[str], providers: Collection[str]
+) -> tuple[int, int] | None:
+    """(opening line, taken-in line) of a quoted cell in a record from `line` that holds a job row.
+
+    Only a quoted cell can span lines, so each line break in a cell is one physical line of the
+    file. A line inside the cell reads as a job row if, on its own, it has the header's column
+    count and a configured provider in the provider column: a note's second line ("Acme, Inc.")
+    does not, a row the stray quote took in does.
+    """
+    at = line  # physical line the current cell starts on
+    for cell in row:
+        inner = _LINE_BREAK.split(cell)
+        for offset, text in enumerate(inner[1:], start=1):
+            fields = next(csv.reader([text]), [])
+            if len(fields) == len(header) and fields[header.index("provider")].strip() in providers:
+                return at, at + offset
+        at += len(inner) - 1
+    return None
+
+
+def _broken_quote(path: Path, start: int, end: int, exc: csv.Error) -> JobFileError:
+    """The error for a CSV record from line `start` that the csv reader gave up on at line `end`."""
+    trouble = _quote_trouble(path, start, end)
+    if trouble is None:
+        return JobFileError(
+            f"{path} line {end}: unreadable CSV ({exc}); nothing was sent. "
+            "Export the file from its spreadsheet again"
+        )
+    opened, closed, at_eof = trouble
+    if closed is not None:
+        where = "" if closed == opened else f" on line {closed}"
+        return JobFileError(
+            f"{path} line {opened}: a quoted cell opens here and has text after its closing "
+            f"quote{where}, so a quote is stray or missing; {_QUOTE_FIX}"
+        )
+    runs = "never closes"
+    if not at_eof:  # the csv reader stopped at its field size limit
+        runs = f"runs on to line {end}, over {csv.field_size_limit()} characters, without closing"
+    return JobFileError(
+        f"{path} line {opened}: a quote opens a cell here and {runs}, "
+        f"so it would take in every line after it; {_QUOTE_FIX}"
+    )
+
+
+def _quote_trouble(path: Path, start: int, end: int) -> tuple[int, int | None, bool] | None:
+    """Re-read the record from line `start` to line `end` and find the quoted cell that broke it.
+
+    Returns (line the cell opened on, line with text after its closing quote or None if it is
+    still open at `end`, whether the file ends there), or None if no quoted cell is at fault.
+    This follows the csv module's excel dialect, and runs only once the csv reader has failed.
+    """
+    opened = 0  # line the quoted cell we are in (or just closed) opened on
+    quoted = closing = False  # inside a quoted cell / just after a quote inside one
+    cell_start = True
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for number, text in enumerate(itertools.islice(f, start - 1, end), start=start):
+            for char in text:
+                if closing:
+                    closing = False
+                    if char == '"':  # a doubled quote: still inside the cell
+                        continue
+                    quoted = False
+                    if char not in ",\r\n":
+                        return opened, number, False
+                if quoted:
+                    closing = char == '"'
+                elif char in ",\r\n":
+                    cell_start = True
+                elif cell_start and char == '"':
+                    quoted, opened = True, number
+                else:
+                    cell_start = False
+        if quoted and not closing:
+            return opened, None, f.readline() == ""
+    return None
 
 
 def _header_problem(header: list[str]) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from batchvoid import config as configuration
@@ -122,6 +123,7 @@ def test_multiline_csv_record_reports_its_first_line(tmp_path: Path, profiles: C
         ("job.csv", "provider,invoice_id,provider\n", "names column 'provider' twice"),
         ("job.csv", "\n\n", "empty job file"),
         ("job.txt", "provider,invoice_id\n", "unknown job file type '.txt'"),
+        ("job.csv", "provider,invoice_id\nrapyd," + "x" * 140_000, r"line 2: unreadable CSV \(field larger"),
     ],
 )
 def test_unusable_files_are_refused(
@@ -178,3 +180,155 @@ def test_any_printable_id_round_trips_through_csv_and_jsonl(
     for name in ("job.csv", "job.jsonl"):
         got = [r.invoice_id for r in jobfile.read(folder / name, profiles) if isinstance(r, Item)]
         assert got == invoice_ids
+
+
+# -- quoting ------------------------------------------------------------------------------
+
+HEAD = "provider,invoice_id,note,memo\nrapyd,a,x,y\nrapyd,b,x,y\n"  # lines 1-3; line 4 is the test's
+FIX = "nothing was sent. Close the quote where the cell should end"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            HEAD + 'rapyd,c,"oops,y\nrapyd,d,x,y\nrapyd,e,x,y\n',
+            "line 4: a quote opens a cell here and never closes, so it would take in every line after it",
+        ),
+        (
+            (HEAD + 'rapyd,c,"oops,y\nrapyd,d,x,y\n').replace("\n", "\r\n"),
+            "line 4: a quote opens a cell here and never closes",
+        ),
+        (
+            HEAD + 'rapyd,c,"oops,y\nrapyd,d,x,y\nrapyd,e,5 in",y\n',
+            "line 4: a quoted cell opens here and runs on to line 6, taking in line 5, which reads as a job row",
+        ),
+        (
+            'invoice_id,note,provider\na,x,rapyd\nb,"oops,rapyd\nc,x,rapyd\nd,x,rapyd\ne,x",rapyd\n',
+            "line 3: a quoted cell opens here and runs on to line 6, taking in line 4",
+        ),
+        (
+            'provider,invoice_id,"note\nrapyd,a,x\nrapyd,b,y"\nrapyd,c,z\n',
+            "line 1: a quoted cell opens here and runs on to line 3, taking in line 2",
+        ),
+        (
+            HEAD + 'rapyd,c,"oops,y\nrapyd,d,"late",y\n',
+            "line 4: a quoted cell opens here and has text after its closing quote on line 5",
+        ),
+        (
+            HEAD + 'rapyd,c,"ab"c,y\n',
+            "line 4: a quoted cell opens here and has text after its closing quote, so a quote is stray",
+        ),
+        (
+            HEAD + 'rapyd,c,"say ""hi"" and,y\nrapyd,d,x,y\n',
+            "line 4: a quote opens a cell here and never closes",
+        ),
+        (
+            HEAD + 'rapyd,c,"two\nlines","oops\nrapyd,d,x,y\n',
+            "line 5: a quote opens a cell here and never closes",
+        ),
+        (
+            HEAD + 'rapyd,c,"two\nlines","oops\nrapyd,d,x,y\nrapyd,e,x,y"\n',
+            "line 5: a quoted cell opens here and runs on to line 7, taking in line 6",
+        ),
+        (
+            HEAD + 'rapyd,c,"oops,y\n' + "rapyd,d,x,y\n" * 20_000,
+            "line 4: a quote opens a cell here and runs on to line 10927, over 131072 characters",
+        ),
+    ],
+    ids=[
+        "open-at-eof",
+        "open-at-eof-crlf",
+        "stray-quote-closes-it-later",
+        "provider-not-first-column",
+        "in-the-header",
+        "text-after-the-closing-quote-lines-later",
+        "text-after-the-closing-quote",
+        "open-at-eof-after-doubled-quotes",
+        "second-cell-of-a-record-runs-away",
+        "second-cell-of-a-record-takes-in-rows",
+        "past-the-field-size-limit",
+    ],
+)
+def test_broken_quoting_refuses_the_file_at_the_line_the_quote_opened(
+    tmp_path: Path, profiles: Config, text: str, message: str
+) -> None:
+    """A quote that never closes, or closes only after taking in job rows, refuses the whole file at its opening line."""
+    path = write(tmp_path / "job.csv", text)
+    with pytest.raises(JobFileError) as refused:
+        rows(path, profiles)
+    assert str(refused.value).startswith(f"{path} {message}")
+    assert FIX in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("cell", "note", "next_line"),
+    [
+        ('"line one\nline two"', "line one\nline two", 6),
+        ('"Acme\nInc., Springfield, IL, USA"', "Acme\nInc., Springfield, IL, USA", 6),
+        ('"voided once already:\nrapyd, see ticket 12"', "voided once already:\nrapyd, see ticket 12", 6),
+        ('"one\r\ntwo\rthree\n\nfour"', "one\r\ntwo\rthree\n\nfour", 9),
+        ('"5"" screen, ""big"""', '5" screen, "big"', 5),
+        ('5" screen', '5" screen', 5),
+        ('ab"c"', 'ab"c"', 5),
+    ],
+    ids=[
+        "two-lines",
+        "second-line-with-the-header-column-count",
+        "second-line-starting-with-a-provider",
+        "crlf-cr-and-blank-lines",
+        "doubled-quotes-and-commas",
+        "quote-inside-an-unquoted-cell",
+        "quotes-inside-an-unquoted-cell",
+    ],
+)
+def test_well_formed_quoted_cells_are_read_exactly(
+    tmp_path: Path, profiles: Config, cell: str, note: str, next_line: int
+) -> None:
+    """Notes spanning lines, doubled quotes and literal quotes in unquoted cells read back exactly; later lines keep their numbers."""
+    path = write(tmp_path / "job.csv", HEAD + f"rapyd,c,{cell},y\nrapyd,d,x,y\n")
+    assert rows(path, profiles)[2:] == [
+        Item(4, "rapyd", "c", None, None, None, {"note": note, "memo": "y"}),
+        Item(next_line, "rapyd", "d", None, None, None, {"note": "x", "memo": "y"}),
+    ]
+
+
+cells = st.text(
+    alphabet=st.one_of(st.sampled_from(',"\r\n \t\ufeff'), st.characters(codec="utf-8")), max_size=30
+)
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def holds_a_job_row(cell: str) -> bool:
+    """A line inside the cell starts with a provider name: the one kind of cell refused by design."""
+    providers = configuration.builtin().profiles
+    return any(line.split(",")[0].strip() in providers for line in LINE_BREAK.split(cell)[1:])
+
+
+@given(
+    records=st.lists(st.tuples(ids, cells, cells), min_size=1, max_size=12),
+    terminator=st.sampled_from(["\r\n", "\n"]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig"]),
+)
+def test_any_csv_writer_output_reads_back_identically(
+    tmp_path_factory: pytest.TempPathFactory,
+    records: list[tuple[str, str, str]],
+    terminator: str,
+    encoding: str,
+) -> None:
+    """Whatever text cells csv.writer writes (quotes, commas, line breaks, BOM, CRLF) read back unchanged, each at its physical line."""
+    text = [cell for record in records for cell in record[1:]]
+    assume(not any(holds_a_job_row(cell) for cell in text))
+    # Before CPython 3.11.9 (gh-67044) csv.writer leaves a bare \r unquoted unless the line
+    # terminator has one, which is not well-formed CSV: no reader can tell it from a line end.
+    assume(terminator == "\r\n" or not any(re.search("\r(?!\n)", cell) for cell in text))
+    path = tmp_path_factory.mktemp("prop") / "job.csv"
+    with path.open("w", newline="", encoding=encoding) as f:
+        writer = csv.writer(f, lineterminator=terminator)
+        writer.writerow(["provider", "invoice_id", "note", "memo"])
+        writer.writerows(("rapyd", *record) for record in records)
+    expected, line = [], 2
+    for invoice_id, note, memo in records:
+        expected.append(Item(line, "rapyd", invoice_id, None, None, None, {"note": note, "memo": memo}))
+        line += 1 + len(LINE_BREAK.findall(note)) + len(LINE_BREAK.findall(memo))
+    assert list(jobfile.read(path, configuration.builtin().profiles)) == expected
