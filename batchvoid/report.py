@@ -256,7 +256,7 @@ def write_report(
     if fmt == "jsonl":
         return _write_jsonl(rows, out)
     columns = report_columns(ledger.metadata_keys(job, states))
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; "\n" leaves a bare CR unquoted before 3.11.9
     writer.writerow([name for name, _ in columns])
     written = 0
     for row in rows:

@@ -80,11 +80,13 @@ EXPORT = (  # as a spreadsheet saves it: UTF-8 BOM, CRLF, quoting only where a c
     'rapyd,inv_1,"Acme, Inc.","Ship to:\nZürich, 8001",plain\r\n'
     'chargeover,inv_2,"Globex ""West""","line one\r\nline two",\r\n'
     'rapyd,inv_3,Ünïcødé 東京 ✓," padded ","say ""hi"", then leave"\r\n'
+    'rapyd,inv_4,Old Mac,"one\rtwo",x\r\n'  # a bare CR inside a cell (classic Mac line end)
 )
 METADATA = {
     "inv_1": {"customer": "Acme, Inc.", "note": "Ship to:\nZürich, 8001", "memo": "plain"},
     "inv_2": {"customer": 'Globex "West"', "note": "line one\r\nline two", "memo": ""},
     "inv_3": {"customer": "Ünïcødé 東京 ✓", "note": " padded ", "memo": 'say "hi", then leave'},
+    "inv_4": {"customer": "Old Mac", "note": "one\rtwo", "memo": "x"},
 }
 
 
@@ -106,7 +108,7 @@ async def test_spreadsheet_export_metadata_round_trips_through_report(
     with (tmp_path / "report.csv").open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["invoice_id"]: {k: r[k] for k in ("customer", "note", "memo")} for r in rows} == METADATA
-    assert [(r["invoice_id"], r["line"]) for r in rows] == [("inv_1", "2"), ("inv_2", "4"), ("inv_3", "6")]
+    assert [(r["invoice_id"], r["line"]) for r in rows] == [("inv_1", "2"), ("inv_2", "4"), ("inv_3", "6"), ("inv_4", "7")]
     lines = (tmp_path / "report.jsonl").read_text(encoding="utf-8").splitlines()
     assert {r["invoice_id"]: r["metadata"] for r in map(json.loads, lines)} == METADATA
 
