@@ -27,7 +27,14 @@ from batchvoid import config as configuration
 from batchvoid import jobfile
 from batchvoid.config import Config, Profile
 from batchvoid.engine import Engine, FailureLimits, Retry
-from batchvoid.errors import BatchVoidError, ConfigError, LedgerError, RunAborted, RunInterrupted
+from batchvoid.errors import (
+    BatchVoidError,
+    ConfigError,
+    LedgerError,
+    LogFileError,
+    RunAborted,
+    RunInterrupted,
+)
 from batchvoid.ledger import Ingest, Job, Ledger
 from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
@@ -323,113 +330,153 @@ async def run(
 async def _run(
     options: RunOptions, config: Config, env: Mapping[str, str] | None, out: TextIO, signals: _Signals
 ) -> RunReport:
-    started = time.monotonic()
+    """Own the run's files (ledger, lock, log) and turn any fault into one error line."""
     log_file = options.log_file or default_log_path(options.ledger, options.job_name)
     display = Display(options.progress, out)
-    with (
-        Ledger(options.ledger) as ledger,
-        RunLock(ledger, options.job_name, out=out),
-        open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
-    ):
-        try:
-            job, ingest = await anyio.to_thread.run_sync(
-                partial(prepare, options, config, ledger, out, signals.cancelled)
-            )
-        except RunInterrupted:
-            raise RunInterrupted(
-                f"interrupted by {signals.received} while the job file was being recorded: nothing "
-                "was sent and no part of the job was recorded. Run the same command again to start it"
-            ) from None
-        targets = {name: target(profile) for name, profile in config.profiles.items()}
-        if ingest is None and (job.simulated is None or ledger.targets(job) != targets):
-            ledger.record_targets(job, targets, simulated=options.simulate)
-        if ingest is None:  # a job recorded before void dates were fixed at ingest gets them now
-            now = dt.datetime.now(dt.UTC)
-            dates = {name: profile.default_void_date(now) for name, profile in config.profiles.items()}
-            ledger.fill_void_dates(job, {name: date for name, date in dates.items() if date})
-        redriven = ledger.redrive(job) if options.retry_failed else {}
-        counts = ledger.counts(job)
-        todo = sorted({provider for (provider, state) in counts if not state.is_final})
-        async with AsyncExitStack() as stack:
-            if options.simulate:
-                base_url = await stack.enter_async_context(_simulator(options.simulator))
-                config = config.pointed_at(base_url)
-                env = simulator_env(config)
-            adapters: dict[str, Adapter] = {
-                name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
-            }
-            log.info(
-                "run.started",
-                job_file=str(options.job_file),
-                ledger=str(options.ledger),
-                items=sum(counts.values()),
-                unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
-                simulate=options.simulate,
-                **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
-            )
-            if redriven:
-                log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
-            engine = Engine(
-                job=job,
-                ledger=ledger,
-                adapters=adapters,
-                profiles=config.profiles,
-                log=log,
-                retry=options.retry,
-                failure_limits=options.failure_limits,
-            )
-            if signals.received is not None:
-                raise RunInterrupted(
-                    f"interrupted by {signals.received} before the first request: nothing was sent. "
-                    "Run the same command again to resume"
-                )
-            grace = options.grace_s
-            if grace is None:
-                grace = max((config.profiles[n].settings.timeout_s for n in todo), default=0) + 1
-            scope = anyio.CancelScope()
-            signals.attach(engine, scope, grace, display.log_stream or out)
+    sent = _Sent()
+    try:
+        with (
+            Ledger(options.ledger) as ledger,
+            RunLock(ledger, options.job_name, out=out),
+            open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
+        ):
             try:
-                ledger.start_run(job)
-                async with display.watching(engine, counts):
-                    with scope:
-                        await engine.run()
+                return await _run_job(
+                    options, config, env, out, signals, ledger, log, log_file, display, sent
+                )
+            except BatchVoidError:
+                raise
+            except Exception as exc:  # a bug: one line on the terminal, the traceback in the log
+                raise _aborted(exc, log, log_file, sent.requests) from exc
+    except LogFileError as exc:  # the log's last write, on closing it, failed after requests went out
+        if not sent.requests:
+            raise
+        raise RunAborted(str(exc), requests=sent.requests) from exc
+
+
+@dataclass(slots=True)
+class _Sent:
+    """The engine, once there is one: how many requests the run sent, for a fault's exit status."""
+
+    engine: Engine | None = None
+
+    @property
+    def requests(self) -> int:
+        return 0 if self.engine is None else sum(lane.requests for lane in self.engine.lanes.values())
+
+
+async def _run_job(
+    options: RunOptions,
+    config: Config,
+    env: Mapping[str, str] | None,
+    out: TextIO,
+    signals: _Signals,
+    ledger: Ledger,
+    log: Any,
+    log_file: Path,
+    display: Display,
+    sent: _Sent,
+) -> RunReport:
+    started = time.monotonic()
+    try:
+        job, ingest = await anyio.to_thread.run_sync(
+            partial(prepare, options, config, ledger, out, signals.cancelled)
+        )
+    except RunInterrupted:
+        raise RunInterrupted(
+            f"interrupted by {signals.received} while the job file was being recorded: nothing "
+            "was sent and no part of the job was recorded. Run the same command again to start it"
+        ) from None
+    targets = {name: target(profile) for name, profile in config.profiles.items()}
+    if ingest is None and (job.simulated is None or ledger.targets(job) != targets):
+        ledger.record_targets(job, targets, simulated=options.simulate)
+    if ingest is None:  # a job recorded before void dates were fixed at ingest gets them now
+        now = dt.datetime.now(dt.UTC)
+        dates = {name: profile.default_void_date(now) for name, profile in config.profiles.items()}
+        ledger.fill_void_dates(job, {name: date for name, date in dates.items() if date})
+    redriven = ledger.redrive(job) if options.retry_failed else {}
+    counts = ledger.counts(job)
+    todo = sorted({provider for (provider, state) in counts if not state.is_final})
+    async with AsyncExitStack() as stack:
+        if options.simulate:
+            base_url = await stack.enter_async_context(_simulator(options.simulator))
+            config = config.pointed_at(base_url)
+            env = simulator_env(config)
+        adapters: dict[str, Adapter] = {
+            name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
+        }
+        log.info(
+            "run.started",
+            job_file=str(options.job_file),
+            ledger=str(options.ledger),
+            items=sum(counts.values()),
+            unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
+            simulate=options.simulate,
+            **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
+        )
+        if redriven:
+            log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
+        engine = Engine(
+            job=job,
+            ledger=ledger,
+            adapters=adapters,
+            profiles=config.profiles,
+            log=log,
+            retry=options.retry,
+            failure_limits=options.failure_limits,
+        )
+        if signals.received is not None:
+            raise RunInterrupted(
+                f"interrupted by {signals.received} before the first request: nothing was sent. "
+                "Run the same command again to resume"
+            )
+        grace = options.grace_s
+        if grace is None:
+            grace = max((config.profiles[n].settings.timeout_s for n in todo), default=0) + 1
+        scope = anyio.CancelScope()
+        signals.attach(engine, scope, grace, display.log_stream or out)
+        sent.engine = engine
+        try:
+            ledger.start_run(job)
+            async with display.watching(engine, counts):
+                with scope:
+                    await engine.run()
+            ledger.finish_run(job)
+        except Exception as exc:
+            with contextlib.suppress(BatchVoidError):  # the ledger may be what failed
                 ledger.finish_run(job)
-            except Exception as exc:
-                raise _aborted(exc, engine, ledger, job, log, log_file) from exc
-            interrupted = signals.received is not None
-            report = RunReport(
-                job=job,
-                counts=ledger.counts(job),
-                ingest=ingest,
-                requests=sum(lane.requests for lane in engine.lanes.values()),
-                finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
-                elapsed_s=time.monotonic() - started,
-                stopped=tuple(
-                    [lane.stopped for lane in engine.lanes.values() if lane.stopped]
-                    + ([engine.halted] if engine.halted and not interrupted else [])
-                ),
-                interrupted=interrupted,
-                log_file=log_file,
-                failures=tuple(
-                    (row["provider"], row["invoice_id"], row["reason"] or "")
-                    for row in islice(ledger.items(job, _UNDONE), FAILURES_SHOWN)
-                ),
-            )
-            log.info(
-                "run.finished",
-                requests=report.requests,
-                elapsed_s=round(report.elapsed_s, 3),
-                exit_status=report.exit_status,
-            )
-            return report
+            raise _aborted(exc, log, log_file, sent.requests) from exc
+        interrupted = signals.received is not None
+        report = RunReport(
+            job=job,
+            counts=ledger.counts(job),
+            ingest=ingest,
+            requests=sent.requests,
+            finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
+            elapsed_s=time.monotonic() - started,
+            stopped=tuple(
+                [lane.stopped for lane in engine.lanes.values() if lane.stopped]
+                + ([engine.halted] if engine.halted and not interrupted else [])
+            ),
+            interrupted=interrupted,
+            log_file=log_file,
+            failures=tuple(
+                (row["provider"], row["invoice_id"], row["reason"] or "")
+                for row in islice(ledger.items(job, _UNDONE), FAILURES_SHOWN)
+            ),
+        )
+        log.info(
+            "run.finished",
+            requests=report.requests,
+            elapsed_s=round(report.elapsed_s, 3),
+            exit_status=report.exit_status,
+        )
+        return report
 
 
-def _aborted(
-    exc: Exception, engine: Engine, ledger: Ledger, job: Job, log: Any, log_file: Path
-) -> RunAborted:
-    """The one-line error for a fault that stopped a running engine; the traceback goes to the log."""
+def _aborted(exc: Exception, log: Any, log_file: Path, requests: int) -> RunAborted:
+    """The one-line error for a fault that stopped a run that had begun; the traceback goes to the log."""
     fault = _leaf(exc)
-    requests = sum(lane.requests for lane in engine.lanes.values())
     if isinstance(fault, BatchVoidError):
         message = str(fault)
     else:
@@ -437,9 +484,7 @@ def _aborted(
             f"internal error: {type(fault).__name__}: {fault}. The traceback is in {log_file}; "
             "please report it. Nothing is lost: run the same command again to resume"
         )
-    with contextlib.suppress(BatchVoidError):  # the ledger or the log may be what failed
-        ledger.finish_run(job)
-    with contextlib.suppress(BatchVoidError):
+    with contextlib.suppress(BatchVoidError):  # the log may be what failed
         log.error("run.aborted", reason=message, requests=requests, exc_info=exc)
     return RunAborted(message, requests=requests)
 

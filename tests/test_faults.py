@@ -264,3 +264,26 @@ def test_an_older_ledger_is_upgraded_in_place_and_keeps_its_jobs(tmp_path: Path)
         assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
         assert db.execute("SELECT simulated FROM jobs").fetchone() == (1,)
     db.close()
+
+
+def test_an_internal_error_is_one_line_with_the_traceback_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside a run prints one 'internal error' line (exit 2, nothing sent) and logs the traceback."""
+    from click.testing import CliRunner
+
+    from batchvoid.cli import main
+    from batchvoid.engine import Engine
+
+    async def broken(self: Engine) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Engine, "run", broken)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(job(tmp_path, [("rapyd", "a")])), "--simulate"])
+    assert result.exit_code == 2
+    line = one_error_line(result.stdout, result.stderr)
+    assert "error: internal error: RuntimeError: boom. The traceback is in job.csv.log" in line
+    log = (tmp_path / "job.csv.log").read_text()
+    assert '"run.aborted"' in log
+    assert "Traceback" in log
