@@ -158,6 +158,11 @@ def _identity(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
+def writable_problem(path: Path) -> str | None:
+    """What would keep a run from using `path` as its ledger, if anything (for `plan`)."""
+    return _path_problem(path, write=True)
+
+
 def _path_problem(path: Path, *, write: bool) -> str | None:
     """What keeps `path` from being used as a ledger (for writing, or reading), if anything.
 

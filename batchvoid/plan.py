@@ -21,7 +21,7 @@ from rich.table import Table
 
 from batchvoid.config import Config
 from batchvoid.errors import ConfigError
-from batchvoid.ledger import Job, Ledger
+from batchvoid.ledger import Job, Ledger, writable_problem
 from batchvoid.models import ItemState, RateLimit
 from batchvoid.progress import format_duration
 from batchvoid.run import RunOptions, load_config, prepare, simulator_env
@@ -130,6 +130,8 @@ def _plan(
             )
         )
     problems = []
+    if problem := writable_problem(options.ledger):
+        problems.append(f"{options.ledger}: {problem}")
     for lane in lanes:
         if lane.to_send:
             try:

@@ -287,3 +287,17 @@ def test_an_internal_error_is_one_line_with_the_traceback_in_the_log(
     log = (tmp_path / "job.csv.log").read_text()
     assert '"run.aborted"' in log
     assert "Traceback" in log
+
+
+def test_plan_names_a_ledger_directory_that_does_not_exist(tmp_path: Path) -> None:
+    """plan runs the same ledger checks as run: a missing directory is 'cannot run', exit 2."""
+    ledger = tmp_path / "volume" / "ledger.sqlite"
+    result = subprocess.run(
+        [*BATCHVOID, "plan", str(job(tmp_path, [("rapyd", "a")])), "--simulate", "--ledger", str(ledger)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"its directory {ledger.parent} does not exist" in result.stdout
+    assert not ledger.parent.exists()
