@@ -123,6 +123,7 @@ class JobStatus:
             "started_at": job.started_at,
             "finished_at": job.finished_at,
             "runs": job.runs,
+            "simulated": None if job.simulated is None else bool(job.simulated),
             "items": job.items,
             "duplicates": job.duplicates,
             "attempts": self.attempts,
@@ -199,7 +200,10 @@ def render_jobs(ledger: Ledger, console: Console) -> None:
 def render_job(status: JobStatus, console: Console) -> None:
     """One job: where it came from, when it ran, its counts, and why items failed."""
     job = status.job
-    console.print(f"Job {job.job_id!r} from {job.job_file}", highlight=False, markup=False)
+    kind = " (a rehearsal on the simulator)" if job.simulated else ""
+    console.print(
+        f"Job {job.job_id!r} from {job.job_file}{kind}", highlight=False, markup=False, soft_wrap=True
+    )
     ended = _when(job.finished_at) if job.finished_at else "not yet"
     console.print(f"  recorded   {_when(job.created_at)}", highlight=False)
     runs = f"{job.runs} run{'s' * (job.runs != 1)}"

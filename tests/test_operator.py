@@ -291,6 +291,8 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
     detail = runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--job-id", "example.csv"])
     assert detail.exit_code == 0
     assert "17 items, 0 duplicate rows, 17 void attempts" in detail.stdout
+    assert "Job 'example.csv' from " in detail.stdout
+    assert "(a rehearsal on the simulator)" in detail.stdout
     assert "│ total      │     10 │            3 │      4 │    17 │" in detail.stdout
     assert "1  chargeover: HTTP 400: Cannot void a paid invoice." in detail.stdout
 
@@ -308,7 +310,7 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
         "skipped": 0,
     }
     assert data["counts"]["rapyd"] == {"voided": 2, "already_void": 1, "failed": 1}
-    assert (data["runs"], data["attempts"], data["running"]) == (1, 17, None)
+    assert (data["runs"], data["attempts"], data["running"], data["simulated"]) == (1, 17, None, True)
     assert data["started_at"] <= data["finished_at"]
     assert {r["provider"] for r in data["failure_reasons"]} == {"chargeover", "rapyd", "maple", "sellapp"}
     jobs = json.loads(runner.invoke(main, ["status", "--ledger", "rehearsal.sqlite", "--json"]).stdout)[
