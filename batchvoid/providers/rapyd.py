@@ -45,23 +45,26 @@ class Rapyd:
 
     def _signed(self, method: str, path: str, idempotency_key: str | None) -> Request:
         salt, timestamp = self.salt(), int(self.clock())
+        signed = signature(
+            method=method,
+            path=path,
+            salt=salt,
+            timestamp=timestamp,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+        )
         headers = {
             "access_key": self.access_key,
             "salt": salt,
             "timestamp": str(timestamp),
-            "signature": signature(
-                method=method,
-                path=path,
-                salt=salt,
-                timestamp=timestamp,
-                access_key=self.access_key,
-                secret_key=self.secret_key,
-            ),
+            "signature": signed,
             "Content-Type": "application/json",
         }
         if idempotency_key is not None:
             headers["idempotency"] = idempotency_key
-        return Request(method, self.base_url + path, headers)
+        # The salt too: with the signature and the timestamp it is all a replay needs.
+        hidden = (self.access_key, self.secret_key, signed, salt)
+        return Request(method, self.base_url + path, headers, secrets=hidden)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         path = f"/v1/invoices/{path_segment(item.invoice_id)}/void"
