@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,22 +58,39 @@ class Profile:
     settings: Settings
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
 
-    def secrets(self, env: Mapping[str, str]) -> dict[str, str]:
-        """The credential values by role, read from `env`; a missing variable is an error."""
+    def secrets(self, env: Mapping[str, str], notices: list[str] | None = None) -> dict[str, str]:
+        """The credential values by role, read from `env`, surrounding whitespace trimmed.
+
+        A missing variable, or one with a control character inside its value, is an error
+        naming the variable, never the value. Each trimmed one adds a line to `notices`.
+        """
         values: dict[str, str] = {}
         for key, var in self.credential_env.items():
-            value = env.get(var, "")
-            if not value.strip():
+            raw = env.get(var, "")
+            value = raw.strip(_AROUND)
+            if not value:
                 raise ConfigError(
                     f"{self.source} needs environment variable {var} ({key}), which is not set: "
                     f"export {var}=..., or set {key} to the variable that holds it"
                 )
+            if (bad := _control_character(value)) is not None:
+                raise ConfigError(
+                    f"{self.source}: environment variable {var} ({key}) has {bad} inside its value, "
+                    "which no credential has: set it again without it (the value is not shown)"
+                )
+            if value != raw and notices is not None:
+                notice = (
+                    f"environment variable {var} has whitespace around its value (a CRLF line end, or "
+                    "the newline of a secret file?): using it trimmed"
+                )
+                if notice not in notices:
+                    notices.append(notice)
             values[key.removesuffix("_env")] = value
         return values
 
-    def adapter(self, env: Mapping[str, str]) -> Adapter:
-        """The adapter for this profile, with its credentials read from `env`."""
-        return self.spec.build(self.base_url, self.secrets(env), self.options)
+    def adapter(self, env: Mapping[str, str], notices: list[str] | None = None) -> Adapter:
+        """The adapter for this profile, with its credentials read from `env` (see `secrets`)."""
+        return self.spec.build(self.base_url, self.secrets(env, notices), self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +111,20 @@ class Config:
         """The same profiles, every one sending to `base_url` (the simulator)."""
         profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
         return replace(self, profiles=profiles)
+
+
+# What a file or a copy-paste leaves around a value: line ends, spaces, a byte-order mark.
+_AROUND = " \t\r\n\v\f\u00a0\u2028\u2029\ufeff"
+_CHARACTER_NAMES = {"\t": "a tab", "\n": "a line feed", "\r": "a carriage return"}
+
+
+def _control_character(value: str) -> str | None:
+    """What the first control or invisible formatting character in `value` is, or None."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            name = _CHARACTER_NAMES.get(char, "a control character")
+            return f"{name} (U+{ord(char):04X})"
+    return None
 
 
 def parse_rate_limit(text: object) -> RateLimit:

@@ -178,9 +178,13 @@ async def run(
                 base_url = await stack.enter_async_context(_simulator(options.simulator))
                 config = config.pointed_at(base_url)
                 env = simulator_env(config)
+            notices: list[str] = []
             adapters: dict[str, Adapter] = {
-                name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
+                name: config.profiles[name].adapter(os.environ if env is None else env, notices)
+                for name in todo
             }
+            for notice in notices:
+                print(f"warning: {notice}", file=out)
             log_file = options.log_file or default_log_path(options.ledger, job.job_id)
             display = Display(options.progress, out)
             log = stack.enter_context(open_log(log_file, console=display.log_stream, job_id=job.job_id))
