@@ -7,6 +7,7 @@ them, and they are read only for the profiles a job uses, right before the run.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import tomllib
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchvoid.errors import ConfigError
 from batchvoid.models import RateLimit
@@ -199,14 +201,24 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
     spec = REGISTRY[kind]
-    allowed = {"type", "base_url", "rate_limits", *spec.credentials, *spec.options, *_SETTINGS}
+    allowed = {
+        "type",
+        "base_url",
+        "allow_insecure_http",
+        "rate_limits",
+        *spec.credentials,
+        *spec.options,
+        *_SETTINGS,
+    }
     _unknown(table, allowed, where)
 
     base_url = table.get("base_url", spec.default_base_url)
     if base_url is None:
         raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own)")
-    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
-        raise ConfigError(f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}")
+    insecure = table.get("allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
+    _check_base_url(base_url, insecure, where)
 
     credential_env = {}
     for key, default in spec.credentials.items():
@@ -243,6 +255,45 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         settings=_settings(table, defaults, where),
         source=where,
     )
+
+
+def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
+    """A base URL is http(s)://host[:port][/path], with no user or password, and https:// unless
+    it is this machine (loopback) or the profile says allow_insecure_http."""
+    if isinstance(base_url, str) and "@" in base_url:  # checked first: the password is never shown
+        scheme = base_url.partition("://")[0].lower()
+        scheme = scheme if scheme in ("http", "https") else "https"  # anything else may be the user
+        after = base_url.rpartition("@")[2]
+        raise ConfigError(
+            f"{where}: base_url must not carry a user or password ({scheme}://...@{after}): credentials "
+            f"come only from the environment variables the profile names; write {scheme}://{after}"
+        )
+    bad = f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}"
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
+        raise ConfigError(bad)
+    try:
+        parts = urlsplit(base_url)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError(f"{bad}: its host or port cannot be read") from None
+    if not host or any(char.isspace() or unicodedata.category(char) == "Cc" for char in base_url):
+        raise ConfigError(bad)
+    if parts.scheme == "http" and not insecure and not _loopback(host):
+        raise ConfigError(
+            f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
+            "in clear text: use https://, or, if every network in between is yours, set "
+            "allow_insecure_http = true in this profile"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.rstrip(".") == "localhost":  # urlsplit gives the host in lower case
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
