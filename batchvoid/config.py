@@ -233,6 +233,8 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
             value = table[key]
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
+            if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
+                raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
     if "company_id" in options and not options["company_id"].startswith("cmp_"):
         raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")

@@ -232,6 +232,14 @@ def test_an_unreadable_base_url_is_a_config_error(tmp_path: Path, base_url: str)
         profile(tmp_path, f'base_url = "{base_url}"')
 
 
+def test_a_control_character_in_a_profile_option_is_a_config_error(tmp_path: Path) -> None:
+    """A store (sent as X-STORE) with a control character is refused by name, not a traceback inside a lane."""
+    with pytest.raises(ConfigError, match=r"\[providers.s\]: store has a line feed \(U\+000A\) in it"):
+        configuration.load(
+            write(tmp_path / "c.toml", '[providers.s]\ntype = "sellapp"\nstore = "my\\nshop"\n')
+        )
+
+
 def test_the_catalog_lists_allow_insecure_http() -> None:
     """`batchvoid providers` names allow_insecure_http among the keys every profile takes."""
     assert "allow_insecure_http" in catalog.catalog()["common_keys"]
