@@ -13,7 +13,8 @@ from batchvoid.providers import REGISTRY, ProviderSpec
 
 COMMON_KEYS = {
     "type": "the provider type (below)",
-    "base_url": "where its API is (required when there is no default)",
+    "base_url": "where its API is (required when there is no default); https://, no user:password@",
+    "allow_insecure_http": "true lets base_url be http:// to another machine (keys in clear text)",
     "rate_limits": 'every window holds at once, e.g. ["200/60s", "1000/300s"]; [] means none',
     "timeout_s": f"seconds per request (default {Settings().timeout_s:g})",
     "max_attempts": f"tries for a retryable failure per item per run (default {Settings().max_attempts})",

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import re
 import tomllib
+import unicodedata
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchvoid.errors import ConfigError
 from batchvoid.models import RateLimit
@@ -59,16 +62,33 @@ class Profile:
     settings: Settings
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
 
-    def secrets(self, env: Mapping[str, str]) -> dict[str, str]:
-        """The credential values by role, read from `env`; a missing variable is an error."""
+    def secrets(self, env: Mapping[str, str], notices: list[str] | None = None) -> dict[str, str]:
+        """The credential values by role, read from `env`, surrounding whitespace trimmed.
+
+        A missing variable, or one with a control character inside its value, is an error
+        naming the variable, never the value. Each trimmed one adds a line to `notices`.
+        """
         values: dict[str, str] = {}
         for key, var in self.credential_env.items():
-            value = env.get(var, "")
-            if not value.strip():
+            raw = env.get(var, "")
+            value = raw.strip(_AROUND)
+            if not value:
                 raise ConfigError(
                     f"{self.source} needs environment variable {var} ({key}), which is not set: "
                     f"export {var}=..., or set {key} to the variable that holds it"
                 )
+            if (bad := _control_character(value)) is not None:
+                raise ConfigError(
+                    f"{self.source}: environment variable {var} ({key}) has {bad} inside its value, "
+                    "which no credential has: set it again without it (the value is not shown)"
+                )
+            if value != raw and notices is not None:
+                notice = (
+                    f"environment variable {var} has whitespace around its value (a CRLF line end, or "
+                    "the newline of a secret file?): using it trimmed"
+                )
+                if notice not in notices:
+                    notices.append(notice)
             values[key.removesuffix("_env")] = value
         return values
 
@@ -81,9 +101,9 @@ class Profile:
             return chosen
         return at.astimezone(zoneinfo.ZoneInfo(self.options.get("timezone", "UTC"))).date().isoformat()
 
-    def adapter(self, env: Mapping[str, str]) -> Adapter:
-        """The adapter for this profile, with its credentials read from `env`."""
-        return self.spec.build(self.base_url, self.secrets(env), self.options)
+    def adapter(self, env: Mapping[str, str], notices: list[str] | None = None) -> Adapter:
+        """The adapter for this profile, with its credentials read from `env` (see `secrets`)."""
+        return self.spec.build(self.base_url, self.secrets(env, notices), self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +124,20 @@ class Config:
         """The same profiles, every one sending to `base_url` (the simulator)."""
         profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
         return replace(self, profiles=profiles)
+
+
+# What a file or a copy-paste leaves around a value: line ends, spaces, a byte-order mark.
+_AROUND = " \t\r\n\v\f\u00a0\u2028\u2029\ufeff"
+_CHARACTER_NAMES = {"\t": "a tab", "\n": "a line feed", "\r": "a carriage return"}
+
+
+def _control_character(value: str) -> str | None:
+    """What the first control or invisible formatting character in `value` is, or None."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            name = _CHARACTER_NAMES.get(char, "a control character")
+            return f"{name} (U+{ord(char):04X})"
+    return None
 
 
 def parse_rate_limit(text: object) -> RateLimit:
@@ -178,14 +212,24 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
     spec = REGISTRY[kind]
-    allowed = {"type", "base_url", "rate_limits", *spec.credentials, *spec.options, *_SETTINGS}
+    allowed = {
+        "type",
+        "base_url",
+        "allow_insecure_http",
+        "rate_limits",
+        *spec.credentials,
+        *spec.options,
+        *_SETTINGS,
+    }
     _unknown(table, allowed, where)
 
     base_url = table.get("base_url", spec.default_base_url)
     if base_url is None:
         raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own)")
-    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
-        raise ConfigError(f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}")
+    insecure = table.get("allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
+    _check_base_url(base_url, insecure, where)
 
     credential_env = {}
     for key, default in spec.credentials.items():
@@ -200,6 +244,8 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
             value = table[key]
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
+            if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
+                raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
     if "company_id" in options and not options["company_id"].startswith("cmp_"):
         raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
@@ -244,6 +290,45 @@ def _check_void_date(options: Mapping[str, str], where: str) -> None:
                 f"{where}: timezone {zone!r} is not a known time zone: use an IANA name like "
                 "'UTC', 'Europe/London' or 'America/New_York'"
             ) from None
+
+
+def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
+    """A base URL is http(s)://host[:port][/path], with no user or password, and https:// unless
+    it is this machine (loopback) or the profile says allow_insecure_http."""
+    if isinstance(base_url, str) and "@" in base_url:  # checked first: the password is never shown
+        scheme = base_url.partition("://")[0].lower()
+        scheme = scheme if scheme in ("http", "https") else "https"  # anything else may be the user
+        after = base_url.rpartition("@")[2]
+        raise ConfigError(
+            f"{where}: base_url must not carry a user or password ({scheme}://...@{after}): credentials "
+            f"come only from the environment variables the profile names; write {scheme}://{after}"
+        )
+    bad = f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}"
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
+        raise ConfigError(bad)
+    try:
+        parts = urlsplit(base_url)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError(f"{bad}: its host or port cannot be read") from None
+    if not host or any(char.isspace() or unicodedata.category(char) == "Cc" for char in base_url):
+        raise ConfigError(bad)
+    if parts.scheme == "http" and not insecure and not _loopback(host):
+        raise ConfigError(
+            f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
+            "in clear text: use https://, or, if every network in between is yours, set "
+            "allow_insecure_http = true in this profile"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.rstrip(".") == "localhost":  # urlsplit gives the host in lower case
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

@@ -64,17 +64,22 @@ class WorkItem:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """An HTTP request described by an adapter, sent by the engine."""
+    """An HTTP request described by an adapter, sent by the engine.
+
+    `secrets` are the credential values the request carries (keys, tokens, signatures): the
+    transport scrubs them, in every form, out of whatever comes back. They are never sent as such.
+    """
 
     method: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # they carry the credentials
     body: bytes | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """An HTTP response as the engine received it."""
+    """An HTTP response as the engine received it, the request's secrets already scrubbed out."""
 
     status: int
     headers: Mapping[str, str]

@@ -132,10 +132,11 @@ def _plan(
     problems = []
     if problem := writable_problem(options.ledger):
         problems.append(f"{options.ledger}: {problem}")
+    notices: list[str] = []  # credentials the run would trim
     for lane in lanes:
         if lane.to_send:
             try:
-                config.profiles[lane.provider].secrets(env)
+                config.profiles[lane.provider].secrets(env, notices)
             except ConfigError as exc:
                 problems.append(str(exc))
     return Plan(
@@ -144,7 +145,7 @@ def _plan(
         known=known,
         lanes=tuple(lanes),
         problems=tuple(problems),
-        warnings=tuple(line.removeprefix("warning: ") for line in warnings.splitlines()),
+        warnings=(*(line.removeprefix("warning: ") for line in warnings.splitlines()), *notices),
     )
 
 

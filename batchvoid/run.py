@@ -402,9 +402,12 @@ async def _run_job(
             base_url = await stack.enter_async_context(_simulator(options.simulator))
             config = config.pointed_at(base_url)
             env = simulator_env(config)
+        notices: list[str] = []  # credential values trimmed of whitespace: said once each
         adapters: dict[str, Adapter] = {
-            name: config.profiles[name].adapter(os.environ if env is None else env) for name in todo
+            name: config.profiles[name].adapter(os.environ if env is None else env, notices) for name in todo
         }
+        for notice in notices:
+            print(f"warning: {notice}", file=out)
         log.info(
             "run.started",
             job_file=str(options.job_file),

@@ -1,6 +1,25 @@
-"""Sends the requests adapters describe. The one place aiohttp's exceptions are caught."""
+"""Sends the requests adapters describe; the one place aiohttp is touched and its errors caught.
+
+It is also the one place credentials are scrubbed, because every provider answer and every
+transport failure passes through `send` and nothing else: a key a 401 body quotes, or a gateway
+page that lists the request headers, is `[redacted]` before any adapter, reason, log line or
+ledger row can hold it. What to scrub comes from the request itself: the values its adapter
+declares in `Request.secrets`, plus whatever its Authorization header carries (so a new
+adapter is covered for standard auth even before it declares anything), each in every form a
+server may echo it: raw, JSON-escaped, HTML-escaped, percent-encoded, and for Basic auth the
+base64 pair, the decoded `user:pass` and each half.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import html
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 from yarl import URL
@@ -8,6 +27,11 @@ from yarl import URL
 from batchvoid.models import Request, Response
 
 MAX_BODY = 1 << 20  # an answer to a void is small; never buffer a runaway body
+REDACTED = "[redacted]"
+_REDACTED = REDACTED.encode()
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
 
 
 class TransportError(Exception):
@@ -26,7 +50,8 @@ def open_session(connections: int) -> aiohttp.ClientSession:
 
 
 async def send(session: aiohttp.ClientSession, request: Request, timeout_s: float) -> Response:
-    """Send one request and read the whole answer, or raise TransportError."""
+    """Send one request and read the whole answer, or raise TransportError; both are scrubbed."""
+    secrets = Secrets.of(request)
     try:
         async with session.request(
             request.method,
@@ -37,8 +62,106 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
             allow_redirects=False,
         ) as answer:
             body = await answer.content.read(MAX_BODY)
-            return Response(answer.status, dict(answer.headers), body)
+            headers = {name: secrets.scrub_text(value) for name, value in answer.headers.items()}
+            return Response(answer.status, headers, secrets.scrub(body))
     except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s") from None
     except aiohttp.ClientError as exc:
-        raise TransportError(f"connection failed: {type(exc).__name__}: {exc}"[:300]) from None
+        text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
+        raise TransportError(text[:300]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """A request's credential values, and the scrubbing of every form of them out of an answer."""
+
+    # (value, its longest ASCII alphanumeric run): every encoding below keeps that run as it is,
+    # so an answer without it cannot hold the value in any form, and nothing more is computed.
+    values: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, request: Request) -> Secrets:
+        """The values `request` declares, plus whatever its Authorization header carries."""
+        values = set(request.secrets)
+        for name, value in request.headers.items():
+            if name.lower() in _CREDENTIAL_HEADERS:
+                values.update(_credential_values(value))
+        values.discard("")
+        return cls(tuple((value, _core(value)) for value in values))
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` with every part of any form of any value replaced by REDACTED."""
+        forms = {form for value, core in self.values if core in data for form in _forms(value)}
+        return redact(data, forms) if forms else data
+
+    def scrub_text(self, text: str) -> str:
+        """`scrub` for text (UTF-8 keeps every form aligned to whole characters)."""
+        encoded = text.encode("utf-8", "surrogateescape")
+        scrubbed = self.scrub(encoded)
+        return text if scrubbed is encoded else scrubbed.decode("utf-8", "surrogateescape")
+
+
+def _core(value: str) -> bytes:
+    return max(_ALNUM.findall(value), key=len, default="").encode()
+
+
+def _credential_values(header: str) -> Iterable[str]:
+    """The secret parts of an Authorization value: the token, and a Basic pair decoded and split."""
+    scheme, space, token = header.strip().partition(" ")
+    token = token.strip()
+    if not space:
+        return (header,)
+    if scheme.lower() != "basic":
+        return (token,)
+    try:
+        pair = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return (token,)
+    user, _, password = pair.partition(":")
+    return (token, pair, user, password)
+
+
+def _forms(value: str) -> set[bytes]:
+    """The ways a server may echo `value`: raw, JSON-escaped, HTML-escaped, percent-encoded."""
+    if _PLAIN.fullmatch(value):  # the usual key: every encoding leaves it as it is
+        return {value.encode()}
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        html.escape(value),
+        html.escape(value, quote=False),
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+    }
+    return {form.encode("utf-8", "surrogateescape") for form in forms}
+
+
+def redact(data: bytes, forms: Iterable[bytes]) -> bytes:
+    """`data` with every byte of every occurrence of every form replaced by REDACTED.
+
+    Overlapping and adjacent occurrences become one REDACTED, so no part of a secret is left.
+    """
+    spans: list[tuple[int, int]] = []
+    for form in forms:
+        if not form:
+            continue
+        start = data.find(form)
+        while start != -1:
+            spans.append((start, start + len(form)))
+            start = data.find(form, start + 1)
+    if not spans:
+        return data
+    spans.sort()
+    parts: list[bytes] = []
+    kept = 0  # data[:kept] is already in parts
+    span_start, span_end = spans[0]
+    for start, end in spans[1:]:
+        if start <= span_end:
+            span_end = max(span_end, end)
+            continue
+        parts += (data[kept:span_start], _REDACTED)
+        kept, (span_start, span_end) = span_end, (start, end)
+    parts += (data[kept:span_start], _REDACTED, data[span_end:])
+    return b"".join(parts)

@@ -858,6 +858,117 @@ async def test_latency_delays_answers() -> None:
         assert time.monotonic() - started >= 0.05
 
 
+# Misbehaving providers.
+
+# provider -> what its 401 quotes when the account's own, revoked, credential is presented
+OWN_ECHO = {
+    "chargeover": [
+        "sim_co_public:sim_co_private",
+        basic(**CREDENTIALS["chargeover"]),
+    ],
+    "rapyd": ["access_key rak_SIMULATOR, salt salt5678salt, signature "],
+    "campfire": ["Invalid token: Token sim_campfire_token."],
+    "maple": ["Invalid API token sim_maple_token"],
+    "sellapp": ["no account has the key <sim_sellapp_key>"],
+}
+# provider -> what its 401 quotes for `void_with_wrong_credentials`
+WRONG_ECHO = {
+    "chargeover": ["sim_co_public:x"],
+    "rapyd": ["access_key rak_SIMULATOR"],
+    "campfire": ["Token sim_sellapp_key"],
+    "maple": ["sim_sellapp_key"],
+    "sellapp": ["sim_maple_token"],
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDER_TYPES)
+async def test_echo_credentials_quotes_the_presented_key_in_the_401(provider: str) -> None:
+    """echo_credentials=true: a 401 quotes the credential presented, wrong or revoked, in the provider's own shape."""
+    invoice_id, _, expected = ANSWERS[provider]["wrong_credentials"]
+    async with simulate(faults(**{provider: Faults(echo_credentials=True)})) as client:
+        wrong = await client.void_with_wrong_credentials(provider, invoice_id)
+        client.sim.revoke(provider)
+        revoked = await client.void(provider, invoice_id)
+        stats = client.sim.stats()[provider]
+    for reply, quoted in ((wrong, WRONG_ECHO[provider]), (revoked, OWN_ECHO[provider])):
+        assert reply.status == 401
+        shape = {k: v for k, v in expected.items() if k not in ("message", "error_message", "detail")}
+        assert contains(reply.json, shape), reply.json
+        for text in quoted:
+            assert text in reply.text, reply.text
+    assert stats["auth_failed"] == 2
+    assert client.sim.voids_applied[(provider, invoice_id)] == 0
+
+
+async def test_without_echo_credentials_no_401_quotes_a_key() -> None:
+    """By default no provider's 401 quotes the credential presented."""
+    own = [v for roles in CREDENTIALS.values() for v in roles.values()]
+    async with simulate() as client:
+        for provider in PROVIDER_TYPES:
+            client.sim.revoke(provider)
+            reply = await client.void(provider, "1")
+            assert reply.status == 401
+            assert not [value for value in own if value in reply.text]
+
+
+async def test_echo_headers_makes_injected_errors_a_gateway_page_listing_the_headers() -> None:
+    """echo_headers=true: injected errors are 502/503 HTML pages with the request line and every header, keys included."""
+    settings = faults(
+        maple=Faults(error_rate=1.0, echo_headers=True), rapyd=Faults(error_rate=1.0, echo_headers=True)
+    )
+    async with simulate(settings) as client:
+        statuses = set()
+        for n in range(8):
+            reply = await client.maple(f"inv-{n}", key=f"key-{n}")
+            statuses.add(reply.status)
+            assert reply.headers["Content-Type"].startswith("text/html")
+            assert f"<pre>POST /api/v1/companies/cmp_simulated/invoices/inv-{n}/void\n" in reply.text
+            assert "\nAuthorization: Bearer sim_maple_token\n" in reply.text
+            assert f"\nIdempotency-Key: key-{n}" in reply.text
+        assert statuses == {502, 503}
+        rapyd = await client.rapyd("invoice_1", idempotency="k")
+        assert rapyd.status in (502, 503)
+        headers = rapyd_headers("POST", "/v1/invoices/invoice_1/void", idempotency="k")
+        for name in ("access_key", "salt", "signature"):
+            assert f"\n{name}: {headers[name]}\n" in rapyd.text
+        assert sum(client.sim.voids_applied.values()) == 0
+        assert client.sim.stats()["totals"]["faults"]["error"] == 9
+
+
+def date_header(reply: Reply) -> float:
+    return email.utils.parsedate_to_datetime(reply.headers["Date"]).timestamp()
+
+
+async def test_clock_skew_moves_the_date_header_and_rapyds_timestamp_window() -> None:
+    """clock_skew_s=120: Rapyd's Date is 120 s ahead, a timestamp from the real clock is refused, one 120 s ahead is not."""
+    async with simulate(faults(rapyd=Faults(clock_skew_s=120))) as client:
+        now = time.time()
+        refused = await client.rapyd("invoice_1")
+        assert refused.status == 401
+        assert 118 <= date_header(refused) - now <= 122
+        accepted = await client.rapyd("invoice_2", timestamp=int(time.time()) + 120)
+        assert accepted.status == 200
+        assert 118 <= date_header(accepted) - time.time() <= 122
+        assert abs(date_header(await client.maple("inv-1")) - time.time()) <= 2  # only rapyd's clock
+
+
+async def test_redirect_to_answers_301_in_front_of_everything() -> None:
+    """redirect_to=URL: every request, good credentials or not, gets a 301 to URL; nothing is voided or checked."""
+    async with simulate(faults(sellapp=Faults(redirect_to="https://billing.example.com/api"))) as client:
+        for api_key in (CREDENTIALS["sellapp"]["api_key"], "wrong"):
+            async with client.session.patch(
+                "/api/v2/invoices/1/mark-voided",
+                headers={"Authorization": f"Bearer {api_key}"},
+                allow_redirects=False,
+            ) as reply:
+                assert reply.status == 301
+                assert reply.headers["Location"] == "https://billing.example.com/api"
+        stats = client.sim.stats()["sellapp"]
+        assert (stats["requests"], stats["redirected"], stats["auth_failed"]) == (2, 2, 0)
+        assert client.sim.invoice_state("sellapp", "1") == "open"
+        assert (await client.void("maple", "1")).status == 200
+
+
 # Settings.
 
 
@@ -892,6 +1003,17 @@ def test_from_specs_merges_field_by_field() -> None:
     )
     assert settings.faults["sellapp"] == Faults(error_rate=0.1, latency_ms=5)
     assert SimulatorSettings.from_specs([]).faults == {}
+
+
+def test_from_specs_reads_the_misbehaviour_faults() -> None:
+    """echo_credentials, echo_headers, clock_skew_s and redirect_to parse from specs like the others."""
+    settings = SimulatorSettings.from_specs(
+        ["echo_credentials=true,echo_headers=TRUE", "rapyd:clock_skew_s=-90.5,redirect_to=https://x.example/a?b=c"]
+    )
+    assert settings.faults["rapyd"] == Faults(
+        echo_credentials=True, echo_headers=True, clock_skew_s=-90.5, redirect_to="https://x.example/a?b=c"
+    )
+    assert settings.faults["maple"] == Faults(echo_credentials=True, echo_headers=True)
 
 
 def test_from_specs_boolean_and_none_values() -> None:
@@ -929,6 +1051,9 @@ def test_parse_rate_limit(text: str, expected: tuple[int, float]) -> None:
         ("revoke_after=-1", ["revoke_after", "-1", ">= 0"]),
         ("error_rate", ["key=value", "'error_rate'"]),
         ("maple:", ["no settings", "[PROVIDER:]key=value"]),
+        ("echo_headers=1", ["'1'", "echo_headers", "true | false"]),
+        ("clock_skew_s=soon", ["'soon'", "clock_skew_s", "seconds"]),
+        ("redirect_to=ftp://x", ["redirect_to", "http(s) URL or a /path"]),
     ],
 )
 def test_from_specs_errors_name_spec_and_allowed(spec: str, fragments: list[str]) -> None:

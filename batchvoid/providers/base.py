@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 
@@ -115,8 +115,10 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def transient(response: Response, reason: str) -> Outcome | None:
-    """The outcome for answers every provider shares: auth, throttling and server errors."""
+    """The outcome for answers every provider shares: auth, throttling, server errors, redirects."""
     status = response.status
+    if 300 <= status < 400 and status != 304:
+        return Outcome(OutcomeKind.REJECTED, redirected(response), status)
     if status in (401, 403):
         return Outcome(OutcomeKind.AUTH_FAILED, reason, status)
     if status == 429:
@@ -124,6 +126,31 @@ def transient(response: Response, reason: str) -> Outcome | None:
     if status in (408, 425) or status >= 500:
         return Outcome(OutcomeKind.RETRYABLE, reason, status)
     return None
+
+
+def redirected(response: Response) -> str:
+    """The reason for a redirect, naming where it points (scheme and host only: never a userinfo)."""
+    location = header(response.headers, "Location")
+    if not location or not location.strip():
+        where = "nowhere (no Location header)"
+    else:
+        where = _location(location.strip())
+    return (
+        f"HTTP {response.status}: redirected to {where}; batchvoid does not follow redirects: check base_url"
+    )
+
+
+def _location(location: str) -> str:
+    try:
+        parts = urlsplit(location)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "an unreadable Location"
+    if not host:
+        return f"{' '.join(parts.path.split())[:100] or '/'} on the same host"
+    host = f"[{host}]" if ":" in host else host
+    scheme = f"{parts.scheme}://" if parts.scheme else ""
+    return f"{scheme}{host}" + (f":{port}" if port is not None else "")
 
 
 def describe(response: Response, message: object) -> str:

@@ -37,6 +37,7 @@ class Campfire(AdapterBase):
                 "Accept": "application/json",
             },
             json.dumps(body, separators=(",", ":")).encode(),
+            secrets=(self.api_key,),
         )
 
     def parse_void(self, item: Item, response: Response) -> Outcome:

@@ -34,6 +34,7 @@ class ChargeOver(AdapterBase):
                 "Accept": "application/json",
             },
             b"{}",
+            secrets=(self.authorization,),
         )
 
     def parse_void(self, item: Item, response: Response) -> Outcome:

@@ -37,6 +37,7 @@ class Maple(AdapterBase):
                 "Idempotency-Key": idempotency_key,
                 "Accept": "application/json",
             },
+            secrets=(self.api_token,),
         )
 
     def parse_void(self, item: Item, response: Response) -> Outcome:

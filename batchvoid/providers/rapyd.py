@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import secrets
@@ -12,7 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import ProviderSpec, describe, json_body, path_segment, transient
+from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+
+TIMESTAMP_WINDOW_S = 60  # Rapyd refuses a request whose timestamp is further off its clock
+CLOCK_NOTICE_S = 5  # a clock further off the provider's Date than this is named in a 401's reason
 
 
 def signature(
@@ -45,23 +49,26 @@ class Rapyd:
 
     def _signed(self, method: str, path: str, idempotency_key: str | None) -> Request:
         salt, timestamp = self.salt(), int(self.clock())
+        signed = signature(
+            method=method,
+            path=path,
+            salt=salt,
+            timestamp=timestamp,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+        )
         headers = {
             "access_key": self.access_key,
             "salt": salt,
             "timestamp": str(timestamp),
-            "signature": signature(
-                method=method,
-                path=path,
-                salt=salt,
-                timestamp=timestamp,
-                access_key=self.access_key,
-                secret_key=self.secret_key,
-            ),
+            "signature": signed,
             "Content-Type": "application/json",
         }
         if idempotency_key is not None:
             headers["idempotency"] = idempotency_key
-        return Request(method, self.base_url + path, headers)
+        # The salt too: with the signature and the timestamp it is all a replay needs.
+        hidden = (self.access_key, self.secret_key, signed, salt)
+        return Request(method, self.base_url + path, headers, secrets=hidden)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         path = f"/v1/invoices/{path_segment(item.invoice_id)}/void"
@@ -70,7 +77,7 @@ class Rapyd:
     def parse_void(self, item: Item, response: Response) -> Outcome:
         status, data = _envelope(response)
         code = status.get("error_code")
-        reason = describe(response, code and f"{code}: {status.get('message', '')}")
+        reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         reference = status.get("operation_id") or None
         if response.status == 200 and status.get("status") == "SUCCESS":
             if data.get("status") == "void":
@@ -93,8 +100,36 @@ class Rapyd:
                 return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
             reason = f"{rejected.reason} (invoice status: {data.get('status')})"
             return replace(rejected, reason=reason, check_status=False)
-        reason = describe(response, status.get("error_code"))
+        reason = describe(response, status.get("error_code")) + self._clock(response)
         return transient(response, f"status lookup: {reason}") or rejected
+
+    def _clock(self, response: Response) -> str:
+        """For a 401: how far this machine's clock is off the provider's `Date`, if it is."""
+        if response.status != 401:
+            return ""
+        offset = _clock_offset(response, self.clock())
+        if offset is None or abs(offset) <= CLOCK_NOTICE_S:
+            return ""
+        side = "ahead of" if offset > 0 else "behind"
+        text = f"this machine's clock is {abs(offset):.0f} s {side} Rapyd's (its Date header)"
+        if abs(offset) > TIMESTAMP_WINDOW_S:
+            return (
+                f"; {text}, and Rapyd refuses a request signed more than {TIMESTAMP_WINDOW_S} s off "
+                "its clock: set this machine's clock right (NTP) before suspecting the keys"
+            )
+        return f"; {text}: Rapyd allows {TIMESTAMP_WINDOW_S} s, so the keys are the likelier cause"
+
+
+def _clock_offset(response: Response, now: float) -> float | None:
+    """Seconds this machine's clock (`now`) is ahead of the `Date` the provider answered with."""
+    date = header(response.headers, "Date")
+    try:
+        when = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return now - when.timestamp()
 
 
 def _envelope(response: Response) -> tuple[dict[str, Any], dict[str, Any]]:

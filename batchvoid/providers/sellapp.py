@@ -30,7 +30,7 @@ class SellApp(AdapterBase):
         if store := item.store or self.store:
             headers["X-STORE"] = store
         url = f"{self.base_url}/api/v2/invoices/{path_segment(item.invoice_id)}/mark-voided"
-        return Request("PATCH", url, headers)
+        return Request("PATCH", url, headers, secrets=(self.api_key,))
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)

@@ -12,6 +12,7 @@ import random
 from batchvoid.simulator.settings import Faults
 
 SERVER_ERROR_STATUSES = (500, 502, 503)
+GATEWAY_STATUSES = (502, 503)
 
 
 class Fault(enum.Enum):
@@ -44,8 +45,8 @@ class FaultDice:
         return None
 
     def error_status(self) -> int:
-        """The status of an injected server error."""
-        return self._rng.choice(SERVER_ERROR_STATUSES)
+        """The status of an injected server error: a gateway's when it echoes the headers."""
+        return self._rng.choice(GATEWAY_STATUSES if self._faults.echo_headers else SERVER_ERROR_STATUSES)
 
     def delay_s(self) -> float:
         """Seconds to wait before answering: the latency plus up to `jitter_ms` more."""

@@ -1,17 +1,19 @@
 """One provider's lane through the simulator: the checks every request passes, in order.
 
-arrival -> credential (revoked?) -> rate limits -> injected faults -> the provider's app
-(idempotency replay, then the invoice logic). Sans-IO: the server sleeps and drops
-connections as the decision says.
+arrival -> redirect -> credential (revoked?) -> rate limits -> injected faults -> the
+provider's app (idempotency replay, then the invoice logic). Sans-IO: the server sleeps and
+drops connections as the decision says. The lane's clock is the arrival's wall time plus
+`clock_skew_s`: the invoice logic, Rapyd's timestamp check and the `Date` header all read it.
 """
 
 from __future__ import annotations
 
 import email.utils
+import html
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.faults import Fault, FaultDice
@@ -103,10 +105,26 @@ class Lane:
 
     def decide(self, action: Action, incoming: Incoming, now: float) -> Decision:
         """Run one request through the checks; `now` is its `time.monotonic()` arrival."""
-        counts, provider = self.counts, self.provider
+        skew = self._faults.clock_skew_s
+        if not skew:
+            return self._decide(action, incoming, now)
+        incoming = replace(incoming, wall=incoming.wall + skew)
+        decision = self._decide(action, incoming, now)
+        if decision.answer is None:
+            return decision
+        date = email.utils.formatdate(incoming.wall, usegmt=True)
+        return Decision(decision.answer.with_headers({"Date": date}), decision.fault)
+
+    def _decide(self, action: Action, incoming: Incoming, now: float) -> Decision:
+        counts, provider, faults = self.counts, self.provider, self._faults
         counts[Tally.REQUESTS] += 1
+        if faults.redirect_to is not None:
+            counts[Tally.REDIRECTED] += 1
+            return Decision(_redirect(faults.redirect_to))
         denied = provider.unauthorized() if self.revoked else provider.authenticate(incoming)
         if denied is not None:
+            if faults.echo_credentials and denied.status == 401:
+                denied = provider.unauthorized_echoing(incoming)
             counts[denied.tally] += 1
             return Decision(denied)
         if self._throttle is not None:
@@ -114,14 +132,17 @@ class Lane:
             if wait > 0:
                 counts[Tally.THROTTLED] += 1
                 return Decision(self._throttled(wait, incoming.wall))
-        if action is Action.VOID and self._faults.revoke_after is not None:
+        if action is Action.VOID and faults.revoke_after is not None:
             self._accepted += 1
-            if self._accepted >= self._faults.revoke_after:
+            if self._accepted >= faults.revoke_after:
                 self.revoked = True
         fault = self.dice.roll()
         if fault is Fault.ERROR:
             counts[Tally.FAULT_ERROR] += 1
-            return Decision(provider.server_error(self.dice.error_status()), fault)
+            status = self.dice.error_status()
+            if faults.echo_headers:
+                return Decision(_gateway_page(status, incoming), fault)
+            return Decision(provider.server_error(status), fault)
         if fault is Fault.RESET:
             counts[Tally.FAULT_RESET] += 1
             return Decision(None, fault)
@@ -144,3 +165,22 @@ class Lane:
                 return answer.with_headers({"Retry-After": retry_at})
             case _:
                 return answer
+
+
+_GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _gateway_page(status: int, incoming: Incoming) -> Answer:
+    """A debugging gateway's error page: the request line and every header, as it got them."""
+    title = f"{status} {_GATEWAY_REASONS.get(status, 'Server Error')}"
+    lines = [f"{incoming.method} {incoming.raw_path}"]
+    lines += [f"{name}: {value}" for name, value in incoming.headers.items()]
+    request = html.escape("\n".join(lines), quote=False)
+    page = f"<html><body><h1>{title}</h1><pre>{request}</pre><hr>simulated gateway</body></html>"
+    return Answer(status, page.encode(), Tally.FAULT_ERROR, "text/html")
+
+
+def _redirect(location: str) -> Answer:
+    link = f'<a href="{html.escape(location)}">here</a>'
+    body = f"<html><body><h1>301 Moved Permanently</h1>{link}</body></html>"
+    return Answer(301, body.encode(), Tally.REDIRECTED, "text/html", {"Location": location})

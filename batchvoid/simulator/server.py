@@ -91,7 +91,7 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """Per provider type: requests, voided, already_void, rejected, not_found,
-        auth_failed, throttled, lookups, faults {error, timeout, reset},
+        auth_failed, throttled, redirected, lookups, faults {error, timeout, reset},
         idempotent_replays; and `"totals"` over all five."""
         return report_all({name: lane.counts for name, lane in self._lanes.items()})
 

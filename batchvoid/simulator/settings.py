@@ -19,6 +19,7 @@ RETRY_AFTER_FORMS = ("none", "seconds", "date")
 _RATE_LIMIT = re.compile(r"(?P<count>\d+)/(?P<period>\d+(?:\.\d*)?|\.\d+)?(?P<unit>[sm])")
 _RATE_LIMIT_FORMS = "N/Ts, N/s or N/m, e.g. 50/1s, 200/60s, 10/s, 100/m"
 _SPEC_FORM = "[PROVIDER:]key=value[,key=value...]"
+_REDIRECT = re.compile(r"(https?://[^\s/]+|/)[^\s]*")
 
 
 def parse_rate_limit(text: str) -> tuple[int, float]:
@@ -43,6 +44,12 @@ class Faults:
     `retry_after` is "none", "seconds" or "date". `rapyd_windows` is Rapyd's documented
     200/min and 1000/5 min rule (rapyd only). After `revoke_after` accepted voids the
     credential is revoked.
+
+    Misbehaving providers: `echo_credentials` makes every 401 quote the credential the request
+    presented; `echo_headers` makes injected errors a gateway's 502/503 HTML page that lists the
+    request's headers. `clock_skew_s` sets the simulator's clock that many seconds ahead (its
+    `Date` header and Rapyd's timestamp check). `redirect_to` answers every request with a
+    301 to that URL, in front of everything else.
     """
 
     latency_ms: float = 0
@@ -54,6 +61,10 @@ class Faults:
     retry_after: str = "none"
     rapyd_windows: bool = False
     revoke_after: int | None = None
+    echo_credentials: bool = False
+    echo_headers: bool = False
+    clock_skew_s: float = 0
+    redirect_to: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "jitter_ms"):
@@ -72,6 +83,10 @@ class Faults:
             )
         if self.revoke_after is not None and self.revoke_after < 0:
             raise ValueError(f"revoke_after must be a count >= 0, got {self.revoke_after!r}")
+        if not math.isfinite(self.clock_skew_s):
+            raise ValueError(f"clock_skew_s must be a number of seconds, got {self.clock_skew_s!r}")
+        if self.redirect_to is not None and not _REDIRECT.fullmatch(self.redirect_to):
+            raise ValueError(f"redirect_to must be an http(s) URL or a /path, got {self.redirect_to!r}")
 
 
 def _number(text: str) -> float:
@@ -107,6 +122,10 @@ _FIELD_PARSERS: Mapping[str, tuple[Callable[[str], object], str]] = MappingProxy
         "retry_after": (str, " | ".join(RETRY_AFTER_FORMS)),
         "rapyd_windows": (_boolean, "true | false"),
         "revoke_after": (_optional(int), "a count >= 0, or none"),
+        "echo_credentials": (_boolean, "true | false"),
+        "echo_headers": (_boolean, "true | false"),
+        "clock_skew_s": (_number, "seconds, negative for behind"),
+        "redirect_to": (_optional(str), "an http(s) URL or a /path, or none"),
     }
 )
 _FIELD_NAMES = ", ".join(sorted(_FIELD_PARSERS))

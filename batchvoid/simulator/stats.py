@@ -18,6 +18,7 @@ class Tally(enum.StrEnum):
     NOT_FOUND = "not_found"
     AUTH_FAILED = "auth_failed"
     THROTTLED = "throttled"
+    REDIRECTED = "redirected"  # redirect_to: answered 301 in front of everything else
     LOOKUPS = "lookups"  # Rapyd's GET invoice, answered by the app
     IDEMPOTENT_REPLAYS = "idempotent_replays"
     FAULT_ERROR = "error"

@@ -26,8 +26,9 @@ class Provider(Protocol):
     """One simulated provider: its endpoints, credential check and answers, without I/O.
 
     The server calls, in order: `authenticate` (or `unauthorized` when the credential is
-    revoked), then its own rate limits (`throttled`), its injected faults (`server_error`),
-    then `answer`, which owns idempotency replay and the invoice logic.
+    revoked; `unauthorized_echoing` instead of a 401 when the credential is to be echoed),
+    then its own rate limits (`throttled`), its injected faults (`server_error`), then
+    `answer`, which owns idempotency replay and the invoice logic.
     """
 
     @property
@@ -49,6 +50,11 @@ class Provider(Protocol):
 
     def unauthorized(self) -> Answer:
         """The answer for a request made with the account's credential after it was revoked."""
+        ...
+
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        """A misbehaving provider's 401 (fault echo_credentials): its own error, quoting the
+        credential the request presented."""
         ...
 
     def throttled(self, wait_s: float) -> Answer:

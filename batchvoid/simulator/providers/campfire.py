@@ -86,6 +86,10 @@ class Campfire:
     def unauthorized(self) -> Answer:
         return _BAD_TOKEN
 
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        header = incoming.headers.get("Authorization", "")
+        return _detail(401, f"Invalid token: {header}.", Tally.AUTH_FAILED)
+
     def throttled(self, wait_s: float) -> Answer:
         return _detail(
             429,

@@ -76,6 +76,16 @@ class ChargeOver:
     def unauthorized(self) -> Answer:
         return _BAD_AUTH
 
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        header = incoming.headers.get("Authorization", "")
+        _, _, token = header.partition(" ")
+        try:
+            pair = base64.b64decode(token.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            pair = "?"
+        message = f"Invalid or incorrect authorization [Invalid credentials {pair} in {header!r}.]"
+        return Answer(401, _body(401, message), Tally.AUTH_FAILED)
+
     def throttled(self, wait_s: float) -> Answer:
         return _THROTTLED
 

@@ -126,6 +126,12 @@ class Maple:
     def unauthorized(self) -> Answer:
         return _UNAUTHORIZED
 
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        token = incoming.headers.get("Authorization", "").removeprefix("Bearer ")
+        return _error(
+            401, f"Invalid API token {token}", "authentication_error", "unauthorized", Tally.AUTH_FAILED
+        )
+
     def throttled(self, wait_s: float) -> Answer:
         return _THROTTLED
 

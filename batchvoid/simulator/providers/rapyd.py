@@ -137,6 +137,14 @@ class Rapyd:
     def unauthorized(self) -> Answer:
         return _error(401, _UNAUTHENTICATED, Tally.AUTH_FAILED)
 
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        headers = incoming.headers
+        message = (
+            f"The request was rejected due to an authentication issue: access_key "
+            f"{headers.get('access_key')}, salt {headers.get('salt')}, signature {headers.get('signature')}."
+        )
+        return _error(401, (_UNAUTHENTICATED[0], message), Tally.AUTH_FAILED)
+
     def throttled(self, wait_s: float) -> Answer:
         return _error(429, _TOO_MANY_REQUESTS, Tally.THROTTLED)
 

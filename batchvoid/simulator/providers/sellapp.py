@@ -104,6 +104,11 @@ class SellApp:
     def unauthorized(self) -> Answer:
         return _error(401, "Unauthenticated.", "authentication_error", "unauthenticated", Tally.AUTH_FAILED)
 
+    def unauthorized_echoing(self, incoming: Incoming) -> Answer:
+        key = incoming.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Unauthenticated: no account has the key <{key}>."
+        return _error(401, message, "authentication_error", "unauthenticated", Tally.AUTH_FAILED)
+
     def throttled(self, wait_s: float) -> Answer:
         return _error(429, "Too Many Attempts.", "rate_limit", "too_many_requests", Tally.THROTTLED)
 

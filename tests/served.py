@@ -1,0 +1,91 @@
+"""A simulator served from a thread of its own, for CLI runs with a real configuration file.
+
+`batchvoid run --simulate` replaces the credentials with the simulator's; these runs read
+them from the environment, as a real run does, and the test can look at every request sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings
+
+# The default credential variable of each provider's key roles.
+VARIABLES = {
+    ("chargeover", "username"): "CHARGEOVER_USERNAME",
+    ("chargeover", "password"): "CHARGEOVER_PASSWORD",
+    ("rapyd", "access_key"): "RAPYD_ACCESS_KEY",
+    ("rapyd", "secret_key"): "RAPYD_SECRET_KEY",
+    ("campfire", "api_key"): "CAMPFIRE_API_KEY",
+    ("maple", "api_token"): "MAPLE_API_TOKEN",
+    ("sellapp", "api_key"): "SELLAPP_API_KEY",
+}
+
+
+@dataclass
+class Served:
+    """A running simulator, its base URL, and the headers of every request it got, in order."""
+
+    simulator: Simulator
+    url: str
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def config(self, path: Path, *, defaults: str = "max_attempts = 1\nconcurrency = 1") -> str:
+        """A configuration with every provider at this simulator, unlimited, default variables."""
+        tables = "".join(
+            f'\n[providers.{name}]\ntype = "{name}"\nbase_url = "{self.url}"\nrate_limits = []\n'
+            + ('company_id = "cmp_simulated"\n' if name == "maple" else "")
+            for name in PROVIDER_TYPES
+        )
+        path.write_text(f"[defaults]\n{defaults}\n{tables}", encoding="utf-8")
+        return str(path)
+
+
+def set_credentials(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> None:
+    """Export the simulator's credentials under the default variables; `overrides` by variable."""
+    for (provider, role), var in VARIABLES.items():
+        monkeypatch.setenv(var, overrides.get(var, CREDENTIALS[provider][role]))
+
+
+@contextlib.contextmanager
+def served(settings: SimulatorSettings | None = None) -> Iterator[Served]:
+    """Serve a simulator on a loopback port from another thread until the block ends."""
+    simulator = Simulator(settings)
+    requests: list[dict[str, str]] = []
+
+    @web.middleware
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        requests.append(dict(request.headers))
+        return await handler(request)
+
+    simulator.app.middlewares.append(record)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+    urls: list[str] = []
+
+    async def serve() -> None:
+        async with simulator.serve() as url:
+            urls.append(url)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "the simulator did not start"
+        yield Served(simulator, urls[0], requests)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
