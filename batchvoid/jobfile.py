@@ -275,6 +275,11 @@ def _item(
         )
     if void_date is not None and not _is_date(void_date):
         problems.append(f"bad void_date {void_date[:40]!r}: use YYYY-MM-DD, a real date")
+    for name, value in (("company_id", company_id), ("store", store)):  # they go into a path or header
+        if value is not None and (_BAD_ID.search(value) or len(value) > _MAX_ID):
+            problems.append(
+                f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
+            )
     if profile is not None and "company_id" in profile.spec.options:
         if company_id is None and "company_id" not in profile.options:
             problems.append(

@@ -332,3 +332,23 @@ def test_any_csv_writer_output_reads_back_identically(
         expected.append(Item(line, "rapyd", invoice_id, None, None, None, {"note": note, "memo": memo}))
         line += 1 + len(LINE_BREAK.findall(note)) + len(LINE_BREAK.findall(memo))
     assert list(jobfile.read(path, configuration.builtin().profiles)) == expected
+
+
+def test_store_and_company_with_control_characters_are_bad_rows(tmp_path: Path, profiles: Config) -> None:
+    """A row's store (sent as a header) or company_id (in the path) with a control character is refused by line."""
+    path = write(
+        tmp_path / "job.jsonl",
+        '{"provider": "sellapp", "invoice_id": "1", "store": "main\\r\\nX-Evil: 1"}\n'
+        '{"provider": "maple", "invoice_id": "2", "company_id": "cmp_a\\tb"}\n'
+        '{"provider": "sellapp", "invoice_id": "3", "store": "main-store"}\n',
+    )
+    first, second, third = rows(path, profiles)
+    assert isinstance(first, RowError)
+    assert (first.line, first.message) == (
+        1,
+        "store 'main\\r\\nX-Evil: 1' has spaces or control characters or is over 200 long",
+    )
+    assert isinstance(second, RowError)
+    assert "company_id 'cmp_a\\tb' has spaces or control characters" in second.message
+    assert isinstance(third, Item)
+    assert third.store == "main-store"
