@@ -26,7 +26,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchvoid.config import Profile
 from batchvoid.ledger import Job, Ledger, LedgerWriter
-from batchvoid.models import ItemState, Outcome, OutcomeKind, Request, WorkItem
+from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
 from batchvoid.pace import Pace
 from batchvoid.providers import Adapter
 from batchvoid.transport import TransportError, open_session, send
@@ -62,6 +62,10 @@ class Lane:
     def throttled_until(self) -> float:
         """The time.monotonic() at which the lane's 429 pause ends (past: not paused)."""
         return self.pace.throttled_until
+
+    @property
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        return self.profile.rate_limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,9 @@ the configured one (or undocumented): a 429 pauses the whole lane and cuts its r
 success raises it again, quickly while far below the rate that last drew a 429 and slowly
 near it, so the lane settles just under the provider's real limit instead of sawing between
 half and full speed.
+
+`estimate_s` is how long a number of requests take at the configured windows: `plan`
+shows it, and the progress ETA never promises faster.
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ from batchvoid.models import RateLimit
 # Headroom for the loop and the network: requests sent at the limit can arrive a little bunched.
 MARGIN = 1.005
 JITTER_S = 0.01
+
+
+def sustained_rate(limits: Sequence[RateLimit]) -> float | None:
+    """Requests per second that every window allows at once, in the long run; None: no limit."""
+    return min((limit.count / limit.period for limit in limits), default=None)
+
+
+def estimate_s(requests: int, limits: Sequence[RateLimit]) -> float | None:
+    """How long `requests` take at the configured windows; None: no limit to go by."""
+    if requests == 0:
+        return 0.0
+    rate = sustained_rate(limits)
+    return None if rate is None else requests / rate
 
 
 class Window:

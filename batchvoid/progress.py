@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, TextIO, cast
@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from batchvoid.models import ItemState
+from batchvoid.models import ItemState, RateLimit
+from batchvoid.pace import estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
@@ -57,6 +58,11 @@ class LaneView(Protocol):
         """The `time.monotonic()` at which its 429 pause ends; in the past: not paused."""
         ...
 
+    @property
+    def rate_limits(self) -> Sequence[RateLimit]:
+        """Its configured windows: it never goes faster than they allow."""
+        ...
+
 
 class Watched(Protocol):
     """What progress reads from the engine: its lanes by provider (empty until it starts)."""
@@ -80,6 +86,8 @@ class LaneProgress:
     failed: int  # failed or skipped, earlier runs included
     rate: float | None  # items finished per second, lately; None before there is a measure
     state: str  # "", "waiting", "throttled", "stopped" or "done"
+    paused_s: float = 0.0  # what is left of its 429 pause
+    rate_limits: Sequence[RateLimit] = ()
 
     @property
     def left(self) -> int:
@@ -87,12 +95,23 @@ class LaneProgress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds until this lane is done at its recent rate; None when that is unknown."""
+        """Seconds until this lane is done; None when that is unknown.
+
+        What is left of its pause, then its items at its recent rate, but never faster than its
+        windows allow (the estimate `plan` makes). While it is paused, the recent rate is mostly
+        the pause's: the windows, when it has any, say better how fast it goes after.
+        """
         if self.left == 0:
             return 0.0
-        if self.state in _HALTED or not self.rate:
+        if self.state in _HALTED:
             return None
-        return self.left / self.rate
+        windows = estimate_s(self.left, self.rate_limits)
+        recent = self.left / self.rate if self.rate else None  # None: no measure, or none finish
+        if self.paused_s > 0 and windows is not None:
+            return self.paused_s + windows
+        if recent is None:
+            return None
+        return self.paused_s + max(recent, windows or 0.0)
 
 
 class Tracker:
@@ -143,6 +162,8 @@ class Tracker:
                     failed=self._failed[provider] + failed,
                     rate=(n1 - n0) / (t1 - t0) if t1 > t0 else None,
                     state=_state(lane, engine.halted, done >= total, now),
+                    paused_s=max(0.0, lane.throttled_until - now) if lane is not None else 0.0,
+                    rate_limits=lane.rate_limits if lane is not None else (),
                 )
             )
         return rows

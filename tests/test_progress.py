@@ -1,0 +1,62 @@
+"""What progress tells about pauses: an ETA that counts them and the configured windows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from batchvoid.config import parse_rate_limit
+from batchvoid.models import ItemState, RateLimit
+from batchvoid.plan import LanePlan
+from batchvoid.progress import Tracker, progress_line
+
+
+@dataclass
+class Lane:
+    rate_limits: Sequence[RateLimit] = ()
+    outcomes: Counter[ItemState] = field(default_factory=Counter)
+    stopped: str | None = None
+    throttled_until: float = 0.0
+
+
+@dataclass
+class Engine:
+    lanes: dict[str, Lane]
+    halted: str | None = None
+
+
+def test_eta_counts_what_is_left_of_a_pause() -> None:
+    """A lane paused for an hour is an hour and its items away, by its windows while paused; the job waits for it."""
+    now = [1000.0]
+    tracker = Tracker({("a", ItemState.PENDING): 100, ("b", ItemState.PENDING): 100}, clock=lambda: now[0])
+    engine = Engine({"a": Lane([parse_rate_limit("5/1s")]), "b": Lane()})
+    now[0] += 10
+    engine.lanes["a"].outcomes[ItemState.VOIDED] = 50
+    engine.lanes["b"].outcomes[ItemState.VOIDED] = 50
+    engine.lanes["a"].throttled_until = now[0] + 3600
+    a, b = tracker.poll(engine)
+    assert (a.state, a.eta_s, b.eta_s) == ("throttled", 3600 + 50 / 5, 10.0)
+    line = progress_line([a, b], tracker.elapsed_s())
+    assert line.startswith("progress 0:10: 100/200 items done (50%), 10.0/s, ETA 1:00:10, 0 failed")
+    now[0] += 1800  # half the pause later, with nothing finished in the rate window
+    a, b = tracker.poll(engine)
+    assert (a.rate, a.eta_s) == (0.0, 1800 + 50 / 5)
+    engine.lanes["b"].throttled_until = now[0] + 60  # no windows: the recent rate it is
+    engine.lanes["b"].outcomes[ItemState.VOIDED] = 60
+    _, b = tracker.poll(engine)
+    assert b.eta_s == 60 + 40 / (10 / 1800)
+
+
+def test_eta_is_never_faster_than_the_windows_allow() -> None:
+    """A lane going faster than its windows allow for long (a burst) is given the plan's estimate for what is left."""
+    now = [0.0]
+    limits = [parse_rate_limit("200/60s"), parse_rate_limit("1000/300s")]
+    tracker = Tracker({("rapyd", ItemState.PENDING): 1200}, clock=lambda: now[0])
+    engine = Engine({"rapyd": Lane(limits)})
+    now[0] += 4
+    engine.lanes["rapyd"].outcomes[ItemState.VOIDED] = 200  # the first window's burst: 50/s
+    (row,) = tracker.poll(engine)
+    plan = LanePlan("rapyd", items=1200, duplicates=0, finished=200, rate_limits=tuple(limits))
+    assert row.rate == 50.0
+    assert row.eta_s == plan.duration_s == 300.0
