@@ -5,7 +5,8 @@ that its workers drain, so a slow or throttled provider never holds up the other
 memory does not grow with the job.
 
 Stops come in two kinds. A lane stops (no more requests to that provider in this run) when
-the provider refuses the credentials or rejects item after item. The whole engine stops
+the provider refuses the credentials, rejects item after item, asks for a pause longer than
+`max_pause_s` or answers nothing but 429s for `give_up_throttled_after_s`. The whole engine stops
 dispatching when too many items fail or when the run is interrupted; requests already in
 flight finish either way, and the items not reached stay pending for the next run.
 """
@@ -27,7 +28,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from batchvoid.config import Profile
 from batchvoid.ledger import Job, Ledger, LedgerWriter
 from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
-from batchvoid.pace import Pace
+from batchvoid.pace import Pace, Patience
 from batchvoid.providers import Adapter
 from batchvoid.transport import TransportError, open_session, send
 
@@ -48,6 +49,7 @@ class Lane:
     profile: Profile
     adapter: Adapter
     pace: Pace
+    patience: Patience
     outcomes: Counter[ItemState] = field(default_factory=Counter)
     requests: int = 0
     stopped: str | None = None  # why no more requests go to this provider in this run
@@ -117,10 +119,7 @@ class Engine:
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and streams belong to the running loop: create them here.
-        self.lanes = {
-            name: Lane(self._profiles[name], adapter, Pace(self._profiles[name].rate_limits))
-            for name, adapter in self._adapters.items()
-        }
+        self.lanes = {name: self._new_lane(self._profiles[name], a) for name, a in self._adapters.items()}
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
         async with (
             open_session(connections) as session,
@@ -129,6 +128,12 @@ class Engine:
         ):
             for lane in self.lanes.values():
                 tg.start_soon(self._lane, lane, session, writer)
+
+    @staticmethod
+    def _new_lane(profile: Profile, adapter: Adapter) -> Lane:
+        settings, pace = profile.settings, Pace(profile.rate_limits)
+        patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
+        return Lane(profile, adapter, pace, patience)
 
     def halt(self, reason: str) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first reason stays."""
@@ -209,6 +214,8 @@ class Engine:
         maybe_sent = work.state is ItemState.IN_FLIGHT
         while True:
             if self._done(lane):
+                if number > work.attempts and not maybe_sent:
+                    writer.release(work)  # answered (a 429, a retryable error), not sent again: pending
                 return
             # In flight is committed before the pace is waited for, so that the request goes out
             # the moment its slot comes, not a commit later: bunched requests would break a window.
@@ -243,14 +250,7 @@ class Engine:
                 reason=outcome.reason or None,
             )
             if outcome.kind is OutcomeKind.THROTTLED:
-                pause = lane.pace.adaptive.throttled(sent_at, outcome.retry_after)
-                self.log.info(
-                    "lane.throttled",
-                    provider=lane.name,
-                    pause_s=round(pause, 3),
-                    retry_after=outcome.retry_after,
-                    rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
-                )
+                self._throttled(lane, sent_at, outcome.retry_after)
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             state = _FINAL.get(outcome.kind)
@@ -276,6 +276,33 @@ class Engine:
             maybe_sent = maybe_sent or outcome.http_status is None  # a timeout may have voided it
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
+
+    def _throttled(self, lane: Lane, sent_at: float, retry_after: float | None) -> None:
+        """A 429: pause the whole lane; warn of a long pause, or stop the lane rather than wait."""
+        pause = lane.pace.adaptive.throttled(sent_at, retry_after)
+        self.log.info(
+            "lane.throttled",
+            provider=lane.name,
+            pause_s=round(pause, 3),
+            retry_after=retry_after,
+            rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
+        )
+        if self._done(lane):
+            return  # nothing more is sent in this run: no pause is worth a word
+        verdict = lane.patience.judge(retry_after)
+        if verdict.stop is not None:
+            self._stop_lane(
+                lane,
+                f"{lane.name}: {verdict.stop}; no more requests go to it in this run. "
+                "Run the same command again later to void its remaining items",
+            )
+        elif verdict.until is not None:
+            self.log.warning(
+                "lane.paused",
+                provider=lane.name,
+                pause_s=round(pause),
+                until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
+            )
 
     async def _exchange(
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem

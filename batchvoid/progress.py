@@ -3,7 +3,8 @@
 A task next to the engine polls its lanes (what each has finished, failed, whether it is
 throttled or stopped) and draws them; it only reads them. On a terminal that is one `rich`
 bar per provider; under cron, CI or a pipe it is one line of plain text every interval, with
-no control characters; `--quiet` shows neither, nor the console log lines.
+no control characters; `--quiet` shows neither, and of the console log lines only the
+warnings and errors about the run itself (a long pause, a stopped lane), none about an item.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class ProgressOptions:
     """How a run shows its progress.
 
     `auto` draws live bars when the stream is a terminal and plain lines otherwise; `quiet`
-    shows nothing and keeps log lines off the console; `off` (the library default) shows
-    nothing but leaves the console log lines as they are.
+    shows nothing and lets only the log's warnings and errors about the run onto the console;
+    `off` (the library default) shows nothing but leaves the console log lines as they are.
     """
 
     mode: Mode = "off"
@@ -265,11 +266,11 @@ class Display:
         self.mode: Mode = mode
         self._stream = stream
         self._console = console or Console(file=stream)
-        # Where console log lines go: nowhere when quiet. A line written straight to the
-        # terminal would land inside the live bars and garble them; printed through the
-        # live console it appears above them instead.
+        # Where console log lines go: when quiet, only those about the run. A line written
+        # straight to the terminal would land inside the live bars and garble them; printed
+        # through the live console it appears above them instead.
         self.log_stream: TextIO | None = (
-            None
+            cast(TextIO, _RunLevelOnly(stream))
             if mode == "quiet"
             else cast(TextIO, _AboveLive(self._console, stream))
             if mode == "live"
@@ -375,3 +376,24 @@ class _AboveLive(io.TextIOBase):
         for line in lines:
             self._console.print(Text.from_ansi(line))
         return len(text)
+
+
+class _RunLevelOnly(io.TextIOBase):
+    """The console stream of --quiet: the log puts only warnings and errors about the run on it."""
+
+    run_level_only = True  # read by the log's console processor
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()

@@ -1,15 +1,19 @@
-"""What progress tells about pauses: an ETA that counts them and the configured windows."""
+"""What progress tells about pauses: an ETA that counts them, and --quiet's console of run warnings."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from batchvoid.config import parse_rate_limit
+from batchvoid.logs import open_log
 from batchvoid.models import ItemState, RateLimit
 from batchvoid.plan import LanePlan
-from batchvoid.progress import Tracker, progress_line
+from batchvoid.progress import Display, ProgressOptions, Tracker, progress_line
 
 
 @dataclass
@@ -60,3 +64,30 @@ def test_eta_is_never_faster_than_the_windows_allow() -> None:
     plan = LanePlan("rapyd", items=1200, duplicates=0, finished=200, rate_limits=tuple(limits))
     assert row.rate == 50.0
     assert row.eta_s == plan.duration_s == 300.0
+
+
+def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) -> None:
+    """Under --quiet the console shows a long pause, a halt and a stop, one line each; item events go to the file only."""
+    stream = io.StringIO()
+    display = Display(ProgressOptions("quiet"), stream)
+    with open_log(tmp_path / "run.log", console=display.log_stream, job_id="j") as log:
+        log.info("run.started", items=3)
+        log.warning("void.failed", provider="rapyd", invoice_id="paid_1", reason="HTTP 400: paid")
+        log.warning("lane.paused", provider="rapyd", pause_s=3600, until="2026-11-21T14:43:55Z")
+        log.warning("run.halting", reason="interrupted by SIGTERM")
+        log.error("lane.stopped", provider="maple", reason="maple: the provider refused the credentials")
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ")[1].split()[0] for line in lines] == [
+        "lane.paused",
+        "run.halting",
+        "lane.stopped",
+    ]
+    assert "until=2026-11-21T14:43:55Z" in lines[0]
+    logged = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]
+    assert [e["event"] for e in logged] == [
+        "run.started",
+        "void.failed",
+        "lane.paused",
+        "run.halting",
+        "lane.stopped",
+    ]
