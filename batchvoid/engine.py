@@ -6,7 +6,8 @@ memory does not grow with the job.
 
 Stops come in two kinds. A lane stops (no more requests to that provider in this run) when
 the provider refuses the credentials, rejects item after item, asks for a pause longer than
-`max_pause_s` or answers nothing but 429s for `give_up_throttled_after_s`. The whole engine stops
+`max_pause_s` or answers nothing but 429s for `give_up_throttled_after_s`, and when something
+unexpected goes wrong in the lane (a bug): the other lanes go on. The whole engine stops
 dispatching when too many items fail or when the run is interrupted; requests already in
 flight finish either way, and the items not reached stay pending for the next run.
 """
@@ -26,6 +27,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchvoid.config import Profile
+from batchvoid.errors import BatchVoidError
 from batchvoid.ledger import Job, Ledger, LedgerWriter
 from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
 from batchvoid.pace import Pace, Patience
@@ -143,10 +145,13 @@ class Engine:
         for lane in self.lanes.values():
             self._wake(lane)
 
-    def _stop_lane(self, lane: Lane, reason: str) -> None:
+    def _stop_lane(self, lane: Lane, reason: str, error: Exception | None = None) -> None:
+        trace = {} if error is None else {"exc_info": error}  # a traceback for the file, not the console
         if lane.stopped is None:
             lane.stopped = reason
-            self.log.error("lane.stopped", provider=lane.name, reason=reason)
+            self.log.error("lane.stopped", provider=lane.name, reason=reason, **trace)
+        elif error is not None:
+            self.log.error("lane.error", provider=lane.name, reason=reason, **trace)
         self._wake(lane)
 
     @staticmethod
@@ -200,8 +205,22 @@ class Engine:
     ) -> None:
         async with items:
             async for work in items:
-                if not self._done(lane):
+                if self._done(lane):
+                    continue
+                try:
                     await self._void(lane, work, session, writer)
+                except BatchVoidError:
+                    raise  # the run's own faults (the ledger, the log file) end the run, not a lane
+                except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
+                    writer.release(work)
+                    self._stop_lane(
+                        lane,
+                        f"{lane.name}: unexpected error at invoice {work.item.invoice_id!r} (line "
+                        f"{work.item.line}): {_one_line(exc)}; no more requests go to it in this run. "
+                        "The log file has its traceback; once the cause is fixed, run the same "
+                        "command again to void its remaining items",
+                        exc,
+                    )
 
     async def _void(
         self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
@@ -380,3 +399,8 @@ class Engine:
                 f"{self.failed} of {self.finished} finished items failed ({share:.0%}), "
                 f"more than --max-failure-rate {limits.rate:g}"
             )
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one short line for the console: its type and message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -52,7 +52,7 @@ class _Console:
     """A processor that also renders chosen events to a console stream, then passes them on.
 
     A stream with a true `run_level_only` attribute (--quiet's) gets only the warnings and
-    errors about the run, none about one item (`void.*`).
+    errors about the run, none about one item (`void.*`). A traceback goes to the file only.
     """
 
     def __init__(self, stream: TextIO | None) -> None:
@@ -63,7 +63,7 @@ class _Console:
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
         if self._stream is not None and self._shows(name, str(event.get("event"))):
-            line = self._render(logger, name, dict(event))
+            line = self._render(logger, name, {k: v for k, v in event.items() if k != "exc_info"})
             print(line, file=self._stream, flush=True)
         return event
 
@@ -116,6 +116,7 @@ def open_log(path: Path, *, console: TextIO | None, **context: Any) -> Iterator[
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 _redact,
                 _Console(console),
+                structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
             ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),

@@ -66,8 +66,12 @@ def test_eta_is_never_faster_than_the_windows_allow() -> None:
     assert row.eta_s == plan.duration_s == 300.0
 
 
+def boom() -> None:
+    raise ValueError("boom")
+
+
 def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) -> None:
-    """Under --quiet the console shows a long pause, a halt and a stop, one line each; item events go to the file only."""
+    """Under --quiet the console shows a long pause, a halt and a stop, one line each; item events and tracebacks go to the file."""
     stream = io.StringIO()
     display = Display(ProgressOptions("quiet"), stream)
     with open_log(tmp_path / "run.log", console=display.log_stream, job_id="j") as log:
@@ -75,7 +79,10 @@ def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) ->
         log.warning("void.failed", provider="rapyd", invoice_id="paid_1", reason="HTTP 400: paid")
         log.warning("lane.paused", provider="rapyd", pause_s=3600, until="2026-11-21T14:43:55Z")
         log.warning("run.halting", reason="interrupted by SIGTERM")
-        log.error("lane.stopped", provider="maple", reason="maple: the provider refused the credentials")
+        try:
+            boom()
+        except ValueError:
+            log.exception("lane.stopped", provider="maple", reason="maple: unexpected error")
     lines = stream.getvalue().splitlines()
     assert [line.split("] ")[1].split()[0] for line in lines] == [
         "lane.paused",
@@ -83,6 +90,7 @@ def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) ->
         "lane.stopped",
     ]
     assert "until=2026-11-21T14:43:55Z" in lines[0]
+    assert "Traceback" not in stream.getvalue()
     logged = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]
     assert [e["event"] for e in logged] == [
         "run.started",
@@ -91,3 +99,5 @@ def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) ->
         "run.halting",
         "lane.stopped",
     ]
+    assert logged[-1]["exception"].startswith("Traceback (most recent call last):")
+    assert logged[-1]["exception"].endswith("ValueError: boom")

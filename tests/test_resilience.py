@@ -8,16 +8,18 @@ import itertools
 import json
 import re
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
-from batchvoid.config import Settings, from_dict
+from batchvoid.config import Config, Settings, from_dict
 from batchvoid.engine import FailureLimits
-from batchvoid.errors import ConfigError
-from batchvoid.models import ItemState
+from batchvoid.errors import ConfigError, LedgerError
+from batchvoid.models import Item, ItemState, Request
 from batchvoid.progress import ProgressOptions
+from batchvoid.providers import Adapter
 from batchvoid.run import EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import Simulator, SimulatorSettings
 from tests.conftest import job, run_on, sim_config
@@ -235,6 +237,84 @@ async def test_a_long_pause_is_a_warning_on_the_quiet_console(
     assert len(lines) == len(paused)
     assert all(re.search(r"lane\.paused .*provider=campfire pause_s=\d+ until=\S+Z$", line) for line in lines)
     assert "void.failed" in (tmp_path / "job.csv.log").read_text()  # in the file, not on the console
+
+
+HEADER_ERROR = ValueError("Forbidden control character detected in headers.\r\nPotential header injection")
+
+
+class Exploding:
+    """A real adapter whose void requests raise `error` after the first `good` ones."""
+
+    def __init__(self, adapter: Adapter, good: int, error: Exception) -> None:
+        self._adapter = adapter
+        self._good = good
+        self._error = error
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        if self._good <= 0:
+            raise self._error
+        self._good -= 1
+        return self._adapter.void_request(item, idempotency_key)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._adapter, name)
+
+
+def exploding(config: Config, provider: str, good: int, error: Exception = HEADER_ERROR) -> Config:
+    """The config with `provider`'s adapter wrapped in `Exploding`."""
+    profile = config.profiles[provider]
+    spec = replace(profile.spec, build=lambda *args: Exploding(profile.spec.build(*args), good, error))
+    return replace(config, profiles={**config.profiles, provider: replace(profile, spec=spec)})
+
+
+async def test_an_unexpected_error_in_one_lane_stops_only_that_lane(
+    sim: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """A lane whose adapter raises stops with a one-line message naming it and the error (exit 3); its items stay pending, the others finish."""
+    simulator, url = sim
+    rows = [(p, f"ue{n}") for n in range(20) for p in PROVIDERS]
+    out = io.StringIO()
+    config = exploding(sim_config(url, concurrency=2), "rapyd", good=3)
+    report = await run_on(config, job(tmp_path, rows), tmp_path, out=out)
+    assert report.exit_status == EXIT_STOPPED
+    (reason,) = report.stopped
+    assert re.match(
+        r"rapyd: unexpected error at invoice 'ue\d+' \(line \d+\): ValueError: Forbidden control "
+        r"character detected in headers\. Potential header injection; no more requests go to it in "
+        r"this run\. The log file has its traceback",
+        reason,
+    ), reason
+    assert {s: n for (p, s), n in report.counts.items() if p == "rapyd"} == {
+        ItemState.VOIDED: 3,
+        ItemState.PENDING: 17,
+    }
+    assert all(report.counts[(p, ItemState.VOIDED)] == 20 for p in PROVIDERS if p != "rapyd")
+    assert simulator.stats()["rapyd"]["requests"] == 3
+    console = out.getvalue().splitlines()
+    assert len([line for line in console if "rapyd" in line]) == 1
+    assert "lane.stopped" in next(line for line in console if "rapyd" in line)
+    assert "Traceback" not in out.getvalue()
+    (stopped,) = [e for e in events(tmp_path) if e["event"] == "lane.stopped"]
+    assert str(stopped["exception"]).startswith("Traceback (most recent call last):")
+    assert "in void_request" in str(stopped["exception"])
+
+
+async def test_the_runs_own_errors_still_end_the_run(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    """A batchvoid error inside a lane (the ledger failing) is not a lane fault: it ends the run."""
+    _, url = sim
+    rows = [(p, f"le{n}") for n in range(20) for p in PROVIDERS]
+    error = LedgerError("ledger: disk full")
+    config = exploding(sim_config(url, concurrency=2), "rapyd", good=3, error=error)
+    with pytest.raises((LedgerError, ExceptionGroup)) as caught:  # bare, or in the task groups' group
+        await run_on(config, job(tmp_path, rows), tmp_path)
+    assert error in raised(caught.value)
+
+
+def raised(exc: BaseException) -> list[BaseException]:
+    """An exception, or every exception inside a (nested) exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [inner for group in exc.exceptions for inner in raised(group)]
+    return [exc]
 
 
 def test_pause_limits_are_settings_of_defaults_and_profiles() -> None:
