@@ -19,6 +19,12 @@ COMMON_KEYS = {
     "timeout_s": f"seconds per request (default {Settings().timeout_s:g})",
     "max_attempts": f"tries for a retryable failure per item per run (default {Settings().max_attempts})",
     "concurrency": f"requests in flight at once (default {Settings().concurrency})",
+    "stop_after_rejections": "permanent failures in a row that stop the provider; 0: never "
+    f"(default {Settings().stop_after_rejections})",
+    "max_pause_s": "longest Retry-After waited out; a longer one stops the provider "
+    f"(default {Settings().max_pause_s:g})",
+    "give_up_throttled_after_s": "seconds of nothing but 429s that stop the provider "
+    f"(default {Settings().give_up_throttled_after_s:g})",
 }
 
 

@@ -38,6 +38,8 @@ class Settings:
     max_attempts: int = 5
     concurrency: int = 4
     stop_after_rejections: int = 25  # stop the lane after this many rejections in a row; 0: never
+    max_pause_s: float = 900.0  # a longer Retry-After stops the lane for the run
+    give_up_throttled_after_s: float = 1800.0  # only 429s for this long stop the lane for the run
 
 
 # key -> (type check, description for the error message)
@@ -46,6 +48,8 @@ _SETTINGS: dict[str, tuple[type, str, float, float]] = {
     "max_attempts": (int, "a whole number from 1 to 100", 1, 100),
     "concurrency": (int, "a whole number from 1 to 512", 1, 512),
     "stop_after_rejections": (int, "a whole number from 0 (never) to 1000000", 0, 1_000_000),
+    "max_pause_s": (float, "a number of seconds from 1 to 86400", 1, 86400),
+    "give_up_throttled_after_s": (float, "a number of seconds from 1 to 86400", 1, 86400),
 }
 
 

@@ -5,7 +5,9 @@ that its workers drain, so a slow or throttled provider never holds up the other
 memory does not grow with the job.
 
 Stops come in two kinds. A lane stops (no more requests to that provider in this run) when
-the provider refuses the credentials or rejects item after item. The whole engine stops
+the provider refuses the credentials, rejects item after item, asks for a pause longer than
+`max_pause_s` or answers nothing but 429s for `give_up_throttled_after_s`, and when something
+unexpected goes wrong in the lane (a bug): the other lanes go on. The whole engine stops
 dispatching when too many items fail or when the run is interrupted; requests already in
 flight finish either way, and the items not reached stay pending for the next run.
 """
@@ -25,9 +27,10 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchvoid.config import Profile
+from batchvoid.errors import BatchVoidError
 from batchvoid.ledger import Job, Ledger, LedgerWriter
-from batchvoid.models import ItemState, Outcome, OutcomeKind, Request, WorkItem
-from batchvoid.pace import Pace
+from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
+from batchvoid.pace import Pace, Patience
 from batchvoid.providers import Adapter
 from batchvoid.transport import TransportError, open_session, send
 
@@ -48,6 +51,7 @@ class Lane:
     profile: Profile
     adapter: Adapter
     pace: Pace
+    patience: Patience
     outcomes: Counter[ItemState] = field(default_factory=Counter)
     requests: int = 0
     stopped: str | None = None  # why no more requests go to this provider in this run
@@ -62,6 +66,10 @@ class Lane:
     def throttled_until(self) -> float:
         """The time.monotonic() at which the lane's 429 pause ends (past: not paused)."""
         return self.pace.throttled_until
+
+    @property
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        return self.profile.rate_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +121,7 @@ class Engine:
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and streams belong to the running loop: create them here.
-        self.lanes = {
-            name: Lane(self._profiles[name], adapter, Pace(self._profiles[name].rate_limits))
-            for name, adapter in self._adapters.items()
-        }
+        self.lanes = {name: self._new_lane(self._profiles[name], a) for name, a in self._adapters.items()}
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
         async with (
             open_session(connections) as session,
@@ -126,6 +131,12 @@ class Engine:
             for lane in self.lanes.values():
                 tg.start_soon(self._lane, lane, session, writer)
 
+    @staticmethod
+    def _new_lane(profile: Profile, adapter: Adapter) -> Lane:
+        settings, pace = profile.settings, Pace(profile.rate_limits)
+        patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
+        return Lane(profile, adapter, pace, patience)
+
     def halt(self, reason: str) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first reason stays."""
         if self.halted is None:
@@ -134,10 +145,13 @@ class Engine:
         for lane in self.lanes.values():
             self._wake(lane)
 
-    def _stop_lane(self, lane: Lane, reason: str) -> None:
+    def _stop_lane(self, lane: Lane, reason: str, error: Exception | None = None) -> None:
+        trace = {} if error is None else {"exc_info": error}  # a traceback for the file, not the console
         if lane.stopped is None:
             lane.stopped = reason
-            self.log.error("lane.stopped", provider=lane.name, reason=reason)
+            self.log.error("lane.stopped", provider=lane.name, reason=reason, **trace)
+        elif error is not None:
+            self.log.error("lane.error", provider=lane.name, reason=reason, **trace)
         self._wake(lane)
 
     @staticmethod
@@ -191,8 +205,22 @@ class Engine:
     ) -> None:
         async with items:
             async for work in items:
-                if not self._done(lane):
+                if self._done(lane):
+                    continue
+                try:
                     await self._void(lane, work, session, writer)
+                except BatchVoidError:
+                    raise  # the run's own faults (the ledger, the log file) end the run, not a lane
+                except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
+                    writer.release(work)
+                    self._stop_lane(
+                        lane,
+                        f"{lane.name}: unexpected error at invoice {work.item.invoice_id!r} (line "
+                        f"{work.item.line}): {_one_line(exc)}; no more requests go to it in this run. "
+                        "The log file has its traceback; once the cause is fixed, run the same "
+                        "command again to void its remaining items",
+                        exc,
+                    )
 
     async def _void(
         self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
@@ -205,6 +233,8 @@ class Engine:
         maybe_sent = work.state is ItemState.IN_FLIGHT
         while True:
             if self._done(lane):
+                if number > work.attempts and not maybe_sent:
+                    writer.release(work)  # answered (a 429, a retryable error), not sent again: pending
                 return
             # In flight is committed before the pace is waited for, so that the request goes out
             # the moment its slot comes, not a commit later: bunched requests would break a window.
@@ -239,14 +269,7 @@ class Engine:
                 reason=outcome.reason or None,
             )
             if outcome.kind is OutcomeKind.THROTTLED:
-                pause = lane.pace.adaptive.throttled(sent_at, outcome.retry_after)
-                self.log.info(
-                    "lane.throttled",
-                    provider=lane.name,
-                    pause_s=round(pause, 3),
-                    retry_after=outcome.retry_after,
-                    rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
-                )
+                self._throttled(lane, sent_at, outcome.retry_after)
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             state = _FINAL.get(outcome.kind)
@@ -272,6 +295,33 @@ class Engine:
             maybe_sent = maybe_sent or outcome.http_status is None  # a timeout may have voided it
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
+
+    def _throttled(self, lane: Lane, sent_at: float, retry_after: float | None) -> None:
+        """A 429: pause the whole lane; warn of a long pause, or stop the lane rather than wait."""
+        pause = lane.pace.adaptive.throttled(sent_at, retry_after)
+        self.log.info(
+            "lane.throttled",
+            provider=lane.name,
+            pause_s=round(pause, 3),
+            retry_after=retry_after,
+            rate=lane.pace.adaptive.rate and round(lane.pace.adaptive.rate, 2),
+        )
+        if self._done(lane):
+            return  # nothing more is sent in this run: no pause is worth a word
+        verdict = lane.patience.judge(retry_after)
+        if verdict.stop is not None:
+            self._stop_lane(
+                lane,
+                f"{lane.name}: {verdict.stop}; no more requests go to it in this run. "
+                "Run the same command again later to void its remaining items",
+            )
+        elif verdict.until is not None:
+            self.log.warning(
+                "lane.paused",
+                provider=lane.name,
+                pause_s=round(pause),
+                until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
+            )
 
     async def _exchange(
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
@@ -349,3 +399,8 @@ class Engine:
                 f"{self.failed} of {self.finished} finished items failed ({share:.0%}), "
                 f"more than --max-failure-rate {limits.rate:g}"
             )
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one short line for the console: its type and message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -52,21 +52,28 @@ def _redact(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
 
 
 class _Console:
-    """A processor that also renders chosen events to a console stream, then passes them on."""
+    """A processor that also renders chosen events to a console stream, then passes them on.
+
+    A stream with a true `run_level_only` attribute (--quiet's) gets only the warnings and
+    errors about the run, none about one item (`void.*`). A traceback goes to the file only.
+    """
 
     def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
+        self._run_level_only = bool(getattr(stream, "run_level_only", False))
         colors = bool(stream is not None and stream.isatty())
         self._render = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        if self._stream is not None and (
-            _LEVELS.get(name, 20) >= logging.WARNING or event.get("event") in CONSOLE_EVENTS
-        ):
-            shown = {key: value for key, value in event.items() if key != "exc_info"}  # file only
-            line = self._render(logger, name, shown)
+        if self._stream is not None and self._shows(name, str(event.get("event"))):
+            line = self._render(logger, name, {k: v for k, v in event.items() if k != "exc_info"})
             print(line, file=self._stream, flush=True)
         return event
+
+    def _shows(self, level: str, event: str) -> bool:
+        if self._run_level_only:
+            return _LEVELS.get(level, 20) >= logging.WARNING and not event.startswith("void.")
+        return _LEVELS.get(level, 20) >= logging.WARNING or event in CONSOLE_EVENTS
 
 
 class _FileSink:

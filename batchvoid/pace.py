@@ -11,10 +11,17 @@ the configured one (or undocumented): a 429 pauses the whole lane and cuts its r
 success raises it again, quickly while far below the rate that last drew a 429 and slowly
 near it, so the lane settles just under the provider's real limit instead of sawing between
 half and full speed.
+
+`Patience` bounds what 429s may cost a lane: a long pause is announced, and a Retry-After
+above the cap, or 429s with no success for too long, stop the lane for the run instead.
+`estimate_s` is how long a number of requests take at the configured windows: `plan`
+shows it, and the progress ETA never promises faster.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import random
 import time
 from collections import deque
@@ -28,6 +35,20 @@ from batchvoid.models import RateLimit
 # Headroom for the loop and the network: requests sent at the limit can arrive a little bunched.
 MARGIN = 1.005
 JITTER_S = 0.01
+LONG_PAUSE_S = 60.0  # a lane pause this long is a warning: the run visibly waits
+
+
+def sustained_rate(limits: Sequence[RateLimit]) -> float | None:
+    """Requests per second that every window allows at once, in the long run; None: no limit."""
+    return min((limit.count / limit.period for limit in limits), default=None)
+
+
+def estimate_s(requests: int, limits: Sequence[RateLimit]) -> float | None:
+    """How long `requests` take at the configured windows; None: no limit to go by."""
+    if requests == 0:
+        return 0.0
+    rate = sustained_rate(limits)
+    return None if rate is None else requests / rate
 
 
 class Window:
@@ -58,7 +79,7 @@ class AimdSettings:
     near: float = 0.95  # "near the ceiling" starts here
     floor: float = 0.05  # requests per second, never slower
     first_pause_s: float = 0.25  # a 429 without Retry-After pauses this long, doubling
-    max_pause_s: float = 60.0
+    max_backoff_s: float = 60.0  # ... up to this
 
 
 class Adaptive:
@@ -78,6 +99,7 @@ class Adaptive:
         self._next_send = 0.0  # the adaptive pacer's schedule (GCRA)
         self._decreased_at = float("-inf")  # requests sent before this already paid for their 429
         self._streak = 0  # 429s in a row with no success between them
+        self.throttled_since: float | None = None  # the first 429 that no other answer followed
         self._recent: deque[float] = deque()  # send times in the last second: the rate we ran at
 
     def reserve(self) -> float:
@@ -103,6 +125,8 @@ class Adaptive:
         """
         now = self._clock()
         s = self.settings
+        if self.throttled_since is None:
+            self.throttled_since = now
         if sent_at >= self._decreased_at:  # one cut per congestion event, not one per 429 in flight
             current = self.rate if self.rate is not None else self._measured()
             self.ceiling = current
@@ -112,7 +136,7 @@ class Adaptive:
         if retry_after is not None:
             pause = retry_after + random.uniform(0, 0.1)
         else:
-            pause = min(s.max_pause_s, s.first_pause_s * 2 ** (self._streak - 1))
+            pause = min(s.max_backoff_s, s.first_pause_s * 2 ** (self._streak - 1))
         self.paused_until = max(self.paused_until, now + pause)
         self._next_send = max(self._next_send, self.paused_until)
         return self.paused_until - now
@@ -120,6 +144,7 @@ class Adaptive:
     def succeeded(self) -> None:
         """A non-429 answer came back: raise the rate a little."""
         self._streak = 0
+        self.throttled_since = None
         if self.rate is None or self.ceiling is None:
             return
         s = self.settings
@@ -132,6 +157,60 @@ class Adaptive:
     def _measured(self) -> float:
         """Requests sent in the last second (a burst counts as what it is, not as its peak rate)."""
         return float(max(1, len(self._recent)))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one 429 means for its lane, beyond the pause `Adaptive` set."""
+
+    stop: str | None = None  # why the lane stops for this run instead of waiting
+    until: dt.datetime | None = None  # when a pause worth a warning ends (UTC); None: not one
+
+
+class Patience:
+    """How long a lane waits out the pauses its `Adaptive` sets before it stops for the run.
+
+    A Retry-After above `max_pause_s` stops it at once. So does a 429 after which its next try
+    would come `give_up_after_s` or more after the first of an unbroken run of 429s: a provider
+    that answers 429 forever cannot keep a cron run alive. A pause of LONG_PAUSE_S or more is
+    announced, once. Times come from `clock` (the same as the adaptive's) and `wall` (the
+    epoch), so it is tested without sleeping.
+    """
+
+    def __init__(
+        self,
+        adaptive: Adaptive,
+        max_pause_s: float,
+        give_up_after_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_pause_s = max_pause_s
+        self.give_up_after_s = give_up_after_s
+        self._adaptive = adaptive
+        self._clock = clock
+        self._wall = wall
+        self._announced = float("-inf")  # (clock) end of the last pause announced
+
+    def judge(self, retry_after: float | None) -> Verdict:
+        """A 429 asking for `retry_after` came back, and `Adaptive.throttled()` paused the lane."""
+        if retry_after is not None and retry_after > self.max_pause_s:
+            return Verdict(
+                stop=f"the provider asked to wait {math.ceil(retry_after)}s (Retry-After), "
+                f"more than max_pause_s ({self.max_pause_s:g}s)"
+            )
+        now, end = self._clock(), self._adaptive.paused_until
+        since = self._adaptive.throttled_since
+        if since is not None and end - since >= self.give_up_after_s:
+            return Verdict(
+                stop=f"nothing but 429s for {now - since:.1f}s, and its next try would be "
+                f"{end - since:.1f}s in, past give_up_throttled_after_s ({self.give_up_after_s:g}s)"
+            )
+        if end - now < LONG_PAUSE_S or end - self._announced < LONG_PAUSE_S:
+            return Verdict()  # short, or announced already (for another 429 of its burst)
+        self._announced = end
+        return Verdict(until=dt.datetime.fromtimestamp(self._wall() + end - now, dt.UTC))
 
 
 class Pace:

@@ -23,6 +23,7 @@ from batchvoid.config import Config
 from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, writable_problem
 from batchvoid.models import ItemState, RateLimit
+from batchvoid.pace import estimate_s, sustained_rate
 from batchvoid.progress import format_duration
 from batchvoid.run import RunOptions, load_config, prepare, simulator_env
 
@@ -44,15 +45,12 @@ class LanePlan:
     @property
     def rate(self) -> float | None:
         """The sustained rate every window allows at once, per second; None: no limit."""
-        return min((limit.count / limit.period for limit in self.rate_limits), default=None)
+        return sustained_rate(self.rate_limits)
 
     @property
     def duration_s(self) -> float | None:
         """How long its items take at the configured limits; None: no limit to go by."""
-        if self.to_send == 0:
-            return 0.0
-        rate = self.rate
-        return None if rate is None else self.to_send / rate
+        return estimate_s(self.to_send, self.rate_limits)
 
 
 @dataclass(frozen=True, slots=True)

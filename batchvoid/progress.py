@@ -3,7 +3,8 @@
 A task next to the engine polls its lanes (what each has finished, failed, whether it is
 throttled or stopped) and draws them; it only reads them. On a terminal that is one `rich`
 bar per provider; under cron, CI or a pipe it is one line of plain text every interval, with
-no control characters; `--quiet` shows neither, nor the console log lines.
+no control characters; `--quiet` shows neither, and of the console log lines only the
+warnings and errors about the run itself (a long pause, a stopped lane), none about an item.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, TextIO, cast
@@ -21,7 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from batchvoid.models import ItemState
+from batchvoid.models import ItemState, RateLimit
+from batchvoid.pace import estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
@@ -34,8 +36,8 @@ class ProgressOptions:
     """How a run shows its progress.
 
     `auto` draws live bars when the stream is a terminal and plain lines otherwise; `quiet`
-    shows nothing and keeps log lines off the console; `off` (the library default) shows
-    nothing but leaves the console log lines as they are.
+    shows nothing and lets only the log's warnings and errors about the run onto the console;
+    `off` (the library default) shows nothing but leaves the console log lines as they are.
     """
 
     mode: Mode = "off"
@@ -55,6 +57,11 @@ class LaneView(Protocol):
     @property
     def throttled_until(self) -> float:
         """The `time.monotonic()` at which its 429 pause ends; in the past: not paused."""
+        ...
+
+    @property
+    def rate_limits(self) -> Sequence[RateLimit]:
+        """Its configured windows: it never goes faster than they allow."""
         ...
 
 
@@ -80,6 +87,8 @@ class LaneProgress:
     failed: int  # failed or skipped, earlier runs included
     rate: float | None  # items finished per second, lately; None before there is a measure
     state: str  # "", "waiting", "throttled", "stopped" or "done"
+    paused_s: float = 0.0  # what is left of its 429 pause
+    rate_limits: Sequence[RateLimit] = ()
 
     @property
     def left(self) -> int:
@@ -87,12 +96,23 @@ class LaneProgress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds until this lane is done at its recent rate; None when that is unknown."""
+        """Seconds until this lane is done; None when that is unknown.
+
+        What is left of its pause, then its items at its recent rate, but never faster than its
+        windows allow (the estimate `plan` makes). While it is paused, the recent rate is mostly
+        the pause's: the windows, when it has any, say better how fast it goes after.
+        """
         if self.left == 0:
             return 0.0
-        if self.state in _HALTED or not self.rate:
+        if self.state in _HALTED:
             return None
-        return self.left / self.rate
+        windows = estimate_s(self.left, self.rate_limits)
+        recent = self.left / self.rate if self.rate else None  # None: no measure, or none finish
+        if self.paused_s > 0 and windows is not None:
+            return self.paused_s + windows
+        if recent is None:
+            return None
+        return self.paused_s + max(recent, windows or 0.0)
 
 
 class Tracker:
@@ -143,6 +163,8 @@ class Tracker:
                     failed=self._failed[provider] + failed,
                     rate=(n1 - n0) / (t1 - t0) if t1 > t0 else None,
                     state=_state(lane, engine.halted, done >= total, now),
+                    paused_s=max(0.0, lane.throttled_until - now) if lane is not None else 0.0,
+                    rate_limits=lane.rate_limits if lane is not None else (),
                 )
             )
         return rows
@@ -244,11 +266,11 @@ class Display:
         self.mode: Mode = mode
         self._stream = stream
         self._console = console or Console(file=stream)
-        # Where console log lines go: nowhere when quiet. A line written straight to the
-        # terminal would land inside the live bars and garble them; printed through the
-        # live console it appears above them instead.
+        # Where console log lines go: when quiet, only those about the run. A line written
+        # straight to the terminal would land inside the live bars and garble them; printed
+        # through the live console it appears above them instead.
         self.log_stream: TextIO | None = (
-            None
+            cast(TextIO, _RunLevelOnly(stream))
             if mode == "quiet"
             else cast(TextIO, _AboveLive(self._console, stream))
             if mode == "live"
@@ -354,3 +376,24 @@ class _AboveLive(io.TextIOBase):
         for line in lines:
             self._console.print(Text.from_ansi(line))
         return len(text)
+
+
+class _RunLevelOnly(io.TextIOBase):
+    """The console stream of --quiet: the log puts only warnings and errors about the run on it."""
+
+    run_level_only = True  # read by the log's console processor
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()

@@ -243,4 +243,4 @@ def test_a_control_character_in_a_profile_option_is_a_config_error(tmp_path: Pat
 def test_the_catalog_lists_allow_insecure_http() -> None:
     """`batchvoid providers` names allow_insecure_http among the keys every profile takes."""
     assert "allow_insecure_http" in catalog.catalog()["common_keys"]
-    assert re.search(r"^  allow_insecure_http  true lets base_url be http://", catalog.text(), re.MULTILINE)
+    assert re.search(r"^  allow_insecure_http +true lets base_url be http://", catalog.text(), re.MULTILINE)

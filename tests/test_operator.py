@@ -25,7 +25,7 @@ from rich.console import Console
 
 from batchvoid.cli import main
 from batchvoid.lock import lock_path
-from batchvoid.models import ItemState
+from batchvoid.models import ItemState, RateLimit
 from batchvoid.progress import Display, ProgressOptions, Tracker, progress_line
 from batchvoid.report import report_columns
 
@@ -223,6 +223,7 @@ class FakeLane:
         self.outcomes: Counter[ItemState] = Counter()
         self.stopped: str | None = None
         self.throttled_until = 0.0
+        self.rate_limits: tuple[RateLimit, ...] = ()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 from collections import deque
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchvoid.config import parse_rate_limit
-from batchvoid.pace import JITTER_S, MARGIN, Adaptive, Pace, Window
+from batchvoid.pace import JITTER_S, MARGIN, Adaptive, Pace, Patience, Verdict, Window
 
 
 @given(
@@ -153,3 +154,64 @@ def test_many_429s_from_one_burst_cut_the_rate_once() -> None:
     for sent in sends:
         adaptive.throttled(sent, None)
     assert adaptive.rate == pytest.approx(0.85 * 10)  # 10 sent in the last second, cut once
+
+
+def test_a_long_pause_is_a_warning_once_with_its_wall_clock_end() -> None:
+    """A pause of 60 s or more is announced once, with its UTC end; its burst's other 429s and short pauses are not."""
+    clock, epoch = [500.0], 1_790_000_000.0
+    adaptive = Adaptive(clock=lambda: clock[0])
+    patience = Patience(adaptive, 900, 1800, clock=lambda: clock[0], wall=lambda: epoch + clock[0])
+    adaptive.throttled(adaptive.sent(), 59.0)
+    assert patience.judge(59.0) == Verdict()
+    clock[0] = adaptive.paused_until
+    adaptive.throttled(adaptive.sent(), 120.0)
+    verdict = patience.judge(120.0)
+    assert verdict.stop is None
+    assert verdict.until == dt.datetime.fromtimestamp(epoch + adaptive.paused_until, dt.UTC)
+    clock[0] += 0.01
+    adaptive.throttled(clock[0] - 0.02, 120.0)  # another request of the same burst
+    assert patience.judge(120.0) == Verdict()
+    adaptive.succeeded()
+    clock[0] = adaptive.paused_until + 5
+    adaptive.throttled(adaptive.sent(), 60.0)
+    assert patience.judge(60.0).until == dt.datetime.fromtimestamp(epoch + adaptive.paused_until, dt.UTC)
+
+
+def test_a_retry_after_above_max_pause_s_stops_the_lane() -> None:
+    """Retry-After above the cap is a stop naming what was asked and the cap; at the cap it is waited out."""
+    adaptive = Adaptive(clock=lambda: 0.0)
+    patience = Patience(adaptive, 900, 1800, clock=lambda: 0.0)
+    adaptive.throttled(adaptive.sent(), 900.0)
+    assert patience.judge(900.0).stop is None
+    adaptive.throttled(adaptive.sent(), 900.2)
+    stop = patience.judge(900.2).stop
+    assert stop == "the provider asked to wait 901s (Retry-After), more than max_pause_s (900s)"
+
+
+def test_only_429s_stop_the_lane_before_its_next_try_passes_the_give_up_time() -> None:
+    """A 429 storm stops the lane at the 429 whose pause would end past give_up_after_s; a success restarts the count."""
+    clock = [0.0]
+    adaptive = Adaptive(clock=lambda: clock[0])
+    patience = Patience(adaptive, 900, 300, clock=lambda: clock[0])
+
+    def storm() -> tuple[float, float, str]:
+        """429s without Retry-After, each retried when its pause ends, until a stop."""
+        first = clock[0]
+        while True:
+            sent = adaptive.sent()
+            clock[0] += 0.05  # the answer's latency
+            pause = adaptive.throttled(sent, None)
+            verdict = patience.judge(None)
+            if verdict.stop is not None:
+                return clock[0] - first, pause, verdict.stop
+            clock[0] = adaptive.paused_until
+
+    waited, pause, stop = storm()
+    assert waited < 300 <= waited + pause
+    assert waited > 240  # it did not give up a whole backoff early
+    assert stop.endswith("past give_up_throttled_after_s (300s)")
+    assert stop.startswith(f"nothing but 429s for {waited - 0.05:.1f}s, and its next try would be")
+    adaptive.succeeded()
+    clock[0] += 1000
+    again, _, _ = storm()
+    assert again > 240  # counted from this storm's first 429, not from the last storm's
