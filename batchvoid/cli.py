@@ -239,10 +239,12 @@ def run(
     """Void every invoice listed in JOB_FILE (CSV or JSONL), resuming where the last run stopped.
 
     \b
-    Exit status: 0 every item is void; 1 some items failed; 2 bad usage, configuration or
-    job file (nothing sent); 3 stopped with items left (a provider refused the key or rejected
-    item after item, or --max-failures/--max-failure-rate); 4 another run holds the job;
-    130 interrupted (SIGINT/SIGTERM): run the same command to resume.
+    Exit status: 0 every item is void; 1 some items failed at a provider; 2 refused before
+    anything was sent (usage, configuration, job file, credential, ledger or log file); 3
+    stopped with items left (a provider refused the key, rejected item after item or throttled
+    past the pause limits, --max-failures/--max-failure-rate, or a fault such as a full disk);
+    4 another run holds the job; 130 interrupted (SIGINT/SIGTERM): run the same command to
+    resume. A rehearsal (--simulate) keeps its own ledger, rehearsal.sqlite.
 
     \b
     Examples:
@@ -355,7 +357,8 @@ def plan_command(
 
     \b
     Exit status: 0 the job can run; 2 it cannot (bad rows, configuration, a missing
-    credential variable, a job file changed since the job began).
+    credential variable, a job file changed since the job began, a rehearsal's job planned as
+    a real run or a profile whose target changed, a ledger that cannot be used).
 
     \b
     Examples:
