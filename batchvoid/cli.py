@@ -58,6 +58,9 @@ class _Commands(click.Group):
     """The command group; no traceback ever reaches the terminal, and Ctrl-C is exit 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM (a shutdown, a `kill`) stops a command as Ctrl-C does, not by the default death;
+        # a run replaces both with its own handling while it has a job to drain.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # a signal outside a run's own handling (startup, plan, report)
@@ -269,8 +272,6 @@ def run(
     )
     if dry_run:
         _show_plan(options)
-    # Until the run's own handler is in place, SIGTERM is a KeyboardInterrupt (exit 130), not death.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         report = anyio.run(run_job, options, backend="asyncio")
     except BatchVoidError as exc:

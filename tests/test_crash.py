@@ -221,3 +221,24 @@ def test_a_signal_while_the_job_is_recorded_exits_130_and_records_nothing(
         assert db.execute("SELECT items FROM jobs").fetchone() == (rows,)
         assert db.execute("SELECT count(*) FROM items").fetchone() == (rows,)
     db.close()
+
+
+def test_a_signal_during_plan_is_exit_130_and_interrupted(tmp_path: Path) -> None:
+    """SIGTERM while `plan` reads a big file: 'interrupted', exit 130, no traceback, no 'Aborted!'."""
+    path = tmp_path / "big.csv"
+    path.write_text("provider,invoice_id\n" + "".join(f"rapyd,p{n}\n" for n in range(300_000)))
+    proc = subprocess.Popen(
+        [*BATCHVOID, "plan", str(path), "--simulate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        cwd=tmp_path,
+    )
+    wait_for(lambda: any(tmp_path.glob("batchvoid-plan-*/plan.sqlite")))  # its scratch ledger: reading
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing was sent" in err
+    assert "Traceback" not in out + err
+    assert "Aborted!" not in out + err
