@@ -17,8 +17,9 @@ import binascii
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -62,8 +63,7 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
             allow_redirects=False,
         ) as answer:
             body = await answer.content.read(MAX_BODY)
-            headers = {name: secrets.scrub_text(value) for name, value in answer.headers.items()}
-            return Response(answer.status, headers, secrets.scrub(body))
+            return Response(answer.status, secrets.scrub_headers(answer.headers), secrets.scrub(body))
     except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s") from None
     except aiohttp.ClientError as exc:
@@ -94,6 +94,13 @@ class Secrets:
         forms = {form for value, core in self.values if core in data for form in _forms(value)}
         return redact(data, forms) if forms else data
 
+    def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """Every header value scrubbed; one look at them all when none holds a value (the usual)."""
+        joined = "\n".join(headers.values()).encode("utf-8", "surrogateescape")
+        if not any(core in joined for _, core in self.values):
+            return dict(headers)
+        return {name: self.scrub_text(value) for name, value in headers.items()}
+
     def scrub_text(self, text: str) -> str:
         """`scrub` for text (UTF-8 keeps every form aligned to whole characters)."""
         encoded = text.encode("utf-8", "surrogateescape")
@@ -101,11 +108,13 @@ class Secrets:
         return text if scrubbed is encoded else scrubbed.decode("utf-8", "surrogateescape")
 
 
+@lru_cache(maxsize=256)  # a lane's static credentials come back with every request
 def _core(value: str) -> bytes:
     return max(_ALNUM.findall(value), key=len, default="").encode()
 
 
-def _credential_values(header: str) -> Iterable[str]:
+@lru_cache(maxsize=64)
+def _credential_values(header: str) -> tuple[str, ...]:
     """The secret parts of an Authorization value: the token, and a Basic pair decoded and split."""
     scheme, space, token = header.strip().partition(" ")
     token = token.strip()
