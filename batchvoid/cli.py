@@ -211,7 +211,11 @@ def main() -> None:
     "again with their own idempotency keys.",
 )
 @click.option(
-    "--quiet", "-q", is_flag=True, help="Show only the final summary: no progress, no log lines on stderr."
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Show only the final summary: no progress, and on stderr only errors and warnings about "
+    "the run itself (a long pause, a stopped provider, a signal).",
 )
 @click.option(
     "--progress-interval",
