@@ -182,7 +182,10 @@ def _path_problem(path: Path, *, write: bool) -> str | None:
     if path.exists() and not path.is_file():
         return "is not a regular file: pass --ledger with the ledger file a run wrote, or a new file name"
     if not path.exists() and not write:
-        return "no such ledger (pass --ledger with the file a run wrote)"
+        return (
+            "no such ledger: pass --ledger with the file a run wrote "
+            "(a rehearsal, --simulate, writes rehearsal.sqlite)"
+        )
     if path.exists() and not os.access(path, os.R_OK):
         return "this user may not read it: run as the user that owns it, or fix its permissions (ls -l)"
     if not write:
