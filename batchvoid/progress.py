@@ -10,7 +10,6 @@ warnings and errors about the run itself (a long pause, a stopped lane), none ab
 from __future__ import annotations
 
 import io
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.text import Text
 
 from batchvoid.models import ItemState, RateLimit
-from batchvoid.pace import estimate_s
+from batchvoid.pace import SYSTEM_CLOCK, estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
@@ -56,7 +55,7 @@ class LaneView(Protocol):
 
     @property
     def throttled_until(self) -> float:
-        """The `time.monotonic()` at which its 429 pause ends; in the past: not paused."""
+        """When its 429 pause ends, on the run's clock (`pace.SYSTEM_CLOCK`); past: not paused."""
         ...
 
     @property
@@ -122,7 +121,7 @@ class Tracker:
         self,
         counts: Mapping[tuple[str, ItemState], int],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = SYSTEM_CLOCK.now,  # the lanes' clock: throttled_until is on it
         window_s: float = RATE_WINDOW_S,
     ) -> None:
         self._clock = clock
