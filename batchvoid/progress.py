@@ -21,12 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from batchvoid.models import ItemState, RateLimit
+from batchvoid.models import UNDONE, ItemState, RateLimit
 from batchvoid.pace import SYSTEM_CLOCK, estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
-_FAILED = (ItemState.FAILED, ItemState.SKIPPED)
 _HALTED = ("stopped", "stopping")  # lanes that send nothing more in this run
 
 
@@ -83,7 +82,7 @@ class LaneProgress:
     provider: str
     total: int
     done: int  # items in a final state, earlier runs included
-    failed: int  # failed or skipped, earlier runs included
+    failed: int  # items failed, earlier runs included
     rate: float | None  # items finished per second, lately; None before there is a measure
     state: str  # "", "waiting", "throttled", "stopped" or "done"
     paused_s: float = 0.0  # what is left of its 429 pause
@@ -133,7 +132,7 @@ class Tracker:
         for (provider, state), n in counts.items():
             self._total[provider] = self._total.get(provider, 0) + n
             self._done[provider] = self._done.get(provider, 0) + (n if state.is_final else 0)
-            self._failed[provider] = self._failed.get(provider, 0) + (n if state in _FAILED else 0)
+            self._failed[provider] = self._failed.get(provider, 0) + (n if state in UNDONE else 0)
         # Per provider: (time, items finished in this run) samples within the rate window.
         self._samples = {p: deque([(self.started, 0)]) for p in self._total}
 
@@ -146,7 +145,7 @@ class Tracker:
         for provider in sorted(self._total):
             lane = engine.lanes.get(provider)
             finished = sum(lane.outcomes.values()) if lane is not None else 0
-            failed = sum(lane.outcomes.get(s, 0) for s in _FAILED) if lane is not None else 0
+            failed = sum(lane.outcomes.get(s, 0) for s in UNDONE) if lane is not None else 0
             samples = self._samples[provider]
             samples.append((now, finished))
             while len(samples) > 2 and now - samples[1][0] >= self._window_s:
