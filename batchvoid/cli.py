@@ -207,7 +207,7 @@ def main() -> None:
 @click.option(
     "--retry-failed",
     is_flag=True,
-    help="Redrive: first put the job's failed and skipped items back to pending, to send them "
+    help="Redrive: first put the job's failed items back to pending, to send them "
     "again with their own idempotency keys.",
 )
 @click.option(
@@ -343,7 +343,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 @main.command(name="plan")
 @job_arguments
 @click.option("--simulate", is_flag=True, help="Plan a rehearsal on the simulator (its test credentials).")
-@click.option("--retry-failed", is_flag=True, help="Count the failed and skipped items as to be sent again.")
+@click.option("--retry-failed", is_flag=True, help="Count the failed items as to be sent again.")
 def plan_command(
     job_file: Path,
     config_path: Path | None,
@@ -414,7 +414,7 @@ def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
 @click.option(
     "--state",
     "states",
-    type=click.Choice(["failed", "skipped", "pending", "voided", "already_void", "all"]),
+    type=click.Choice(report.STATE_CHOICES),
     multiple=True,
     help="Only items in this state (repeatable; pending includes in flight). Default: all.",
 )

@@ -64,7 +64,7 @@ class Lane:
 
     @property
     def throttled_until(self) -> float:
-        """The time.monotonic() at which the lane's 429 pause ends (past: not paused)."""
+        """When, on the pace's clock (time.monotonic() in a run), its 429 pause ends (past: not paused)."""
         return self.pace.throttled_until
 
     @property

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -32,7 +32,7 @@ import anyio.abc
 from batchvoid.errors import JobFileError, LedgerError, os_cause
 from batchvoid.jobfile import RowError
 from batchvoid.keys import idempotency_key
-from batchvoid.models import Item, ItemState, WorkItem
+from batchvoid.models import UNDONE, Item, ItemState, WorkItem
 
 SCHEMA_VERSION = 2
 MAX_ERRORS_SHOWN = 20
@@ -127,12 +127,12 @@ _TODO_PAGE = (
 )
 
 
-def _job_filter(job: Job, states: Sequence[ItemState] | None) -> tuple[str, list[object]]:
+def _job_filter(job: Job, states: Collection[ItemState] | None) -> tuple[str, list[object]]:
     """A WHERE clause (on `items`) for the job's items, or those of it in `states`."""
     params: list[object] = [job.id]
     if states is None:
         return "items.job = ?", params
-    params.extend(str(s) for s in states)
+    params.extend(str(s) for s in sorted(states))
     return f"items.job = ? AND items.state IN ({', '.join('?' * len(states))})", params
 
 
@@ -683,9 +683,19 @@ class Ledger:
             "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
             (job.id,),
         )
-        return {(provider, ItemState(state)): n for provider, state, n in rows}
+        return {(provider, self._state(state)): n for provider, state, n in rows}
 
-    def items(self, job: Job, states: Sequence[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+    def _state(self, value: str) -> ItemState:
+        try:
+            return ItemState(value)
+        except ValueError:
+            known = ", ".join(state.value for state in ItemState)
+            raise LedgerError(
+                f"{self.path}: an item has state {value!r}, which this batchvoid does not know "
+                f"(states: {known}); was the ledger edited by hand?"
+            ) from None
+
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of the job (or those in `states`) as a dict, in file order."""
         where, params = _job_filter(job, states)
         query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
@@ -769,17 +779,17 @@ class Ledger:
         return int(total)
 
     def failure_reasons(self, job: Job, limit: int) -> list[tuple[str, str, int]]:
-        """The most frequent (provider, reason, count) among failed and skipped items."""
+        """The most frequent (provider, reason, count) among failed items."""
+        where, params = _job_filter(job, UNDONE)
         rows = self._sql(
             self._db,
-            "SELECT provider, coalesce(reason, ''), count(*) AS n FROM items"
-            " WHERE job = ? AND state IN ('failed', 'skipped')"
-            " GROUP BY provider, reason ORDER BY n DESC, provider LIMIT ?",
-            (job.id, limit),
+            "SELECT provider, coalesce(reason, ''), count(*) AS n FROM items"  # noqa: S608 - placeholders only
+            f" WHERE {where} GROUP BY provider, reason ORDER BY n DESC, provider LIMIT ?",
+            (*params, limit),
         )
         return [(provider, reason, n) for provider, reason, n in rows]
 
-    def metadata_keys(self, job: Job, states: Sequence[ItemState] | None = None) -> list[str]:
+    def metadata_keys(self, job: Job, states: Collection[ItemState] | None = None) -> list[str]:
         """Every metadata key the job's items (or those in `states`) carry, in first-seen order."""
         where, params = _job_filter(job, states)
         query = (
@@ -790,24 +800,24 @@ class Ledger:
         return [key for (key,) in self._sql(self._db, query, params)]
 
     def redrive(self, job: Job) -> dict[str, int]:
-        """Put the job's failed and skipped items back to pending, keeping keys and attempts.
+        """Put the job's failed items back to pending, keeping keys and attempts.
 
         Returns how many items went back, per provider. The attempt history stays as it was.
         """
         db = self._db
+        where, params = _job_filter(job, UNDONE)
         try:
             db.execute("BEGIN IMMEDIATE")
             counts = dict(
                 db.execute(
-                    "SELECT provider, count(*) FROM items WHERE job = ? AND state IN ('failed', 'skipped')"
-                    " GROUP BY provider",
-                    (job.id,),
+                    f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider",  # noqa: S608 - placeholders only
+                    params,
                 ).fetchall()
             )
             db.execute(
-                "UPDATE items SET state = 'pending', reason = NULL, http_status = NULL, updated_at = ?"
-                " WHERE job = ? AND state IN ('failed', 'skipped')",
-                (now(), job.id),
+                "UPDATE items SET state = 'pending', reason = NULL, http_status = NULL, updated_at = ?"  # noqa: S608 - placeholders only
+                f" WHERE {where}",
+                (now(), *params),
             )
             db.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -8,23 +8,29 @@ from dataclasses import dataclass, field
 
 
 class ItemState(enum.StrEnum):
-    """Where an item stands in the ledger."""
+    """Where an item stands in the ledger: unfinished (the next run sends it), DONE or UNDONE."""
 
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     VOIDED = "voided"
     ALREADY_VOID = "already_void"
     FAILED = "failed"
-    SKIPPED = "skipped"
 
     @property
     def is_final(self) -> bool:
-        return self not in (ItemState.PENDING, ItemState.IN_FLIGHT)
+        """True once no run sends it again (unless --retry-failed puts it back)."""
+        return self in DONE or self in UNDONE
 
     @property
     def is_done(self) -> bool:
-        """True for the two states that mean the invoice is void at the provider."""
-        return self in (ItemState.VOIDED, ItemState.ALREADY_VOID)
+        """True for the states that mean the invoice is void at the provider."""
+        return self in DONE
+
+
+# Final states, in two kinds. Whatever reads or counts them (summary, progress, plan, exit
+# status, the ledger's failure queries and redrive) takes them from here.
+DONE = frozenset({ItemState.VOIDED, ItemState.ALREADY_VOID})  # void at the provider
+UNDONE = frozenset({ItemState.FAILED})  # final but not void: reported as failed, redriven
 
 
 class OutcomeKind(enum.StrEnum):

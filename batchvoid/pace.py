@@ -16,6 +16,12 @@ half and full speed.
 above the cap, or 429s with no success for too long, stop the lane for the run instead.
 `estimate_s` is how long a number of requests take at the configured windows: `plan`
 shows it, and the progress ETA never promises faster.
+
+All three read one `Clock`, the lane's, so a test moves a fake one instead of sleeping. In a
+run it is `SYSTEM_CLOCK`: time.monotonic() and anyio.sleep. Not the loop's own
+anyio.current_time(): a lane's times leave the pace (progress compares `throttled_until` with
+its own time.monotonic(), Patience reads them) and are read where no loop runs; anyio.sleep
+takes a duration, so the two clocks need only tick together, and on asyncio they are one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -36,6 +43,32 @@ from batchvoid.models import RateLimit
 MARGIN = 1.005
 JITTER_S = 0.01
 LONG_PAUSE_S = 60.0  # a lane pause this long is a warning: the run visibly waits
+
+
+class Clock(Protocol):
+    """Where a lane's time comes from: what time it is, and a way to wait."""
+
+    def now(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once `seconds` have passed on this clock."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SystemClock:
+    """The clock of a run: time.monotonic(), and anyio.sleep for waiting."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 def sustained_rate(limits: Sequence[RateLimit]) -> float | None:
@@ -52,7 +85,7 @@ def estimate_s(requests: int, limits: Sequence[RateLimit]) -> float | None:
 
 
 class Window:
-    """At most `limit.count` sends in any `limit.period` seconds (times from time.monotonic)."""
+    """At most `limit.count` sends in any `limit.period` seconds (times from the lane's clock)."""
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
@@ -88,11 +121,9 @@ class Adaptive:
     The rate is None (no adaptive limit) until the first 429.
     """
 
-    def __init__(
-        self, settings: AimdSettings | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, settings: AimdSettings | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings or AimdSettings()
-        self._clock = clock
+        self.clock = clock
         self.rate: float | None = None
         self.ceiling: float | None = None  # the rate that last drew a 429
         self.paused_until = 0.0
@@ -104,7 +135,7 @@ class Adaptive:
 
     def reserve(self) -> float:
         """Claim the next send slot; returns the (clock) time it starts, perhaps now."""
-        start = max(self._clock(), self.paused_until)
+        start = max(self.clock.now(), self.paused_until)
         if self.rate is not None:
             start = max(start, self._next_send)
             self._next_send = start + 1 / self.rate
@@ -112,7 +143,7 @@ class Adaptive:
 
     def sent(self) -> float:
         """Note a request going out now; returns its send time, to hand back with its answer."""
-        now = self._clock()
+        now = self.clock.now()
         self._recent.append(now)
         while self._recent[0] <= now - 1.0:
             self._recent.popleft()
@@ -123,7 +154,7 @@ class Adaptive:
 
         Returns how long the lane is paused from now.
         """
-        now = self._clock()
+        now = self.clock.now()
         s = self.settings
         if self.throttled_since is None:
             self.throttled_since = now
@@ -173,8 +204,8 @@ class Patience:
     A Retry-After above `max_pause_s` stops it at once. So does a 429 after which its next try
     would come `give_up_after_s` or more after the first of an unbroken run of 429s: a provider
     that answers 429 forever cannot keep a cron run alive. A pause of LONG_PAUSE_S or more is
-    announced, once. Times come from `clock` (the same as the adaptive's) and `wall` (the
-    epoch), so it is tested without sleeping.
+    announced, once. Times come from the adaptive's clock and `wall` (the epoch), so it is
+    tested without sleeping.
     """
 
     def __init__(
@@ -183,13 +214,11 @@ class Patience:
         max_pause_s: float,
         give_up_after_s: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.max_pause_s = max_pause_s
         self.give_up_after_s = give_up_after_s
         self._adaptive = adaptive
-        self._clock = clock
         self._wall = wall
         self._announced = float("-inf")  # (clock) end of the last pause announced
 
@@ -200,7 +229,7 @@ class Patience:
                 stop=f"the provider asked to wait {math.ceil(retry_after)}s (Retry-After), "
                 f"more than max_pause_s ({self.max_pause_s:g}s)"
             )
-        now, end = self._clock(), self._adaptive.paused_until
+        now, end = self._adaptive.clock.now(), self._adaptive.paused_until
         since = self._adaptive.throttled_since
         if since is not None and end - since >= self.give_up_after_s:
             return Verdict(
@@ -216,9 +245,12 @@ class Patience:
 class Pace:
     """Waits until a request may go: every configured window, and the adaptive limit."""
 
-    def __init__(self, limits: Sequence[RateLimit], aimd: AimdSettings | None = None) -> None:
+    def __init__(
+        self, limits: Sequence[RateLimit], aimd: AimdSettings | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._windows = [Window(limit) for limit in limits]
-        self.adaptive = Adaptive(aimd)
+        self.adaptive = Adaptive(aimd, clock)
+        self.clock = clock
         self._gate = anyio.Lock()  # one worker at a time decides its send time, in arrival order
 
     def may_wait(self) -> bool:
@@ -234,8 +266,8 @@ class Pace:
                 start = self.adaptive.reserve()
                 for window in self._windows:
                     start = max(start, window.earliest())
-                if (wait := start - time.monotonic()) > 0:
-                    await anyio.sleep(wait)
+                if (wait := start - self.clock.now()) > 0:
+                    await self.clock.sleep(wait)
                 if self.adaptive.paused_until <= start:
                     break  # no 429 paused the lane again while this worker waited
             sent = self.adaptive.sent()
@@ -245,5 +277,5 @@ class Pace:
 
     @property
     def throttled_until(self) -> float:
-        """The monotonic time the lane's 429 pause ends (in the past when not paused)."""
+        """When, on the lane's clock, its 429 pause ends (in the past when not paused)."""
         return self.adaptive.paused_until

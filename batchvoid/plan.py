@@ -22,7 +22,7 @@ from rich.table import Table
 from batchvoid.config import Config
 from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, writable_problem
-from batchvoid.models import ItemState, RateLimit
+from batchvoid.models import DONE, UNDONE, RateLimit
 from batchvoid.pace import estimate_s, sustained_rate
 from batchvoid.progress import format_duration
 from batchvoid.run import RunOptions, load_config, prepare, simulator_env
@@ -112,9 +112,7 @@ def _plan(
 ) -> Plan:
     counts = ledger.counts(job)
     duplicates = ledger.duplicate_counts(job)
-    done = {ItemState.VOIDED, ItemState.ALREADY_VOID}
-    if not retry_failed:
-        done |= {ItemState.FAILED, ItemState.SKIPPED}
+    done = DONE if retry_failed else DONE | UNDONE
     lanes = []
     for provider in sorted({p for p, _ in counts}):
         profile = config.profiles.get(provider)

@@ -10,7 +10,6 @@ warnings and errors about the run itself (a long pause, a stopped lane), none ab
 from __future__ import annotations
 
 import io
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,12 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from batchvoid.models import ItemState, RateLimit
-from batchvoid.pace import estimate_s
+from batchvoid.models import UNDONE, ItemState, RateLimit
+from batchvoid.pace import SYSTEM_CLOCK, estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
-_FAILED = (ItemState.FAILED, ItemState.SKIPPED)
 _HALTED = ("stopped", "stopping")  # lanes that send nothing more in this run
 
 
@@ -56,7 +54,7 @@ class LaneView(Protocol):
 
     @property
     def throttled_until(self) -> float:
-        """The `time.monotonic()` at which its 429 pause ends; in the past: not paused."""
+        """When its 429 pause ends, on the run's clock (`pace.SYSTEM_CLOCK`); past: not paused."""
         ...
 
     @property
@@ -84,7 +82,7 @@ class LaneProgress:
     provider: str
     total: int
     done: int  # items in a final state, earlier runs included
-    failed: int  # failed or skipped, earlier runs included
+    failed: int  # items failed, earlier runs included
     rate: float | None  # items finished per second, lately; None before there is a measure
     state: str  # "", "waiting", "throttled", "stopped" or "done"
     paused_s: float = 0.0  # what is left of its 429 pause
@@ -122,7 +120,7 @@ class Tracker:
         self,
         counts: Mapping[tuple[str, ItemState], int],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = SYSTEM_CLOCK.now,  # the lanes' clock: throttled_until is on it
         window_s: float = RATE_WINDOW_S,
     ) -> None:
         self._clock = clock
@@ -134,7 +132,7 @@ class Tracker:
         for (provider, state), n in counts.items():
             self._total[provider] = self._total.get(provider, 0) + n
             self._done[provider] = self._done.get(provider, 0) + (n if state.is_final else 0)
-            self._failed[provider] = self._failed.get(provider, 0) + (n if state in _FAILED else 0)
+            self._failed[provider] = self._failed.get(provider, 0) + (n if state in UNDONE else 0)
         # Per provider: (time, items finished in this run) samples within the rate window.
         self._samples = {p: deque([(self.started, 0)]) for p in self._total}
 
@@ -147,7 +145,7 @@ class Tracker:
         for provider in sorted(self._total):
             lane = engine.lanes.get(provider)
             finished = sum(lane.outcomes.values()) if lane is not None else 0
-            failed = sum(lane.outcomes.get(s, 0) for s in _FAILED) if lane is not None else 0
+            failed = sum(lane.outcomes.get(s, 0) for s in UNDONE) if lane is not None else 0
             samples = self._samples[provider]
             samples.append((now, finished))
             while len(samples) > 2 and now - samples[1][0] >= self._window_s:

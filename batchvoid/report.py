@@ -11,7 +11,7 @@ import csv
 import datetime as dt
 import json
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
@@ -22,11 +22,11 @@ from rich.text import Text
 from batchvoid.errors import LedgerError
 from batchvoid.ledger import Holder, Job, Ledger
 from batchvoid.lock import pid_alive
-from batchvoid.models import ItemState
+from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
 
 Format = Literal["csv", "jsonl"]
-STATE_CHOICES = ("failed", "skipped", "pending", "voided", "already_void", "all")
+STATE_CHOICES = ("failed", "pending", "voided", "already_void", "all")
 REASONS_SHOWN = 5
 # A report row: the job file's own fields first, then what became of the item.
 ITEM_COLUMNS = ("provider", "invoice_id", "void_date", "company_id", "store")
@@ -186,8 +186,8 @@ def render_jobs(ledger: Ledger, console: Console) -> None:
         table.add_row(
             Text(job.job_id),
             str(job.items),
-            str(totals["voided"] + totals["already_void"]),
-            str(totals["failed"] + totals["skipped"]),
+            str(sum(totals[state] for state in DONE)),
+            str(sum(totals[state] for state in UNDONE)),
             str(totals["pending"] + totals["in_flight"]),
             str(job.runs),
             last,
@@ -253,7 +253,7 @@ def report_columns(metadata_keys: Sequence[str]) -> list[tuple[str, str | None]]
 
 
 def write_report(
-    ledger: Ledger, job: Job, states: Sequence[ItemState] | None, fmt: Format, out: TextIO
+    ledger: Ledger, job: Job, states: Collection[ItemState] | None, fmt: Format, out: TextIO
 ) -> int:
     """Write one row per item of `job` (in `states`) to `out`; returns how many."""
     rows = ledger.items(job, states)

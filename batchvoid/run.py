@@ -38,7 +38,7 @@ from batchvoid.errors import (
 from batchvoid.ledger import Ingest, Job, Ledger
 from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
-from batchvoid.models import ItemState
+from batchvoid.models import UNDONE, ItemState
 from batchvoid.progress import Display, ProgressOptions
 from batchvoid.providers import Adapter
 from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
@@ -49,7 +49,6 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
-_UNDONE = (ItemState.FAILED, ItemState.SKIPPED)
 FAILURES_SHOWN = 10
 DEFAULT_LEDGER = Path("batchvoid.sqlite")
 REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
@@ -70,7 +69,7 @@ class RunOptions:
     retry: Retry = field(default_factory=Retry)
     failure_limits: FailureLimits = field(default_factory=FailureLimits)
     grace_s: float | None = None  # after a first signal; default: the longest request timeout
-    retry_failed: bool = False  # put failed and skipped items back to pending first (redrive)
+    retry_failed: bool = False  # put failed items back to pending first (redrive)
     allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
 
@@ -101,7 +100,7 @@ class RunReport:
             return EXIT_INTERRUPTED
         if self.stopped or self.left():
             return EXIT_STOPPED
-        if any(state in (ItemState.FAILED, ItemState.SKIPPED) for _, state in self.counts):
+        if any(state in UNDONE for _, state in self.counts):
             return EXIT_FAILED
         return EXIT_OK
 
@@ -465,7 +464,7 @@ async def _run_job(
             log_file=log_file,
             failures=tuple(
                 (row["provider"], row["invoice_id"], row["reason"] or "")
-                for row in islice(ledger.items(job, _UNDONE), FAILURES_SHOWN)
+                for row in islice(ledger.items(job, UNDONE), FAILURES_SHOWN)
             ),
         )
         log.info(

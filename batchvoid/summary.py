@@ -10,16 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from batchvoid.models import ItemState
+from batchvoid.models import UNDONE, ItemState
 from batchvoid.progress import format_duration
 from batchvoid.run import DEFAULT_LEDGER, RunReport
 
-_UNDONE = (ItemState.FAILED, ItemState.SKIPPED)
 _STYLE = {
     ItemState.VOIDED: "green",
     ItemState.ALREADY_VOID: "green",
     ItemState.FAILED: "red",
-    ItemState.SKIPPED: "yellow",
     ItemState.PENDING: "yellow",
     ItemState.IN_FLIGHT: "yellow",
 }
@@ -85,7 +83,7 @@ def render(report: RunReport, console: Console, *, ledger: Path = DEFAULT_LEDGER
     for reason in report.stopped:
         console.print(f"[red]stopped[/red] {escape(reason)}", highlight=False, soft_wrap=True)
 
-    failed = sum(n for (_, s), n in report.counts.items() if s in _UNDONE)
+    failed = sum(n for (_, s), n in report.counts.items() if s in UNDONE)
     left = report.left()
     if not failed and not left:
         console.print("Every item is void. Nothing left to do.")

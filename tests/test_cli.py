@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchvoid.cli import main
+from batchvoid.models import ItemState
+from batchvoid.report import STATE_CHOICES
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = str(REPO / "jobs" / "example.csv")
@@ -91,3 +93,17 @@ def test_python_dash_m_and_help() -> None:
     assert result.returncode == 0
     assert "batchvoid run jobs/example.csv --simulate" in result.stdout
     assert "Exit status" in result.stdout
+
+
+def test_the_readme_and_report_name_the_states_an_item_can_be_in(runner: CliRunner) -> None:
+    """README's state table and report --state (its --help and the README's line) name every item state and no other: 'skipped' is refused."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| state | meaning |\n| --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    assert [row.split("`")[1] for row in table.splitlines()] == [state.value for state in ItemState]
+    assert set(STATE_CHOICES) == {state.value for state in ItemState} - {"in_flight"} | {"all"}
+    assert f"`--state {'|'.join(STATE_CHOICES)}`" in readme
+    help_text = runner.invoke(main, ["report", "--help"], terminal_width=200).stdout
+    assert f"--state [{'|'.join(STATE_CHOICES)}]" in help_text
+    refused = runner.invoke(main, ["report", "--state", "skipped"])
+    assert refused.exit_code == 2
+    assert "Invalid value for '--state': 'skipped' is not one of" in refused.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,11 +145,46 @@ def test_non_utf8_file_is_refused(tmp_path: Path, profiles: Config) -> None:
         rows(path, profiles)
 
 
-def test_reading_is_a_stream(tmp_path: Path, profiles: Config) -> None:
-    """Rows are produced one at a time: a bad row far down does not stop the first from coming out."""
-    path = write(tmp_path / "job.csv", "provider,invoice_id\nrapyd,a\n" + "rapyd,b\n" * 1000 + "\xff")
-    stream = jobfile.read(path, profiles.profiles)
-    assert next(stream) == Item(2, "rapyd", "a")
+@pytest.mark.parametrize(
+    ("name", "first", "row", "line"),
+    [
+        ("job.csv", "provider,invoice_id\nrapyd,a\n", "rapyd,b{n}\n", 2),
+        (
+            "job.jsonl",
+            '{"provider": "rapyd", "invoice_id": "a"}\n',
+            '{{"provider": "rapyd", "invoice_id": "b{n}"}}\n',
+            1,
+        ),
+    ],
+)
+def test_reading_is_a_stream(
+    tmp_path: Path, profiles: Config, name: str, first: str, row: str, line: int
+) -> None:
+    """The first row comes out while the rest of the file is still unwritten: the reader never reads ahead to its end."""
+    path = tmp_path / name
+    os.mkfifo(path)
+    first_out, all_written = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with path.open("w", encoding="utf-8") as pipe:
+            pipe.write(first)
+            pipe.flush()
+            first_out.wait(timeout=5)  # a reader that wants the whole file first gets it after this
+            pipe.writelines(row.format(n=n) for n in range(1000))
+            pipe.flush()
+            all_written.set()  # before the close: a reader that waits for the end sees it set
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        stream = jobfile.read(path, profiles.profiles)
+        assert next(stream) == Item(line, "rapyd", "a")
+        assert not all_written.is_set(), "the first row came out only once the whole file was written"
+        first_out.set()
+        assert sum(1 for _ in stream) == 1000
+    finally:
+        first_out.set()
+        writer.join(10)
 
 
 def test_bom_and_spreadsheet_filler_are_ignored(tmp_path: Path, profiles: Config) -> None:

@@ -13,7 +13,7 @@ from batchvoid.config import Config
 from batchvoid.errors import JobFileError, LedgerError
 from batchvoid.keys import idempotency_key
 from batchvoid.ledger import Job, Ledger, LedgerWriter
-from batchvoid.models import ItemState
+from batchvoid.models import DONE, UNDONE, ItemState
 from tests.conftest import write
 
 
@@ -208,3 +208,47 @@ def test_a_batch_keeps_each_items_own_order(tmp_path: Path, profiles: Config) ->
         )
         got = {row["invoice_id"]: (row["state"], row["attempts"]) for row in ledger.items(job)}
     assert got == {"a": ("voided", 0), "b": ("voided", 2), "c": ("pending", 1), "d": ("in_flight", 1)}
+
+
+def test_every_state_is_unfinished_done_or_undone() -> None:
+    """An item state is exactly one of: unfinished (pending, in flight), done (void at the provider) or undone (failed)."""
+    unfinished = {state for state in ItemState if not state.is_final}
+    assert unfinished == {ItemState.PENDING, ItemState.IN_FLIGHT}
+    assert {state for state in ItemState if state.is_done} == DONE
+    assert {ItemState.VOIDED, ItemState.ALREADY_VOID} == DONE
+    assert {ItemState.FAILED} == UNDONE
+    assert unfinished | DONE | UNDONE == set(ItemState)
+    assert not DONE & UNDONE
+
+
+def test_failure_reasons_and_redrive_read_the_undone_items(tmp_path: Path, profiles: Config) -> None:
+    """The failed items, and only they, are counted in the failure reasons and put back to pending by a redrive."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,i{n}\n" for n in range(5)))
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        states = ["failed", "failed", "voided", "already_void", "pending"]
+        db = sqlite3.connect(tmp_path / "l.sqlite")
+        for n, state in enumerate(states):
+            db.execute("UPDATE items SET state = ?, reason = 'no' WHERE invoice_id = ?", (state, f"i{n}"))
+        db.commit()
+        db.close()
+        assert ledger.failure_reasons(job, 5) == [("rapyd", "no", 2)]
+        assert ledger.redrive(job) == {"rapyd": 2}
+        assert ledger.counts(job) == {
+            ("rapyd", ItemState.PENDING): 3,
+            ("rapyd", ItemState.VOIDED): 1,
+            ("rapyd", ItemState.ALREADY_VOID): 1,
+        }
+
+
+def test_a_state_this_batchvoid_does_not_know_is_a_ledger_error(tmp_path: Path, profiles: Config) -> None:
+    """An item state no batchvoid writes (a hand edit, say the 'skipped' old docs named) is a LedgerError naming it, not a traceback."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\n")
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        db = sqlite3.connect(tmp_path / "l.sqlite")
+        db.execute("UPDATE items SET state = 'skipped'")
+        db.commit()
+        db.close()
+        with pytest.raises(LedgerError, match=r"state 'skipped', which this batchvoid does not know"):
+            ledger.counts(job)

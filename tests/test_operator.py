@@ -308,7 +308,6 @@ def test_status_lists_jobs_and_shows_one_in_detail(runner: CliRunner, tmp_path: 
         "voided": 10,
         "already_void": 3,
         "failed": 4,
-        "skipped": 0,
     }
     assert data["counts"]["rapyd"] == {"voided": 2, "already_void": 1, "failed": 1}
     assert (data["runs"], data["attempts"], data["running"], data["simulated"]) == (1, 17, None, True)

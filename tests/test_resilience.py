@@ -33,30 +33,32 @@ def events(tmp_path: Path, name: str = "job.csv.log") -> list[dict[str, object]]
 
 
 async def test_chaos_run_ends_with_every_item_in_its_right_state(tmp_path: Path) -> None:
-    """5,000 items through 5xx, timeouts after the void, resets and a 429 limit below the configured rate."""
+    """2,000 items through 5xx, timeouts after the void, resets and a 429 limit below what a lane sends even on a busy machine."""
     settings = SimulatorSettings.from_specs(
-        ["error_rate=0.10,timeout_rate=0.05,reset_rate=0.02,rate_limit=150/0.5s,retry_after=none"],
+        ["error_rate=0.10,timeout_rate=0.05,reset_rate=0.02,rate_limit=100/1s,retry_after=none"],
         seed=11,
     )
     simulator = Simulator(settings)
-    rows = [(p, f"chaos-{p}-{n}") for n in range(1000) for p in PROVIDERS]
+    rows = [(p, f"chaos-{p}-{n}") for n in range(400) for p in PROVIDERS]
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
-        # Configured at 400/s per provider, the simulator allows 300/s: the lanes must adapt.
+        # Configured at 400/s per provider, the simulator allows 100/s: the lanes must adapt. A lane
+        # sends about 200/s in its first second even with the CPU oversubscribed, so the limit bites
+        # from the start; over a 1 s window, so the lane measures the rate it drew the 429 at.
         config = sim_config(
             url, {p: ["200/0.5s"] for p in PROVIDERS}, concurrency=16, timeout_s=0.25, max_attempts=25
         )
         report = await run_on(config, path, tmp_path)
     assert report.exit_status == EXIT_OK, report.stopped
-    assert sum(report.counts.values()) == 5000
+    assert sum(report.counts.values()) == 2000
     assert all(state.is_done for _, state in report.counts)
     # Every invoice voided exactly once at the provider, however often it was sent.
-    assert len(simulator.voids_applied) == 5000
+    assert len(simulator.voids_applied) == 2000
     assert set(simulator.voids_applied.values()) == {1}
     stats = simulator.stats()
-    assert stats["totals"]["faults"]["timeout"] > 100
-    assert stats["totals"]["faults"]["error"] > 300
-    assert stats["totals"]["faults"]["reset"] > 30
+    assert stats["totals"]["faults"]["timeout"] > 40
+    assert stats["totals"]["faults"]["error"] > 120
+    assert stats["totals"]["faults"]["reset"] > 20
     # Items whose void timed out after it happened were resent and counted as done.
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     resent = db.execute(
