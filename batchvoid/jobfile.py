@@ -146,17 +146,27 @@ def _row_taken_in(
     Only a quoted cell can span lines, so each line break in a cell is one physical line of the
     file. A line inside the cell reads as a job row if, on its own, it has the header's column
     count and a configured provider in the provider column: a note's second line ("Acme, Inc.")
-    does not, a row the stray quote took in does.
+    does not, a row the stray quote took in does. The cell's last line is cut where the quote
+    closed (`sellapp,884201,,Tyrell 5"`), so there fewer columns do, if a provider and an
+    invoice id (no spaces) are among them: "rapyd, see ticket 12" is a note.
     """
+    kind, invoice = header.index("provider"), header.index("invoice_id")
     at = line  # physical line the current cell starts on
     for cell in row:
         inner = _LINE_BREAK.split(cell)
         for offset, text in enumerate(inner[1:], start=1):
             fields = next(csv.reader([text]), [])
-            if len(fields) == len(header) and fields[header.index("provider")].strip() in providers:
+            whole = len(fields) == len(header)
+            cut = offset == len(inner) - 1 and max(kind, invoice) < len(fields) <= len(header)
+            if (whole or cut) and fields[kind].strip() in providers and _an_id(fields[invoice]):
                 return at, at + offset
         at += len(inner) - 1
     return None
+
+
+def _an_id(text: str) -> bool:
+    text = text.strip()
+    return bool(text) and not _BAD_ID.search(text)
 
 
 def _broken_quote(path: Path, start: int, end: int, exc: csv.Error) -> JobFileError:

@@ -389,3 +389,21 @@ def test_store_and_company_with_control_characters_are_bad_rows(tmp_path: Path, 
     assert "company_id 'cmp_a\\tb' has spaces or control characters" in second.message
     assert isinstance(third, Item)
     assert third.store == "main-store"
+
+
+def test_a_quote_closed_midway_through_a_taken_in_row_refuses_the_file(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """A stray quote closed by an inch mark on the next row (`Tyrell 5"`) takes in that row: refused at line 3."""
+    path = write(
+        tmp_path / "job.csv",
+        "provider,invoice_id,void_date,company_id,store,customer,reason\n"
+        "campfire,5521,2026-11-30,,,Stark Industries,month-end reversal\n"
+        'campfire,5522,,,,"Stark Industries,month-end reversal\n'
+        'sellapp,884201,,,,Tyrell 5",abandoned checkout\n'
+        "sellapp,884202,,,,Tyrell,abandoned checkout\n",
+    )
+    with pytest.raises(JobFileError) as refused:
+        rows(path, profiles)
+    assert str(refused.value).startswith(f"{path} line 3: a quoted cell opens here and runs on to line 4")
+    assert "taking in line 4, which reads as a job row" in str(refused.value)
