@@ -134,9 +134,11 @@ def _forms(value: str) -> set[bytes]:
     """The ways a server may echo `value`: raw, JSON-escaped, HTML-escaped, percent-encoded."""
     if _PLAIN.fullmatch(value):  # the usual key: every encoding leaves it as it is
         return {value.encode()}
+    escaped = json.dumps(value)[1:-1]
     forms = {
         value,
-        json.dumps(value)[1:-1],
+        escaped,
+        escaped.replace("/", "\\/"),  # PHP's json_encode escapes every slash by default
         json.dumps(value, ensure_ascii=False)[1:-1],
         html.escape(value),
         html.escape(value, quote=False),
