@@ -852,11 +852,38 @@ class Ledger:
             (job_id, holder.pid, holder.host, holder.started_at),
         )
 
-    def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+    def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> _Cursor:
         try:
-            return db.execute(sql, params)
+            return _Cursor(db.execute(sql, params), self.path)
         except sqlite3.Error as exc:
             raise _fault(self.path, exc, "cannot use it") from exc
+
+
+class _Cursor:
+    """A cursor whose rows, read later (a damaged page shows only then), fail as LedgerError too."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+        self.description = cursor.description
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise _fault(self._path, exc, "cannot read it") from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise _fault(self._path, exc, "cannot read it") from exc
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._cursor
+        except sqlite3.Error as exc:
+            raise _fault(self._path, exc, "cannot read it") from exc
 
 
 Op = tuple[str, tuple[Any, ...]]
