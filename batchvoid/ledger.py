@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -521,10 +521,13 @@ class Ledger:
         rows: Iterable[Item | RowError],
         simulated: bool = False,
         targets: Mapping[str, str] | None = None,
+        accept: Callable[[set[str]], None] | None = None,
     ) -> Ingest:
         """Record a new job and all its items in one transaction, or nothing if any row is bad.
 
         `simulated` says whether the job is a rehearsal; `targets` where each profile sends.
+        `accept` sees the job's providers before the commit: what it raises refuses the job,
+        which then leaves nothing behind (a missing credential must not record the job).
         """
         db = self._db
         try:
@@ -544,6 +547,9 @@ class Ledger:
             if found.error_count or not found.items:
                 db.execute("ROLLBACK")
             else:
+                if accept is not None:
+                    used = db.execute("SELECT DISTINCT provider FROM items WHERE job = ?", (job,))
+                    accept({provider for (provider,) in used})
                 db.execute(
                     "UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?",
                     (found.items, found.duplicate_count, job),

@@ -150,6 +150,7 @@ def prepare(
     ledger: Ledger,
     out: TextIO,
     cancelled: threading.Event | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[Job, Ingest | None]:
     """Find the job in the ledger, or check the job file and record it as a new job.
 
@@ -172,6 +173,7 @@ def prepare(
             rows=rows if cancelled is None else _until(cancelled, rows),
             simulated=options.simulate,
             targets=targets,
+            accept=None if env is None else partial(_credentials_set, config, env),
         )
         job = ledger.job(job_id)
         assert job is not None
@@ -191,6 +193,12 @@ def prepare(
             )
         _check_history(options, config, ledger, job, targets, out)
     return job, ingest
+
+
+def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
+    """Raise ConfigError if a profile the job uses lacks a usable credential."""
+    for name in sorted(providers):
+        config.profiles[name].secrets(env)
 
 
 def _check_history(
@@ -379,7 +387,15 @@ async def _run_job(
     started = time.monotonic()
     try:
         job, ingest = await anyio.to_thread.run_sync(
-            partial(prepare, options, config, ledger, out, signals.cancelled)
+            partial(
+                prepare,
+                options,
+                config,
+                ledger,
+                out,
+                signals.cancelled,
+                None if options.simulate else os.environ if env is None else env,
+            )
         )
     except RunInterrupted:
         raise RunInterrupted(

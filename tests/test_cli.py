@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,15 +54,21 @@ def test_example_config_runs_on_the_simulator(runner: CliRunner) -> None:
 
 
 def test_missing_credentials_stop_before_sending(runner: CliRunner, tmp_path: Path) -> None:
-    """Without --simulate, a missing credential variable is exit 2 naming it; the job is recorded but nothing sent."""
+    """Without --simulate, a missing credential variable is exit 2 naming it; nothing sent, and no job recorded."""
     job = tmp_path / "j.csv"
     job.write_text("provider,invoice_id\nrapyd,inv_1\n")
-    result = runner.invoke(
-        main, ["run", str(job), "--config", str(REPO / "config" / "providers.example.toml")]
-    )
+    args = ["run", str(job), "--config", str(REPO / "config" / "providers.example.toml")]
+    result = runner.invoke(main, args)
     assert result.exit_code == 2
     assert "error: " in result.stderr
     assert "needs environment variable RAPYD_ACCESS_KEY (access_key_env)" in result.stderr
+    with sqlite3.connect(tmp_path / "batchvoid.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    db.close()
+    job.write_text("provider,invoice_id\nrapyd,inv_1\nrapyd,inv_2\n")  # the fixed file is no "changed job"
+    again = runner.invoke(main, args)
+    assert "has changed since job" not in again.stderr
+    assert "needs environment variable RAPYD_ACCESS_KEY" in again.stderr
 
 
 @pytest.mark.parametrize(
