@@ -279,13 +279,10 @@ def _item(
         problems.append(_unknown_provider(provider, profiles))
     if invoice_id is None:
         problems.append("empty invoice_id")
-    elif _BAD_ID.search(invoice_id) or len(invoice_id) > _MAX_ID:
-        problems.append(
-            f"invoice_id {invoice_id[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
-        )
     if void_date is not None and not _is_date(void_date):
         problems.append(f"bad void_date {void_date[:40]!r}: use YYYY-MM-DD, a real date")
-    for name, value in (("company_id", company_id), ("store", store)):  # they go into a path or header
+    ids = (("invoice_id", invoice_id), ("company_id", company_id), ("store", store))
+    for name, value in ids:  # each goes into a path or a header
         if value is not None and (_BAD_ID.search(value) or len(value) > _MAX_ID):
             problems.append(
                 f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"

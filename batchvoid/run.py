@@ -136,6 +136,11 @@ def simulator_env(config: Config) -> dict[str, str]:
 _NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
 
 
+def targets(config: Config) -> dict[str, str]:
+    """Where each profile of `config` sends (see `target`)."""
+    return {name: target(profile) for name, profile in config.profiles.items()}
+
+
 def target(profile: Profile) -> str:
     """Where a profile sends: its type, base URL and account, as the ledger records it."""
     account = "".join(
@@ -161,7 +166,7 @@ def prepare(
     job_id = options.job_name
     sha = jobfile.sha256(options.job_file)
     job = ledger.job(job_id)
-    targets = {name: target(profile) for name, profile in config.profiles.items()}
+    sends_to = targets(config)
     ingest = None
     if job is None:
         rows: Iterable[Any] = jobfile.read(options.job_file, config.profiles)
@@ -172,7 +177,7 @@ def prepare(
             config_fingerprint=config.fingerprint(),
             rows=rows if cancelled is None else _until(cancelled, rows),
             simulated=options.simulate,
-            targets=targets,
+            targets=sends_to,
             accept=None if env is None else partial(_credentials_set, config, env),
         )
         job = ledger.job(job_id)
@@ -191,7 +196,7 @@ def prepare(
                 f"{config.path}: job {job_id!r} still has items for {', '.join(sorted(missing))}, "
                 "which this configuration does not define: add the profile back to finish the job"
             )
-        _check_history(options, config, ledger, job, targets, out)
+        _check_history(options, config, ledger, job, sends_to, out)
     return job, ingest
 
 
@@ -402,9 +407,9 @@ async def _run_job(
             f"interrupted by {signals.received} while the job file was being recorded: nothing "
             "was sent and no part of the job was recorded. Run the same command again to start it"
         ) from None
-    targets = {name: target(profile) for name, profile in config.profiles.items()}
-    if ingest is None and (job.simulated is None or ledger.targets(job) != targets):
-        ledger.record_targets(job, targets, simulated=options.simulate)
+    sends_to = targets(config)
+    if ingest is None and (job.simulated is None or ledger.targets(job) != sends_to):
+        ledger.record_targets(job, sends_to, simulated=options.simulate)
     if ingest is None:  # a job recorded before void dates were fixed at ingest gets them now
         now = dt.datetime.now(dt.UTC)
         dates = {name: profile.default_void_date(now) for name, profile in config.profiles.items()}
