@@ -18,19 +18,12 @@ from rich.console import Console
 from batchvoid import __version__, catalog, plan, report
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, LedgerLockedError, RunAborted, RunInterrupted
-from batchvoid.ledger import Ledger
+from batchvoid.ledger import open_ledger
+from batchvoid.preflight import DEFAULT_LEDGER, REHEARSAL_LEDGER, RunOptions
 from batchvoid.progress import ProgressOptions
-from batchvoid.run import (
-    DEFAULT_LEDGER,
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    EXIT_STOPPED,
-    EXIT_USAGE,
-    REHEARSAL_LEDGER,
-    RunOptions,
-)
+from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
-from batchvoid.simulator import CREDENTIALS, SimulatorSettings, serve_forever
+from batchvoid.simulator import CREDENTIALS, SimulatorSettings
 
 SIM_ENV_PREFIX = "BATCHVOID_SIM_"
 
@@ -317,6 +310,8 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
                 click.echo(f"export {SIM_ENV_PREFIX}{spec_type.upper()}_{role.upper()}={value}")
 
     try:
+        from batchvoid.simulator.server import serve_forever
+
         anyio.run(partial(serve_forever, host, port, settings, ready=ready), backend="asyncio")
     except KeyboardInterrupt:
         click.echo("Simulator stopped.", err=True)
@@ -397,7 +392,7 @@ def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
       batchvoid status --ledger month-end.sqlite --job-id march --json
     """
     try:
-        with Ledger.open_readonly(ledger) as book:
+        with open_ledger(ledger, readonly=True) as book:
             if as_json:
                 click.echo(json.dumps(report.status_json(book, job_id), indent=2))
             elif job_id is None:
@@ -452,7 +447,7 @@ def report_command(
     jsonl = fmt == "jsonl" or (fmt is None and output is not None and output.suffix.lower() in JSONL)
     chosen: report.Format = "jsonl" if jsonl else "csv"
     try:
-        with Ledger.open_readonly(ledger) as book:
+        with open_ledger(ledger, readonly=True) as book:
             job = report.pick_job(book, job_id)
             selected = report.states_for(states)
             if output is None:

@@ -1,62 +1,86 @@
 """The worker pool: one lane per provider, each at its own pace, all in one task group.
 
-Each lane pages its own unfinished items out of the ledger into a small bounded stream
-that its workers drain, so a slow or throttled provider never holds up the others and
-memory does not grow with the job.
+Each lane claims its own unfinished items from the work queue a batch at a time, and its
+workers take them from that batch, so a slow or throttled provider never holds up the others
+and memory does not grow with the job. A claimed item counts as "may have been sent" from
+the claim's commit, so a request goes out the moment its pace allows, with no commit to wait
+for; its outcome is queued for the writer's next group commit.
 
-Stops come in two kinds. A lane stops (no more requests to that provider in this run) when
-the provider refuses the credentials, rejects item after item, asks for a pause longer than
-`max_pause_s` or answers nothing but 429s for `give_up_throttled_after_s`, and when something
-unexpected goes wrong in the lane (a bug): the other lanes go on. The whole engine stops
-dispatching when too many items fail or when the run is interrupted; requests already in
-flight finish either way, and the items not reached stay pending for the next run.
+Stops come in two kinds, each a typed `Stop` that the command layer words. A lane stops (no
+more requests to that provider in this run) when the provider refuses the credentials,
+rejects item after item, asks for a pause longer than `max_pause_s` or answers nothing but
+429s for `give_up_throttled_after_s`, and when something unexpected goes wrong in the lane (a
+bug): the other lanes go on. The whole engine stops dispatching when too many items fail or
+when the run is interrupted; requests already in flight finish either way, the claimed items
+not reached are released, and the next run sends them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchvoid.config import Profile
 from batchvoid.errors import BatchVoidError
-from batchvoid.ledger import Job, Ledger, LedgerWriter
-from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
-from batchvoid.pace import Pace, Patience
+from batchvoid.ledger.api import Job, WorkQueue, now
+from batchvoid.ledger.ops import Attempt, Finish, Release
+from batchvoid.ledger.writer import LedgerWriter
+from batchvoid.models import (
+    ItemState,
+    Outcome,
+    OutcomeKind,
+    RateLimit,
+    Request,
+    Stop,
+    StopKind,
+    WorkItem,
+)
+from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
 from batchvoid.transport import TransportError, open_session, send
 
-PAGE = 500  # items read from the ledger at a time, per lane
+CLAIM_MAX = 256  # items a lane claims at a time, at most
+CLAIM_AHEAD_S = 1.0  # ... and no more than it sends in about this long at its configured pace
 
 _FINAL = {
     OutcomeKind.VOIDED: ItemState.VOIDED,
     OutcomeKind.ALREADY_VOID: ItemState.ALREADY_VOID,
     OutcomeKind.REJECTED: ItemState.FAILED,
 }
-_EVENTS = {ItemState.VOIDED: "void.succeeded", ItemState.ALREADY_VOID: "void.already_void"}
+_EVENTS = {
+    ItemState.VOIDED: "void.succeeded",
+    ItemState.ALREADY_VOID: "void.already_void",
+    ItemState.FAILED: "void.failed",
+}
 
 
 @dataclass(slots=True)
 class Lane:
-    """One provider profile's share of the run: its adapter, pace and what happened so far."""
+    """One provider profile's share of the run: its adapter, pace, claimed work and what happened."""
 
     profile: Profile
     adapter: Adapter
     pace: Pace
     patience: Patience
+    claim_size: int
     outcomes: Counter[ItemState] = field(default_factory=Counter)
     requests: int = 0
-    stopped: str | None = None  # why no more requests go to this provider in this run
+    stopped: Stop | None = None  # why no more requests go to this provider in this run
     rejections: int = 0  # permanent failures in a row
     waiting: set[anyio.CancelScope] = field(default_factory=set)  # workers idle in a wait
+    claimed: deque[WorkItem] = field(default_factory=deque)  # claimed, not yet taken by a worker
+    after: int = 0  # the line of the last item claimed: the next claim starts after it
+    exhausted: bool = False  # a claim came back empty: nothing more to take
+    claiming: anyio.Lock = field(default_factory=anyio.Lock)
 
     @property
     def name(self) -> str:
@@ -92,6 +116,10 @@ class FailureLimits:
     sample: int = 50  # finished items before the rate is judged
 
 
+def _plain(stop: Stop) -> str:
+    return f"{stop.provider or 'run'}: {stop.kind}: {stop.detail}"
+
+
 class Engine:
     """Runs the unfinished items of one job through every provider lane."""
 
@@ -99,33 +127,36 @@ class Engine:
         self,
         *,
         job: Job,
-        ledger: Ledger,
+        queue: WorkQueue,
         adapters: Mapping[str, Adapter],
         profiles: Mapping[str, Profile],
         log: Any,
         retry: Retry | None = None,
         failure_limits: FailureLimits | None = None,
+        describe: Callable[[Stop], str] = _plain,
     ) -> None:
+        """One lane per adapter, with its profile; `describe` words a stop for the log and the console."""
         self.job = job
-        self.ledger = ledger
+        self.queue = queue
         self.log = log
         self.retry = retry or Retry()
         self.failure_limits = failure_limits or FailureLimits()
+        self.describe = describe
         self._adapters = adapters
         self._profiles = profiles
         self.lanes: dict[str, Lane] = {}
-        self.halted: str | None = None  # why the whole engine stopped dispatching
+        self.halted: Stop | None = None  # why the whole engine stopped dispatching
         self.failed = 0
         self.finished = 0
 
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
-        # Limiters, the session and streams belong to the running loop: create them here.
+        # Limiters, the session and locks belong to the running loop: create them here.
         self.lanes = {name: self._new_lane(self._profiles[name], a) for name, a in self._adapters.items()}
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
         async with (
             open_session(connections) as session,
-            LedgerWriter(self.ledger) as writer,
+            LedgerWriter(self.queue) as writer,
             anyio.create_task_group() as tg,
         ):
             for lane in self.lanes.values():
@@ -135,23 +166,30 @@ class Engine:
     def _new_lane(profile: Profile, adapter: Adapter) -> Lane:
         settings, pace = profile.settings, Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
-        return Lane(profile, adapter, pace, patience)
+        rate = sustained_rate(profile.rate_limits)
+        ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
+        claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
+        return Lane(profile, adapter, pace, patience, claim_size)
 
-    def halt(self, reason: str) -> None:
-        """Stop dispatching in every lane; requests in flight finish. The first reason stays."""
+    def halt(self, stop: Stop) -> None:
+        """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
         if self.halted is None:
-            self.halted = reason
-            self.log.warning("run.halting", reason=reason)
+            self.halted = stop
+            self.log.warning("run.halting", stop=stop.kind, reason=self.describe(stop))
         for lane in self.lanes.values():
             self._wake(lane)
 
-    def _stop_lane(self, lane: Lane, reason: str, error: Exception | None = None) -> None:
+    def _stop_lane(self, lane: Lane, stop: Stop, error: Exception | None = None) -> None:
         trace = {} if error is None else {"exc_info": error}  # a traceback for the file, not the console
         if lane.stopped is None:
-            lane.stopped = reason
-            self.log.error("lane.stopped", provider=lane.name, reason=reason, **trace)
+            lane.stopped = stop
+            self.log.error(
+                "lane.stopped", provider=lane.name, stop=stop.kind, reason=self.describe(stop), **trace
+            )
         elif error is not None:
-            self.log.error("lane.error", provider=lane.name, reason=reason, **trace)
+            self.log.error(
+                "lane.error", provider=lane.name, stop=stop.kind, reason=self.describe(stop), **trace
+            )
         self._wake(lane)
 
     @staticmethod
@@ -175,52 +213,46 @@ class Engine:
                 lane.waiting.discard(scope)
 
     async def _lane(self, lane: Lane, session: aiohttp.ClientSession, writer: LedgerWriter) -> None:
-        concurrency = lane.profile.settings.concurrency
-        send_stream, receive_stream = anyio.create_memory_object_stream[WorkItem](concurrency)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._feed, lane, send_stream)
-            async with receive_stream:
-                for _ in range(concurrency):
-                    tg.start_soon(self._worker, lane, receive_stream.clone(), session, writer)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(lane.profile.settings.concurrency):
+                    tg.start_soon(self._worker, lane, session, writer)
+        finally:
+            # Claimed but never taken up (a stop, a halt, a signal): back to pending, except
+            # those a stopped run may have sent already, which stay in flight.
+            while lane.claimed:
+                work = lane.claimed.popleft()
+                if not work.maybe_sent:
+                    writer.record(Release(work.id, 0, False, now()))
 
-    async def _feed(self, lane: Lane, out: ObjectSendStream[WorkItem]) -> None:
-        async with out:
-            after = 0
-            while not self._done(lane):
-                page = await anyio.to_thread.run_sync(self.ledger.todo_page, self.job, lane.name, after, PAGE)
-                if not page:
-                    return
-                for work in page:
-                    if self._done(lane):
-                        return
-                    await out.send(work)
-                after = page[-1].item.line
+    async def _next(self, lane: Lane) -> WorkItem | None:
+        """The lane's next item, claiming a batch when the last one is used up; None: no more."""
+        if lane.claimed:
+            return lane.claimed.popleft()
+        async with lane.claiming:
+            if not lane.claimed and not lane.exhausted and not self._done(lane):
+                batch = await anyio.to_thread.run_sync(
+                    self.queue.claim, self.job, lane.name, lane.after, lane.claim_size
+                )
+                lane.claimed.extend(batch)
+                if batch:
+                    lane.after = batch[-1].item.line
+                else:
+                    lane.exhausted = True
+        if not lane.claimed or self._done(lane):
+            return None
+        return lane.claimed.popleft()
 
-    async def _worker(
-        self,
-        lane: Lane,
-        items: ObjectReceiveStream[WorkItem],
-        session: aiohttp.ClientSession,
-        writer: LedgerWriter,
-    ) -> None:
-        async with items:
-            async for work in items:
-                if self._done(lane):
-                    continue
-                try:
-                    await self._void(lane, work, session, writer)
-                except BatchVoidError:
-                    raise  # the run's own faults (the ledger, the log file) end the run, not a lane
-                except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
-                    writer.release(work)
-                    self._stop_lane(
-                        lane,
-                        f"{lane.name}: unexpected error at invoice {work.item.invoice_id!r} (line "
-                        f"{work.item.line}): {_one_line(exc)}; no more requests go to it in this run. "
-                        "The log file has its traceback; once the cause is fixed, run the same "
-                        "command again to void its remaining items",
-                        exc,
-                    )
+    async def _worker(self, lane: Lane, session: aiohttp.ClientSession, writer: LedgerWriter) -> None:
+        while (work := await self._next(lane)) is not None:
+            try:
+                await self._void(lane, work, session, writer)
+            except BatchVoidError:
+                raise  # the run's own faults (the ledger, the log file) end the run, not a lane
+            except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
+                writer.record(Release(work.id, 0, work.maybe_sent, now()))
+                stop = Stop(StopKind.UNEXPECTED, lane.name, _one_line(exc), work.item)
+                self._stop_lane(lane, stop, exc)
 
     async def _void(
         self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
@@ -228,50 +260,32 @@ class Engine:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
-        number = work.attempts
-        # Whether a request for it may have reached the provider unanswered (a crash, a timeout).
-        maybe_sent = work.state is ItemState.IN_FLIGHT
+        sent = 0  # requests sent for it in this run
+        maybe_sent = work.maybe_sent  # a request for it may have reached the provider unanswered
         while True:
-            if self._done(lane):
-                if number > work.attempts and not maybe_sent:
-                    writer.release(work)  # answered (a 429, a retryable error), not sent again: pending
-                return
-            # In flight is committed before the pace is waited for, so that the request goes out
-            # the moment its slot comes, not a commit later: bunched requests would break a window.
-            await writer.begin(work)
-            if lane.pace.may_wait():
-                with self._wait(lane):
+            if not self._done(lane):
+                if lane.pace.may_wait():
+                    with self._wait(lane):
+                        sent_at = await lane.pace.acquire()
+                else:
                     sent_at = await lane.pace.acquire()
-            else:
-                sent_at = await lane.pace.acquire()
             if self._done(lane):
-                if not maybe_sent:
-                    writer.abandon(work)  # never sent, nor left unanswered: back to pending
+                writer.record(Release(work.id, sent, maybe_sent, now()))
                 return
-            number += 1
+            request = lane.adapter.void_request(item, key)
+            sent += 1
             lane.requests += 1
             started = time.perf_counter()
-            outcome = await self._exchange(session, lane.adapter.void_request(item, key), lane, work)
+            outcome = await self._exchange(session, request, lane, work)
             if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
-                outcome = await self._check_status(session, lane, work, outcome)
-            latency_ms = round((time.perf_counter() - started) * 1000)
-            writer.attempt(work, number, outcome.kind, outcome.http_status, latency_ms, outcome.reason)
-            self.log.info(
-                "void.attempt",
-                provider=lane.name,
-                invoice_id=item.invoice_id,
-                line=item.line,
-                attempt=number,
-                idempotency_key=key,
-                http_status=outcome.http_status,
-                latency_ms=latency_ms,
-                outcome=outcome.kind,
-                reason=outcome.reason or None,
-            )
-            if outcome.kind is OutcomeKind.THROTTLED:
-                self._throttled(lane, sent_at, outcome.retry_after)
-                continue  # the pace holds every worker of the lane until the pause ends
-            lane.pace.adaptive.succeeded()
+                lookup = lane.adapter.lookup_request(item)
+                if lookup is not None:
+                    self._attempt(lane, work, writer, work.attempts + sent, outcome, started)
+                    await lane.pace.acquire()
+                    sent += 1
+                    lane.requests += 1
+                    started = time.perf_counter()
+                    outcome = await self._check_status(session, lane, work, lookup, outcome)
             state = _FINAL.get(outcome.kind)
             if outcome.kind is OutcomeKind.RETRYABLE:
                 failures += 1
@@ -280,21 +294,44 @@ class Engine:
                     reason = f"gave up after {failures} attempts: {outcome.reason}"
                     outcome = Outcome(outcome.kind, reason, outcome.http_status, outcome.reference)
             if state is not None:
-                self._finish(lane, work, writer, state, outcome, number)
+                lane.pace.adaptive.succeeded()
+                self._finish(lane, work, writer, state, outcome, sent, started)
                 return
+            self._attempt(lane, work, writer, work.attempts + sent, outcome, started)
+            if outcome.kind is OutcomeKind.THROTTLED:
+                self._throttled(lane, sent_at, outcome.retry_after)
+                continue  # the pace holds every worker of the lane until the pause ends
+            lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
-                writer.release(work)
-                variables = ", ".join(lane.profile.credential_env.values())
-                self._stop_lane(
-                    lane,
-                    f"{lane.name}: the provider refused the credentials ({outcome.reason}); no more "
-                    f"requests go to it in this run. Check {variables}, then run the same command "
-                    "again to void its remaining items",
-                )
+                writer.record(Release(work.id, sent, maybe_sent, now()))
+                self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
             maybe_sent = maybe_sent or outcome.http_status is None  # a timeout may have voided it
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
+
+    def _attempt(
+        self, lane: Lane, work: WorkItem, writer: LedgerWriter, number: int, outcome: Outcome, started: float
+    ) -> None:
+        """A request that did not finish the item: into the attempt history and the log."""
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        writer.record(
+            Attempt(
+                work.id, number, now(), outcome.kind, outcome.http_status, latency_ms, outcome.reason or None
+            )
+        )
+        self.log.info(
+            "void.attempt",
+            provider=lane.name,
+            invoice_id=work.item.invoice_id,
+            line=work.item.line,
+            attempt=number,
+            idempotency_key=work.idempotency_key,
+            http_status=outcome.http_status,
+            latency_ms=latency_ms,
+            outcome=outcome.kind,
+            reason=outcome.reason or None,
+        )
 
     def _throttled(self, lane: Lane, sent_at: float, retry_after: float | None) -> None:
         """A 429: pause the whole lane; warn of a long pause, or stop the lane rather than wait."""
@@ -310,11 +347,7 @@ class Engine:
             return  # nothing more is sent in this run: no pause is worth a word
         verdict = lane.patience.judge(retry_after)
         if verdict.stop is not None:
-            self._stop_lane(
-                lane,
-                f"{lane.name}: {verdict.stop}; no more requests go to it in this run. "
-                "Run the same command again later to void its remaining items",
-            )
+            self._stop_lane(lane, Stop(StopKind.THROTTLED, lane.name, verdict.stop))
         elif verdict.until is not None:
             self.log.warning(
                 "lane.paused",
@@ -333,13 +366,8 @@ class Engine:
         return lane.adapter.parse_void(work.item, response)
 
     async def _check_status(
-        self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, rejected: Outcome
+        self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome
     ) -> Outcome:
-        request = lane.adapter.lookup_request(work.item)
-        if request is None:
-            return rejected
-        await lane.pace.acquire()
-        lane.requests += 1
         try:
             response = await send(session, request, lane.profile.settings.timeout_s)
         except TransportError as exc:
@@ -353,52 +381,53 @@ class Engine:
         writer: LedgerWriter,
         state: ItemState,
         outcome: Outcome,
-        attempts: int,
+        sent: int,
+        started: float,
     ) -> None:
-        writer.finish(work, state, outcome.reason, outcome.http_status, outcome.reference)
+        """The item's one write on the common path, and its one log line."""
+        writer.record(
+            Finish(
+                work.id, state, outcome.reason or None, outcome.http_status, outcome.reference, sent, now()
+            )
+        )
         lane.outcomes[state] += 1
         self.finished += 1
-        fields = {
-            "provider": lane.name,
-            "invoice_id": work.item.invoice_id,
-            "line": work.item.line,
-            "attempts": attempts,
-            "http_status": outcome.http_status,
-            "reference": outcome.reference,
-            "reason": outcome.reason or None,
-        }
-        if state is not ItemState.FAILED:
+        failed = state is ItemState.FAILED
+        (self.log.warning if failed else self.log.info)(
+            _EVENTS[state],
+            provider=lane.name,
+            invoice_id=work.item.invoice_id,
+            line=work.item.line,
+            attempts=work.attempts + sent,
+            idempotency_key=work.idempotency_key,
+            http_status=outcome.http_status,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            reference=outcome.reference,
+            reason=outcome.reason or None,
+        )
+        if not failed:
             lane.rejections = 0
-            self.log.info(_EVENTS[state], **fields)
             return
-        self.log.warning("void.failed", **fields)
         self.failed += 1
         if outcome.kind is OutcomeKind.REJECTED:
             lane.rejections += 1
             limit = lane.profile.settings.stop_after_rejections
             if limit and lane.rejections >= limit:
                 self._stop_lane(
-                    lane,
-                    f"{lane.name}: {lane.rejections} items in a row were rejected, the last with "
-                    f"{outcome.reason!r}. Check the profile's base_url and account and the job file; "
-                    "then run again with --retry-failed to resend the failed items",
+                    lane, Stop(StopKind.REJECTIONS, lane.name, outcome.reason, count=lane.rejections)
                 )
         self._check_failure_limits()
 
     def _check_failure_limits(self) -> None:
         limits = self.failure_limits
         if limits.count is not None and self.failed > limits.count:
-            self.halt(f"{self.failed} items failed, more than --max-failures {limits.count}")
+            self.halt(Stop(StopKind.FAILURES, count=self.failed, limit=limits.count))
         elif (
             limits.rate is not None
             and self.finished >= limits.sample
             and self.failed / self.finished > limits.rate
         ):
-            share = self.failed / self.finished
-            self.halt(
-                f"{self.failed} of {self.finished} finished items failed ({share:.0%}), "
-                f"more than --max-failure-rate {limits.rate:g}"
-            )
+            self.halt(Stop(StopKind.FAILURE_RATE, count=self.failed, of=self.finished, limit=limits.rate))
 
 
 def _one_line(exc: Exception) -> str:

@@ -14,14 +14,13 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from batchvoid.config import Profile
 from batchvoid.errors import JobFileError
-from batchvoid.models import Item
+from batchvoid.models import Item, RowError
 
 REQUIRED = ("provider", "invoice_id")
 OPTIONAL = ("void_date", "company_id", "store")
@@ -31,12 +30,19 @@ _MAX_ID = 200
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """One bad row: where it is and what is wrong with it."""
-
-    line: int
-    message: str
+def refusal(path: str | Path, errors: Sequence[RowError], error_count: int) -> JobFileError:
+    """The error for a job file refused for its bad rows (`errors`: the first few of them)."""
+    if not error_count:
+        return JobFileError(f"{path}: no items: the file has a header but no rows")
+    shown = "\n  ".join(f"{path} line {row.line}: {row.message}" for row in errors)
+    hidden = error_count - len(errors)
+    more = f"\n  ... and {hidden} more" if hidden else ""
+    plural = "s" * (error_count != 1)
+    return JobFileError(
+        f"{path}: {error_count} bad row{plural}; nothing was sent. Fix them and run again:\n  {shown}{more}",
+        errors=tuple(f"{path} line {row.line}: {row.message}" for row in errors),
+        error_count=error_count,
+    )
 
 
 def read(

@@ -58,14 +58,22 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class RowError:
+    """One bad row of a job file: where it is and what is wrong with it."""
+
+    line: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkItem:
-    """An item as the engine gets it from the ledger: with its key and its history."""
+    """An item as a lane claims it from the ledger: with its key and its history."""
 
     id: int  # the ledger's row id
     item: Item
     idempotency_key: str
     attempts: int  # requests sent for it in earlier runs
-    state: ItemState
+    maybe_sent: bool  # a request for it may have reached the provider unanswered (a crash, a timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +123,32 @@ class RateLimit:
 
     def __str__(self) -> str:
         return self.text
+
+
+class StopKind(enum.StrEnum):
+    """Why a lane (one provider) or the whole engine sends nothing more in this run."""
+
+    AUTH_REFUSED = "auth_refused"  # a 401/403: the credential is wrong or revoked
+    REJECTIONS = "rejections"  # stop_after_rejections permanent failures in a row
+    THROTTLED = "throttled"  # a pause over max_pause_s, or 429s for give_up_throttled_after_s
+    UNEXPECTED = "unexpected"  # a bug, or a library's surprise, in the lane
+    FAILURES = "failures"  # more failed items than the run allows
+    FAILURE_RATE = "failure_rate"  # a larger share of failed items than the run allows
+    INTERRUPTED = "interrupted"  # a signal
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A stop as the engine knows it; the command layer words it for the operator.
+
+    `detail` is the provider's or the library's own words (a reason, an error, the pace's
+    verdict); `count`, `of` and `limit` are the figures of a streak or a failure limit.
+    """
+
+    kind: StopKind
+    provider: str | None = None  # None: the whole engine stopped
+    detail: str = ""
+    item: Item | None = None  # the item at hand, for an unexpected error
+    count: int = 0
+    of: int = 0
+    limit: float = 0.0

@@ -21,11 +21,11 @@ from rich.table import Table
 
 from batchvoid.config import Config
 from batchvoid.errors import ConfigError
-from batchvoid.ledger import Job, Ledger, writable_problem
+from batchvoid.ledger import Job, Ledger, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
 from batchvoid.pace import estimate_s, sustained_rate
+from batchvoid.preflight import RunOptions, load_config, prepare, simulator_env
 from batchvoid.progress import format_duration
-from batchvoid.run import RunOptions, load_config, prepare, simulator_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +87,13 @@ def make(options: RunOptions, env: Mapping[str, str], *, retry_failed: bool = Fa
     job_id = options.job_name
     warnings = io.StringIO()
     if options.ledger.is_file():
-        with Ledger.open_readonly(options.ledger) as ledger:
+        with open_ledger(options.ledger, readonly=True) as ledger:
             if ledger.job(job_id) is not None:
                 job, _ = prepare(options, config, ledger, warnings)
                 return _plan(options, config, ledger, job, env, retry_failed, warnings.getvalue())
     with (
         tempfile.TemporaryDirectory(prefix="batchvoid-plan-") as scratch,
-        Ledger(Path(scratch) / "plan.sqlite") as ledger,
+        open_ledger(Path(scratch) / "plan.sqlite") as ledger,
     ):
         job, _ = prepare(options, config, ledger, warnings)
         return _plan(options, config, ledger, job, env, retry_failed, "", known=False)

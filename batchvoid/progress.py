@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from batchvoid.models import UNDONE, ItemState, RateLimit
+from batchvoid.models import UNDONE, ItemState, RateLimit, Stop
 from batchvoid.pace import SYSTEM_CLOCK, estimate_s
 
 Mode = Literal["auto", "live", "lines", "quiet", "off"]
@@ -50,7 +50,7 @@ class LaneView(Protocol):
     def outcomes(self) -> Mapping[ItemState, int]: ...
 
     @property
-    def stopped(self) -> str | None: ...
+    def stopped(self) -> Stop | None: ...
 
     @property
     def throttled_until(self) -> float:
@@ -70,7 +70,7 @@ class Watched(Protocol):
     def lanes(self) -> Mapping[str, LaneView]: ...
 
     @property
-    def halted(self) -> str | None:
+    def halted(self) -> Stop | None:
         """Why the whole run stopped sending (a signal, a failure limit), if it did."""
         ...
 
@@ -168,7 +168,7 @@ class Tracker:
         return rows
 
 
-def _state(lane: LaneView | None, halted: str | None, finished: bool, now: float) -> str:
+def _state(lane: LaneView | None, halted: Stop | None, finished: bool, now: float) -> str:
     if lane is not None and lane.stopped is not None:
         return "stopped"
     if finished:

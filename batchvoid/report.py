@@ -21,7 +21,7 @@ from rich.text import Text
 
 from batchvoid.errors import LedgerError
 from batchvoid.ledger import Holder, Job, Ledger
-from batchvoid.lock import pid_alive
+from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
 
@@ -49,15 +49,15 @@ def pick_job(ledger: Ledger, job_id: str | None) -> Job:
         job = ledger.job(job_id)
         if job is None:
             known = ", ".join(repr(j.job_id) for j in ledger.jobs()) or "none"
-            raise LedgerError(f"{ledger.path}: no job {job_id!r} (jobs: {known})")
+            raise LedgerError(f"{ledger.location}: no job {job_id!r} (jobs: {known})")
         return job
     jobs = ledger.jobs()
     if len(jobs) == 1:
         return jobs[0]
     if not jobs:
-        raise LedgerError(f"{ledger.path}: no jobs yet")
+        raise LedgerError(f"{ledger.location}: no jobs yet")
     known = ", ".join(repr(j.job_id) for j in jobs)
-    raise LedgerError(f"{ledger.path} has {len(jobs)} jobs ({known}): pick one with --job-id")
+    raise LedgerError(f"{ledger.location} has {len(jobs)} jobs ({known}): pick one with --job-id")
 
 
 def states_for(choices: Sequence[str]) -> list[ItemState] | None:
@@ -139,13 +139,13 @@ class JobStatus:
 def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
     """Every job in brief, or one job in full, as JSON-ready data."""
     if job_id is not None:
-        return {"ledger": str(ledger.path), **JobStatus.read(ledger, pick_job(ledger, job_id)).as_json()}
+        return {"ledger": ledger.location, **JobStatus.read(ledger, pick_job(ledger, job_id)).as_json()}
     jobs = []
     for job in ledger.jobs():
         brief = JobStatus.read(ledger, job, reasons=0).as_json()
         del brief["counts"], brief["failure_reasons"]
         jobs.append(brief)
-    return {"ledger": str(ledger.path), "jobs": jobs}
+    return {"ledger": ledger.location, "jobs": jobs}
 
 
 def _when(timestamp: str | None) -> str:
@@ -167,7 +167,7 @@ def render_jobs(ledger: Ledger, console: Console) -> None:
     """The jobs in a ledger, one line each."""
     jobs = ledger.jobs()
     console.print(
-        f"Ledger {ledger.path}: {len(jobs)} job{'s' * (len(jobs) != 1)}.", highlight=False, markup=False
+        f"Ledger {ledger.location}: {len(jobs)} job{'s' * (len(jobs) != 1)}.", highlight=False, markup=False
     )
     if not jobs:
         return
@@ -193,7 +193,7 @@ def render_jobs(ledger: Ledger, console: Console) -> None:
             last,
         )
     console.print(table)
-    hint = f"One job in detail: batchvoid status --ledger {ledger.path} --job-id JOB"
+    hint = f"One job in detail: batchvoid status --ledger {ledger.location} --job-id JOB"
     console.print(hint, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -209,7 +209,7 @@ def render_job(status: JobStatus, console: Console) -> None:
     runs = f"{job.runs} run{'s' * (job.runs != 1)}"
     console.print(f"  last run   {_when(job.started_at)} to {ended} ({runs} in all)", highlight=False)
     console.print(
-        f"  {job.items} items, {job.duplicates} duplicate rows, {status.attempts} void attempts",
+        f"  {job.items} items, {job.duplicates} duplicate rows, {status.attempts} requests",
         highlight=False,
     )
     if (running := _running_text(status.running())) is not None:

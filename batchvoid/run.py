@@ -1,7 +1,8 @@
-"""One `batchvoid run`: check everything, record the job, run the engine, report.
+"""One `batchvoid run`: the preflight, the engine, the report; signals and faults at every stage.
 
 Every check that can refuse the run (configuration, job file, ledger, credentials) happens
-before the first request is sent.
+before the first request is sent (see `preflight`). The simulator is imported only when the
+run rehearses on it.
 """
 
 from __future__ import annotations
@@ -13,35 +14,26 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import anyio
 
-from batchvoid import config as configuration
-from batchvoid import jobfile
-from batchvoid.config import Config, Profile
-from batchvoid.engine import Engine, FailureLimits, Retry
-from batchvoid.errors import (
-    BatchVoidError,
-    ConfigError,
-    LedgerError,
-    LogFileError,
-    RunAborted,
-    RunInterrupted,
-)
-from batchvoid.ledger import Ingest, Job, Ledger
-from batchvoid.lock import RunLock
+from batchvoid.config import Config
+from batchvoid.engine import Engine
+from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterrupted
+from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
 from batchvoid.logs import default_log_path, open_log
-from batchvoid.models import UNDONE, ItemState
-from batchvoid.progress import Display, ProgressOptions
+from batchvoid.models import UNDONE, ItemState, Stop, StopKind
+from batchvoid.preflight import RunOptions, load_config, prepare, simulator_env, targets
+from batchvoid.progress import Display
 from batchvoid.providers import Adapter
-from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
+from batchvoid.simulator.settings import SimulatorSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,33 +42,6 @@ EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 FAILURES_SHOWN = 10
-DEFAULT_LEDGER = Path("batchvoid.sqlite")
-REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
-_CANCEL_EVERY = 1000  # rows between checks for a signal while recording a job file
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What `batchvoid run` was asked to do."""
-
-    job_file: Path
-    config: Path | None = None
-    ledger: Path = DEFAULT_LEDGER
-    job_id: str | None = None
-    log_file: Path | None = None
-    simulate: bool = False
-    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
-    retry: Retry = field(default_factory=Retry)
-    failure_limits: FailureLimits = field(default_factory=FailureLimits)
-    grace_s: float | None = None  # after a first signal; default: the longest request timeout
-    retry_failed: bool = False  # put failed items back to pending first (redrive)
-    allow_target_change: bool = False  # resume although a profile's base URL or account changed
-    progress: ProgressOptions = field(default_factory=ProgressOptions)
-
-    @property
-    def job_name(self) -> str:
-        """The job's name in the ledger: --job-id, or the job file's name."""
-        return self.job_id or self.job_file.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,160 +74,6 @@ class RunReport:
         return sum(n for (_, state), n in self.counts.items() if not state.is_final)
 
 
-def load_config(options: RunOptions) -> Config:
-    """The configuration file, or the built-in one when rehearsing on the simulator."""
-    if options.config is not None:
-        return configuration.load(options.config)
-    if options.simulate:
-        return configuration.builtin()
-    default = Path("batchvoid.toml")
-    if default.exists():
-        return configuration.load(default)
-    raise ConfigError(
-        "no configuration: pass --config FILE (start from config/providers.example.toml), "
-        "or --simulate to rehearse the job on the built-in simulator"
-    )
-
-
-def simulator_env(config: Config) -> dict[str, str]:
-    """Each profile's credential variables, set to the simulator's test credentials."""
-    env = {}
-    for profile in config.profiles.values():
-        for key, var in profile.credential_env.items():
-            env[var] = CREDENTIALS[profile.spec.type][key.removesuffix("_env")]
-    return env
-
-
-_NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
-
-
-def targets(config: Config) -> dict[str, str]:
-    """Where each profile of `config` sends (see `target`)."""
-    return {name: target(profile) for name, profile in config.profiles.items()}
-
-
-def target(profile: Profile) -> str:
-    """Where a profile sends: its type, base URL and account, as the ledger records it."""
-    account = "".join(
-        f", {key} {value}" for key, value in sorted(profile.options.items()) if key not in _NOT_ACCOUNT
-    )
-    return f"{profile.spec.type} at {profile.base_url}{account}"
-
-
-def prepare(
-    options: RunOptions,
-    config: Config,
-    ledger: Ledger,
-    out: TextIO,
-    cancelled: threading.Event | None = None,
-    env: Mapping[str, str] | None = None,
-) -> tuple[Job, Ingest | None]:
-    """Find the job in the ledger, or check the job file and record it as a new job.
-
-    Refuses to resume a job whose file changed, a rehearsal's job in a real run (or the other
-    way round), and a profile that now sends elsewhere than where its items went. `cancelled`
-    (set by a signal) stops the recording of a new job, which then leaves nothing behind.
-    """
-    job_id = options.job_name
-    sha = jobfile.sha256(options.job_file)
-    job = ledger.job(job_id)
-    sends_to = targets(config)
-    ingest = None
-    if job is None:
-        rows: Iterable[Any] = jobfile.read(options.job_file, config.profiles)
-        ingest = ledger.ingest(
-            job_id=job_id,
-            job_file=str(options.job_file),
-            job_sha256=sha,
-            config_fingerprint=config.fingerprint(),
-            rows=rows if cancelled is None else _until(cancelled, rows),
-            simulated=options.simulate,
-            targets=sends_to,
-            accept=None if env is None else partial(_credentials_set, config, env),
-        )
-        job = ledger.job(job_id)
-        assert job is not None
-    elif job.job_sha256 != sha:
-        raise LedgerError(
-            f"{options.job_file} has changed since job {job_id!r} began "
-            f"(sha256 {job.job_sha256[:12]}... then, {sha[:12]}... now), so it cannot be resumed. "
-            f"To finish the job as it was, restore the file. To void the new file as a new job, "
-            f"pass --job-id with a new name (or use another --ledger)."
-        )
-    else:
-        missing = {p for (p, state) in ledger.counts(job) if not state.is_final} - set(config.profiles)
-        if missing:
-            raise ConfigError(
-                f"{config.path}: job {job_id!r} still has items for {', '.join(sorted(missing))}, "
-                "which this configuration does not define: add the profile back to finish the job"
-            )
-        _check_history(options, config, ledger, job, sends_to, out)
-    return job, ingest
-
-
-def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
-    """Raise ConfigError if a profile the job uses lacks a usable credential."""
-    for name in sorted(providers):
-        config.profiles[name].secrets(env)
-
-
-def _check_history(
-    options: RunOptions, config: Config, ledger: Ledger, job: Job, targets: Mapping[str, str], out: TextIO
-) -> None:
-    """Refuse to resume a job whose recorded outcomes belong to another kind of run or target."""
-    where = f"job {job.job_id!r} in {ledger.path}"
-    if job.simulated == 1 and not options.simulate:
-        raise LedgerError(
-            f"{where} is a rehearsal: its items went to the simulator (--simulate), so its outcomes "
-            "say nothing about the real providers, and a real run cannot resume it. Nothing was sent. "
-            f"Run the real job with its own ledger (the default {DEFAULT_LEDGER}, or --ledger FILE) "
-            "or under a new --job-id"
-        )
-    if job.simulated == 0 and options.simulate:
-        raise LedgerError(
-            f"{where} is a real run's: a rehearsal would record the simulator's answers as its "
-            f"outcomes. Nothing was sent. Rehearse with a ledger of its own (--ledger {REHEARSAL_LEDGER}, "
-            "the default with --simulate)"
-        )
-    recorded = ledger.targets(job)
-    if not recorded:  # recorded before targets were: the profiles' fingerprint is what there is
-        if job.config_fingerprint != config.fingerprint():
-            print(
-                f"warning: the provider profiles in {config.path} changed since job {job.job_id!r} began "
-                "(names, types, base URLs or accounts); resuming with the new ones",
-                file=out,
-            )
-        return
-    for profile in sorted(ledger.touched(job)):
-        old, new = recorded.get(profile), targets.get(profile)
-        if old is None or new is None or old == new:
-            continue
-        if options.allow_target_change:
-            print(
-                f"warning: profile {profile!r} of {where} sent to {old}; it now sends to {new} "
-                "(--allow-target-change): its recorded outcomes are kept",
-                file=out,
-            )
-            continue
-        raise LedgerError(
-            f"profile {profile!r} of {where} now sends to {new}, but items of the job were sent to "
-            f"{old}. Their outcomes say nothing about the new target, so the run is refused; nothing "
-            "was sent. To void the job at the new target, run it as a new job (--job-id NEW_NAME). If "
-            "it is the same account at a new address, pass --allow-target-change to keep the outcomes"
-        )
-
-
-T = TypeVar("T")
-
-
-def _until(cancelled: threading.Event, rows: Iterable[T]) -> Iterator[T]:
-    """The rows, until `cancelled` is set: then RunInterrupted, which rolls the ingest back."""
-    for n, row in enumerate(rows):
-        if n % _CANCEL_EVERY == 0 and cancelled.is_set():
-            raise RunInterrupted("the job was being recorded")
-        yield row
-
-
 class _Signals:
     """What SIGINT and SIGTERM ask of a run, at every stage of it.
 
@@ -291,7 +102,7 @@ class _Signals:
                 self.cancelled.set()
                 if self._engine is not None and self._scope is not None:
                     self._scope.deadline = anyio.current_time() + self._grace_s
-                    self._engine.halt(f"interrupted by {name}")
+                    self._engine.halt(Stop(StopKind.INTERRUPTED, detail=name))
                     self._say(
                         f"{name}: stopping. Requests in flight may take up to {self._grace_s:g}s to "
                         "finish; send it again to stop at once. Nothing is lost: run the same command "
@@ -348,8 +159,8 @@ async def _run(
     sent = _Sent()
     try:
         with (
-            Ledger(options.ledger) as ledger,
-            RunLock(ledger, options.job_name, out=out),
+            open_ledger(options.ledger) as ledger,
+            ledger.guard(options.job_name, out=out),
             open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
         ):
             try:
@@ -441,12 +252,13 @@ async def _run_job(
             log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
         engine = Engine(
             job=job,
-            ledger=ledger,
+            queue=ledger,
             adapters=adapters,
             profiles=config.profiles,
             log=log,
             retry=options.retry,
             failure_limits=options.failure_limits,
+            describe=partial(describe_stop, config),
         )
         if signals.received is not None:
             raise RunInterrupted(
@@ -478,8 +290,10 @@ async def _run_job(
             finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
             elapsed_s=time.monotonic() - started,
             stopped=tuple(
-                [lane.stopped for lane in engine.lanes.values() if lane.stopped]
-                + ([engine.halted] if engine.halted and not interrupted else [])
+                describe_stop(config, stop)
+                for stop in [lane.stopped for lane in engine.lanes.values()]
+                + [None if interrupted else engine.halted]
+                if stop is not None
             ),
             interrupted=interrupted,
             log_file=log_file,
@@ -522,5 +336,45 @@ def _leaf(exc: BaseException) -> BaseException:
 
 @asynccontextmanager
 async def _simulator(settings: SimulatorSettings) -> AsyncIterator[str]:
+    from batchvoid.simulator.server import Simulator  # only a rehearsal needs it
+
     async with Simulator(settings).serve() as base_url:
         yield base_url
+
+
+def describe_stop(config: Config, stop: Stop) -> str:
+    """A stop in words for the operator: what happened, and what to check or do next."""
+    name = stop.provider
+    if stop.kind is StopKind.AUTH_REFUSED:
+        variables = ", ".join(config.profiles[name].credential_env.values()) if name else "its credentials"
+        return (
+            f"{name}: the provider refused the credentials ({stop.detail}); no more requests go to "
+            f"it in this run. Check {variables}, then run the same command again to void its "
+            "remaining items"
+        )
+    if stop.kind is StopKind.REJECTIONS:
+        return (
+            f"{name}: {stop.count} items in a row were rejected, the last with {stop.detail!r}. Check "
+            "the profile's base_url and account and the job file; then run again with --retry-failed "
+            "to resend the failed items"
+        )
+    if stop.kind is StopKind.THROTTLED:
+        return (
+            f"{name}: {stop.detail}; no more requests go to it in this run. Run the same command "
+            "again later to void its remaining items"
+        )
+    if stop.kind is StopKind.UNEXPECTED:
+        at = "" if stop.item is None else f" at invoice {stop.item.invoice_id!r} (line {stop.item.line})"
+        return (
+            f"{name}: unexpected error{at}: {stop.detail}; no more requests go to it in this run. "
+            "The log file has its traceback; once the cause is fixed, run the same command again "
+            "to void its remaining items"
+        )
+    if stop.kind is StopKind.FAILURES:
+        return f"{stop.count} items failed, more than --max-failures {stop.limit:g}"
+    if stop.kind is StopKind.FAILURE_RATE:
+        return (
+            f"{stop.count} of {stop.of} finished items failed ({stop.count / stop.of:.0%}), "
+            f"more than --max-failure-rate {stop.limit:g}"
+        )
+    return f"interrupted by {stop.detail}"

@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from batchvoid.models import UNDONE, ItemState
+from batchvoid.preflight import DEFAULT_LEDGER
 from batchvoid.progress import format_duration
-from batchvoid.run import DEFAULT_LEDGER, RunReport
+from batchvoid.run import RunReport
 
 _STYLE = {
     ItemState.VOIDED: "green",

@@ -35,7 +35,7 @@ def measure(ws: Workspace, sim: SimulatorProcess) -> Section:
 
     report, done, voided = _instrumented(ws, sim, "cost", job, config, items, profile=None)
     cpu = report["cpu_s"]
-    ledger_s = cpu.get("ledger.apply", 0.0) + cpu.get("ledger.todo_page", 0.0)
+    ledger_s = cpu.get("ledger.apply", 0.0) + cpu.get("ledger.claim", 0.0)
     log_s = cpu.get("log", 0.0)
     per_void = 1e6 / max(voided, 1)
     ws.say(

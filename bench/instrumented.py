@@ -3,7 +3,7 @@
     python -m bench.instrumented --report OUT.json [--profile OUT.html] -- run JOB --config ...
 
 Counts per-thread CPU time (`time.thread_time`) inside `Ledger.apply` (the group commits,
-on the writer thread), `Ledger.todo_page` (reading work, on a reader thread), and every
+on the writer thread), `SqliteLedger.claim` (taking work, on a worker thread), and every
 structlog call (processors and the write, on the event loop's thread). With --profile,
 pyinstrument samples the event loop's thread (it sees that thread only, which is why
 the ledger threads are counted separately), and the report gets its top entries.
@@ -53,10 +53,10 @@ def install(meter: Meter) -> None:
     """Count the ledger's SQL work and every log call."""
     from structlog._base import BoundLoggerBase
 
-    from batchvoid.ledger import Ledger
+    from batchvoid.ledger import SqliteLedger
 
-    Ledger.apply = meter.wrap("ledger.apply", Ledger.apply)  # type: ignore[method-assign]
-    Ledger.todo_page = meter.wrap("ledger.todo_page", Ledger.todo_page)  # type: ignore[method-assign]
+    SqliteLedger.apply = meter.wrap("ledger.apply", SqliteLedger.apply)  # type: ignore[method-assign]
+    SqliteLedger.claim = meter.wrap("ledger.claim", SqliteLedger.claim)  # type: ignore[method-assign]
     # Every bound logger's info/warning/... funnels through here: processors, render, write.
     BoundLoggerBase._proxy_to_logger = meter.wrap("log", BoundLoggerBase._proxy_to_logger)  # type: ignore[method-assign]
 

@@ -25,14 +25,15 @@ def read(path: Path) -> Timeline:
         for line in f:
             event = json.loads(line)
             name = event.get("event")
+            if not name or not name.startswith("void."):
+                continue
+            at = _epoch(event["timestamp"])  # each void.* line is one answered request
+            if timeline.first_attempt is None or at < timeline.first_attempt:
+                timeline.first_attempt = at
             if name == "void.succeeded":
-                timeline.voided[event["provider"]].append(_epoch(event["timestamp"]))
-            elif name == "void.attempt":
-                at = _epoch(event["timestamp"])
-                if timeline.first_attempt is None or at < timeline.first_attempt:
-                    timeline.first_attempt = at
-                if event.get("outcome") == "throttled":
-                    timeline.throttled.append(at)
+                timeline.voided[event["provider"]].append(at)
+            elif event.get("outcome") == "throttled":
+                timeline.throttled.append(at)
     for times in timeline.voided.values():
         times.sort()
     timeline.throttled.sort()

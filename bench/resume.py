@@ -15,7 +15,7 @@ from pathlib import Path
 
 from batchvoid import config as configuration
 from batchvoid import jobfile
-from batchvoid.ledger import Ledger, now
+from batchvoid.ledger import NewJob, now, open_ledger
 from bench import logscan, runs
 from bench.configs import write_config
 from bench.figures import Figure, Section
@@ -103,13 +103,15 @@ def build_ledger(job: Path, config_file: Path, ledger: Path, left: int) -> None:
     """Record `job` in a new ledger as `batchvoid run` would, then mark all but `left` items voided."""
     ledger.unlink(missing_ok=True)
     config = configuration.load(config_file)
-    with Ledger(ledger) as book:
+    with open_ledger(ledger) as book:
         book.ingest(
-            job_id=job.name,
-            job_file=str(job),
-            job_sha256=jobfile.sha256(job),
-            config_fingerprint=config.fingerprint(),
-            rows=jobfile.read(job, config.profiles),
+            NewJob(
+                job_id=job.name,
+                job_file=str(job),
+                job_sha256=jobfile.sha256(job),
+                config_fingerprint=config.fingerprint(),
+                rows=jobfile.read(job, config.profiles),
+            )
         )
     with closing(sqlite3.connect(ledger)) as db, db:
         (items,) = db.execute("SELECT count(*) FROM items").fetchone()

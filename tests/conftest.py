@@ -16,7 +16,8 @@ import pytest
 from batchvoid import config as configuration
 from batchvoid.config import Config, parse_rate_limit
 from batchvoid.engine import Retry
-from batchvoid.run import RunOptions, RunReport, run, simulator_env
+from batchvoid.preflight import RunOptions, simulator_env
+from batchvoid.run import RunReport, run
 from batchvoid.simulator import Simulator, SimulatorSettings
 
 FAST_RETRY = Retry(base_s=0.001, cap_s=0.005)

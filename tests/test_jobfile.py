@@ -18,8 +18,7 @@ from batchvoid import config as configuration
 from batchvoid import jobfile
 from batchvoid.config import Config
 from batchvoid.errors import JobFileError
-from batchvoid.jobfile import RowError
-from batchvoid.models import Item
+from batchvoid.models import Item, RowError
 from tests.conftest import write
 
 

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from batchvoid import config as configuration
 from batchvoid import jobfile
 from batchvoid.cli import main
-from batchvoid.ledger import Ledger
+from batchvoid.ledger import open_ledger
 from batchvoid.models import Item
-from batchvoid.run import EXIT_OK, EXIT_USAGE, simulator_env
+from batchvoid.preflight import simulator_env
+from batchvoid.run import EXIT_OK, EXIT_USAGE
 from batchvoid.simulator import Simulator
 from tests.conftest import run_on, sim_config
 
@@ -66,7 +67,7 @@ def test_stray_quote_is_exit_2_and_nothing_is_sent(
     assert f"error: {job} {message}" in refused.stderr
     assert "nothing was sent" in refused.stderr
     assert simulator.arrivals["rapyd"] == []
-    with Ledger(ledger) as book:
+    with open_ledger(ledger) as book:
         assert book.jobs() == []
 
     job.write_text(ten_lines({**changed, 4: 'rapyd,inv_4,"call me"'}))  # the quote closed, and only that
@@ -108,7 +109,12 @@ async def test_spreadsheet_export_metadata_round_trips_through_report(
     with (tmp_path / "report.csv").open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["invoice_id"]: {k: r[k] for k in ("customer", "note", "memo")} for r in rows} == METADATA
-    assert [(r["invoice_id"], r["line"]) for r in rows] == [("inv_1", "2"), ("inv_2", "4"), ("inv_3", "6"), ("inv_4", "7")]
+    assert [(r["invoice_id"], r["line"]) for r in rows] == [
+        ("inv_1", "2"),
+        ("inv_2", "4"),
+        ("inv_3", "6"),
+        ("inv_4", "7"),
+    ]
     lines = (tmp_path / "report.jsonl").read_text(encoding="utf-8").splitlines()
     assert {r["invoice_id"]: r["metadata"] for r in map(json.loads, lines)} == METADATA
 

@@ -12,22 +12,23 @@ from batchvoid import jobfile
 from batchvoid.config import Config
 from batchvoid.errors import JobFileError, LedgerError
 from batchvoid.keys import idempotency_key
-from batchvoid.ledger import Job, Ledger, LedgerWriter
+from batchvoid.ledger import Job, LedgerWriter, NewJob, SqliteLedger, now, open_ledger
+from batchvoid.ledger.ops import Attempt, Finish, Release
 from batchvoid.models import DONE, UNDONE, ItemState
 from tests.conftest import write
 
 
-def ingest(ledger: Ledger, path: Path, profiles: Config, job_id: str = "job") -> Job:
-    ledger.ingest(
-        job_id=job_id,
-        job_file=str(path),
-        job_sha256="sha",
-        config_fingerprint="fp",
-        rows=jobfile.read(path, profiles.profiles),
-    )
+def ingest(ledger: SqliteLedger, path: Path, profiles: Config, job_id: str = "job") -> Job:
+    result = ledger.ingest(new_job(path, profiles, job_id))
+    if not result.recorded:
+        raise jobfile.refusal(path, result.errors, result.error_count)
     job = ledger.job(job_id)
     assert job is not None
     return job
+
+
+def new_job(path: Path, profiles: Config, job_id: str = "job") -> NewJob:
+    return NewJob(job_id, str(path), "sha", "fp", jobfile.read(path, profiles.profiles))
 
 
 def test_ingest_records_items_with_keys_and_reports_duplicates(tmp_path: Path, profiles: Config) -> None:
@@ -35,14 +36,8 @@ def test_ingest_records_items_with_keys_and_reports_duplicates(tmp_path: Path, p
     path = write(
         tmp_path / "j.csv", "provider,invoice_id,customer\nrapyd,a,x\nmaple,b,\nrapyd,a,y\nrapyd,c,\n"
     )
-    with Ledger(tmp_path / "l.sqlite") as ledger:
-        result = ledger.ingest(
-            job_id="job",
-            job_file=str(path),
-            job_sha256="s",
-            config_fingerprint="f",
-            rows=jobfile.read(path, profiles.profiles),
-        )
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        result = ledger.ingest(new_job(path, profiles))
         assert (result.items, result.duplicates) == (3, 1)
         assert [(d.line, d.first_line) for d in result.first_duplicates] == [(4, 2)]
         job = ledger.job("job")
@@ -63,7 +58,7 @@ def test_a_file_with_bad_rows_leaves_nothing_behind(tmp_path: Path, profiles: Co
     """Bad rows refuse the whole file, listing each with its line, and nothing is recorded."""
     body = "provider,invoice_id\nrapyd,a\n" + "rapid,b\n" * 30 + "rapyd,\n"
     path = write(tmp_path / "j.csv", body)
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         with pytest.raises(JobFileError) as caught:
             ingest(ledger, path, profiles)
         assert caught.value.error_count == 31
@@ -75,58 +70,76 @@ def test_a_file_with_bad_rows_leaves_nothing_behind(tmp_path: Path, profiles: Co
         assert ledger.jobs() == []
 
 
-def test_todo_pages_are_per_provider_in_file_order(tmp_path: Path, profiles: Config) -> None:
-    """Each provider's unfinished items come out in line order, a page at a time, finished ones skipped."""
+def test_claims_are_per_provider_in_file_order(tmp_path: Path, profiles: Config) -> None:
+    """Each provider's unfinished items are claimed in line order, a batch at a time, finished ones skipped."""
     lines = "".join(f"{'rapyd' if n % 3 else 'maple'},inv{n}\n" for n in range(20))
     path = write(tmp_path / "j.csv", "provider,invoice_id\n" + lines)
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
-        first = ledger.todo_page(job, "rapyd", 0, 5)
+        first = ledger.claim(job, "rapyd", 0, 5)
         assert [w.item.invoice_id for w in first] == ["inv1", "inv2", "inv4", "inv5", "inv7"]
-        ledger.apply([("UPDATE items SET state = 'voided' WHERE invoice_id = 'inv8'", ())])
-        second = ledger.todo_page(job, "rapyd", first[-1].item.line, 5)
+        (eight,) = (row["id"] for row in ledger.items(job) if row["invoice_id"] == "inv8")
+        ledger.claim(job, "rapyd", first[-1].item.line, 1)  # inv8, which finishes
+        ledger.apply([Finish(eight, ItemState.VOIDED, None, 200, None, 1, now())])
+        second = ledger.claim(job, "rapyd", first[-1].item.line, 5)
         assert [w.item.invoice_id for w in second] == ["inv10", "inv11", "inv13", "inv14", "inv16"]
-        assert all(w.item.provider == "maple" for w in ledger.todo_page(job, "maple", 0, 100))
+        assert all(w.item.provider == "maple" for w in ledger.claim(job, "maple", 0, 100))
+
+
+def test_a_claim_is_committed_and_tells_what_a_stopped_run_left_in_flight(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """Claimed items are in flight for any other reader at once; items left in flight before are claimed as maybe sent."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\nrapyd,c\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        other = sqlite3.connect(tmp_path / "l.sqlite")
+        a, b = ledger.claim(job, "rapyd", 0, 2)
+        assert other.execute("SELECT invoice_id, state FROM items ORDER BY line").fetchall() == [
+            ("a", "in_flight"),
+            ("b", "in_flight"),
+            ("c", "pending"),
+        ]
+        assert (a.maybe_sent, b.maybe_sent) == (False, False)
+        # The run dies here. The next one claims both again, as maybe sent, and c as not.
+        again = ledger.claim(job, "rapyd", 0, 10)
+        assert [(w.item.invoice_id, w.maybe_sent) for w in again] == [("a", True), ("b", True), ("c", False)]
+        other.close()
 
 
 @pytest.mark.anyio
-async def test_writer_commits_in_flight_before_returning_and_outcomes_on_exit(
-    tmp_path: Path, profiles: Config
-) -> None:
-    """begin() returns only once 'in flight' is committed; queued outcomes are committed on exit."""
-    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\n")
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+async def test_writer_commits_outcomes_in_batches_and_on_exit(tmp_path: Path, profiles: Config) -> None:
+    """Ops recorded without waiting are all committed by the time the writer closes: finish, attempt, release."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\nrapyd,c\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
-        a, b = ledger.todo_page(job, "rapyd", 0, 10)
-        other = sqlite3.connect(tmp_path / "l.sqlite")
-
-        def state(invoice: str) -> tuple[str, int]:
-            return other.execute(
-                "SELECT state, attempts FROM items WHERE invoice_id = ?", (invoice,)
-            ).fetchone()
-
+        a, b, c = ledger.claim(job, "rapyd", 0, 10)
         async with LedgerWriter(ledger) as writer:
-            await writer.begin(a)
-            assert state("a") == ("in_flight", 1)  # visible to another connection: committed
-            writer.attempt(a, 1, "voided", 200, 12, "")
-            writer.finish(a, ItemState.VOIDED, "", 200, "op-1")
-            await writer.begin(b)
-            writer.release(b)
-        assert state("a") == ("voided", 1)
-        assert state("b") == ("pending", 1)
-        assert other.execute("SELECT outcome, http_status, latency_ms FROM attempts").fetchall() == [
-            ("voided", 200, 12)
+            writer.record(Attempt(a.id, 1, now(), "retryable", 503, 12, "busy"))
+            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, "op-1", 2, now()))
+            writer.record(Release(b.id, 1, False, now()))  # answered 429, not sent again: pending
+            writer.record(Release(c.id, 1, True, now()))  # timed out: may have been voided
+        other = sqlite3.connect(tmp_path / "l.sqlite")
+        assert other.execute(
+            "SELECT invoice_id, state, attempts, reference FROM items ORDER BY line"
+        ).fetchall() == [
+            ("a", "voided", 2, "op-1"),
+            ("b", "pending", 1, None),
+            ("c", "in_flight", 1, None),
+        ]
+        assert other.execute("SELECT attempt, outcome, http_status, latency_ms FROM attempts").fetchall() == [
+            (1, "retryable", 503, 12)
         ]
         other.close()
 
 
 @pytest.mark.anyio
-async def test_many_concurrent_begins_share_commits(tmp_path: Path, profiles: Config) -> None:
-    """Hundreds of workers marking items in flight at once are served by far fewer commits."""
+async def test_many_outcomes_share_commits(tmp_path: Path, profiles: Config) -> None:
+    """Hundreds of outcomes recorded by concurrent workers are committed in far fewer transactions."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,i{n}\n" for n in range(300)))
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
-        work = ledger.todo_page(job, "rapyd", 0, 300)
+        work = ledger.claim(job, "rapyd", 0, 300)
         commits = 0
         apply = ledger.apply
 
@@ -136,11 +149,42 @@ async def test_many_concurrent_begins_share_commits(tmp_path: Path, profiles: Co
             apply(ops)  # type: ignore[arg-type]
 
         ledger.apply = counting  # type: ignore[method-assign]
+
+        async def finish(writer: LedgerWriter, item: int) -> None:
+            await anyio.sleep(0)
+            writer.record(Finish(item, ItemState.VOIDED, None, 200, None, 1, now()))
+
         async with LedgerWriter(ledger) as writer, anyio.create_task_group() as tg:
             for w in work:
-                tg.start_soon(writer.begin, w)
-        assert ledger.counts(job) == {("rapyd", ItemState.IN_FLIGHT): 300}
+                tg.start_soon(finish, writer, w.id)
+        assert ledger.counts(job) == {("rapyd", ItemState.VOIDED): 300}
         assert commits < 30
+
+
+@pytest.mark.anyio
+async def test_a_failed_commit_stops_the_writer(tmp_path: Path, profiles: Config) -> None:
+    """A commit that fails (a full disk) makes the next record raise, and the writer's exit too."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        a, b = ledger.claim(job, "rapyd", 0, 10)
+
+        def full(ops: object) -> None:
+            raise LedgerError("l.sqlite: cannot record progress: the disk that holds it is full")
+
+        ledger.apply = full  # type: ignore[method-assign]
+        writer = LedgerWriter(ledger)
+        async with writer:
+            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, None, 1, now()))
+            while writer.error is None:  # the commit fails on the writer's thread
+                await anyio.sleep(0)
+            with pytest.raises(LedgerError, match="disk that holds it is full"):
+                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1, now()))
+            writer.error = None  # (else leaving raises it too: as the next test shows)
+
+        with pytest.raises(LedgerError, match="disk that holds it is full"):
+            async with LedgerWriter(ledger) as writer:
+                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1, now()))
 
 
 def test_a_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path) -> None:
@@ -150,7 +194,7 @@ def test_a_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path) -> Non
     with pytest.raises(
         LedgerError, match=r"not a batchvoid ledger \(not an SQLite database\); it was not changed"
     ):
-        Ledger(path)
+        open_ledger(path)
     assert path.read_bytes() == before
 
 
@@ -161,13 +205,13 @@ def test_another_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
         db.execute("CREATE TABLE customers (id INTEGER)")
     before = path.read_bytes()
     with pytest.raises(LedgerError, match="an SQLite database, but not a batchvoid ledger"):
-        Ledger(path)
+        open_ledger(path)
     assert path.read_bytes() == before
 
 
 def test_a_ledger_from_a_newer_batchvoid_is_refused_untouched(tmp_path: Path) -> None:
     """A newer schema is refused before anything is written: the file's bytes stay the same."""
-    Ledger(tmp_path / "l.sqlite").close()
+    open_ledger(tmp_path / "l.sqlite").close()
     with sqlite3.connect(tmp_path / "l.sqlite") as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.close()
@@ -175,39 +219,30 @@ def test_a_ledger_from_a_newer_batchvoid_is_refused_untouched(tmp_path: Path) ->
     with pytest.raises(
         LedgerError, match=r"written by a newer batchvoid \(ledger schema 99.*it was not changed"
     ):
-        Ledger(tmp_path / "l.sqlite")
+        open_ledger(tmp_path / "l.sqlite")
     with pytest.raises(LedgerError, match="newer batchvoid"):
-        Ledger.open_readonly(tmp_path / "l.sqlite")
+        open_ledger(tmp_path / "l.sqlite", readonly=True)
     assert (tmp_path / "l.sqlite").read_bytes() == before
 
 
-def test_a_batch_keeps_each_items_own_order(tmp_path: Path, profiles: Config) -> None:
-    """Batched statements run grouped by kind, yet every item ends in the state its last op gave it."""
-    from batchvoid import ledger as ledger_module
-
+def test_a_batch_keeps_each_items_own_outcome(tmp_path: Path, profiles: Config) -> None:
+    """Ops applied grouped by kind leave every item in the state its own op gave it, with its requests counted."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\nrapyd,c\nrapyd,d\n")
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
-        a, b, c, d = (w.id for w in ledger.todo_page(job, "rapyd", 0, 10))
-        t = ledger_module.now()
+        a, b, c, d = (w.id for w in ledger.claim(job, "rapyd", 0, 10))
+        t = now()
         ledger.apply(
             [
-                (
-                    ledger_module._FINISH,
-                    ("voided", None, 200, None, t, a),
-                ),  # a finishes first in the batch...
-                (ledger_module._BEGIN, (t, b)),  # ...then b is begun, retried and finished
-                (ledger_module._ATTEMPT, (b, 1, t, "retryable", 503, 1, None)),
-                (ledger_module._BEGIN, (t, b)),
-                (ledger_module._ATTEMPT, (b, 2, t, "voided", 200, 1, None)),
-                (ledger_module._FINISH, ("voided", None, 200, None, t, b)),
-                (ledger_module._BEGIN, (t, c)),
-                (ledger_module._RELEASE, (t, c)),
-                (ledger_module._BEGIN, (t, d)),
+                Finish(a, ItemState.VOIDED, None, 200, None, 1, t),
+                Attempt(b, 1, t, "retryable", 503, 1, None),
+                Release(c, 0, False, t),  # claimed, never sent
+                Finish(b, ItemState.VOIDED, None, 200, None, 2, t),
+                Release(d, 2, True, t),  # a timeout: may have been voided
             ]
         )
         got = {row["invoice_id"]: (row["state"], row["attempts"]) for row in ledger.items(job)}
-    assert got == {"a": ("voided", 0), "b": ("voided", 2), "c": ("pending", 1), "d": ("in_flight", 1)}
+    assert got == {"a": ("voided", 1), "b": ("voided", 2), "c": ("pending", 0), "d": ("in_flight", 2)}
 
 
 def test_every_state_is_unfinished_done_or_undone() -> None:
@@ -224,7 +259,7 @@ def test_every_state_is_unfinished_done_or_undone() -> None:
 def test_failure_reasons_and_redrive_read_the_undone_items(tmp_path: Path, profiles: Config) -> None:
     """The failed items, and only they, are counted in the failure reasons and put back to pending by a redrive."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,i{n}\n" for n in range(5)))
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
         states = ["failed", "failed", "voided", "already_void", "pending"]
         db = sqlite3.connect(tmp_path / "l.sqlite")
@@ -244,7 +279,7 @@ def test_failure_reasons_and_redrive_read_the_undone_items(tmp_path: Path, profi
 def test_a_state_this_batchvoid_does_not_know_is_a_ledger_error(tmp_path: Path, profiles: Config) -> None:
     """An item state no batchvoid writes (a hand edit, say the 'skipped' old docs named) is a LedgerError naming it, not a traceback."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\n")
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
         db = sqlite3.connect(tmp_path / "l.sqlite")
         db.execute("UPDATE items SET state = 'skipped'")
@@ -257,7 +292,7 @@ def test_a_state_this_batchvoid_does_not_know_is_a_ledger_error(tmp_path: Path, 
 def test_an_error_met_while_reading_rows_is_a_ledger_error(tmp_path: Path, profiles: Config) -> None:
     """An SQLite error raised only as later rows are read (as a damaged page is) is a LedgerError, not a traceback."""
     path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,inv{n}\n" for n in range(50)))
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
         ingest(ledger, path, profiles)
 
         def fails_on_row_10(line: int) -> int:

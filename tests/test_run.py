@@ -249,14 +249,19 @@ async def test_retryable_answers_are_retried_with_the_same_key(tmp_path: Path) -
     assert report.exit_status == EXIT_OK
     assert report.requests > len(rows)
     events = [json.loads(line) for line in (tmp_path / "job.csv.log").read_text().splitlines()]
+    # One line per request: an attempt line for each that did not finish its item, then the outcome.
     attempts = [e for e in events if e["event"] == "void.attempt"]
-    assert len(attempts) == report.requests
-    assert {e["outcome"] for e in attempts} == {"voided", "retryable"}
-    for e in attempts:
+    outcomes = [e for e in events if e["event"] == "void.succeeded"]
+    assert len(outcomes) == len(rows)
+    assert len(attempts) + len(outcomes) == report.requests
+    assert {e["outcome"] for e in attempts} == {"retryable"}
+    for e in attempts + outcomes:
         assert e["idempotency_key"] == idempotency_key("job.csv", e["provider"], e["invoice_id"])
+    assert sum(e["attempts"] for e in outcomes) == report.requests
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     assert db.execute("SELECT sum(attempts) FROM items").fetchone() == (report.requests,)
-    assert db.execute("SELECT count(*) FROM attempts").fetchone() == (report.requests,)
+    # The attempt history holds the requests that did not finish their item; the item row the last.
+    assert db.execute("SELECT count(*) FROM attempts").fetchone() == (len(attempts),)
 
 
 async def test_revoked_key_stops_only_that_provider(sim: tuple[Simulator, str], tmp_path: Path) -> None:
@@ -288,6 +293,7 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path) -> None:
         simulator.revoke("campfire")
         await run_on(sim_config(url), path, tmp_path, out=console)
     text = (tmp_path / "job.csv.log").read_text() + console.getvalue()
+    assert "void.succeeded" in text
     assert "void.attempt" in text
     secrets = [v for roles in CREDENTIALS.values() for v in roles.values()]
     co = CREDENTIALS["chargeover"]

@@ -171,9 +171,7 @@ class Client:
         headers = {"Authorization": f"Bearer {api_key}"}
         if store is not None:
             headers["X-STORE"] = store
-        return await self.send(
-            "PATCH", f"/api/v2/invoices/{invoice_id}/mark-voided", headers=headers
-        )
+        return await self.send("PATCH", f"/api/v2/invoices/{invoice_id}/mark-voided", headers=headers)
 
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
@@ -363,9 +361,7 @@ async def test_provider_answers(provider: str, case: str) -> None:
         assert contains(reply.json, expected), reply.json
         applied = 1 if case == "voided" else 0
         assert client.sim.voids_applied[(provider, invoice_id)] == applied
-        assert client.sim.void_requests[(provider, invoice_id)] == (
-            0 if case == "wrong_credentials" else 1
-        )
+        assert client.sim.void_requests[(provider, invoice_id)] == (0 if case == "wrong_credentials" else 1)
 
 
 @pytest.mark.parametrize("provider", PROVIDER_TYPES)
@@ -518,9 +514,7 @@ async def test_campfire_void_date() -> None:
             reply = await client.campfire("3", body=bad)
             assert reply.status == 400
             assert reply.json == {
-                "void_date": [
-                    "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."
-                ]
+                "void_date": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]
             }
         reply = await client.campfire("3", body=b"{oops")
         assert reply.status == 400
@@ -594,9 +588,7 @@ async def test_sellapp_store_header() -> None:
             assert reply.status == 403, store
             assert contains(
                 reply.json,
-                sellapp_error(
-                    "You do not have access to this store.", "authorization_error", "forbidden"
-                ),
+                sellapp_error("You do not have access to this store.", "authorization_error", "forbidden"),
             )
             assert uuid.UUID(reply.json["request_id"])
         assert client.sim.invoice_state("sellapp", "2") == "open"
@@ -804,9 +796,7 @@ async def test_timeout_applies_the_void_and_never_answers_in_time() -> None:
 async def test_timed_out_void_is_recorded_for_idempotency() -> None:
     """The answer a timeout withheld is the one a retry with the same key gets replayed."""
     seed = first_seed_where(lambda rng: rng.random() < 0.5 <= rng.random())
-    settings = SimulatorSettings(
-        faults={"maple": Faults(timeout_rate=0.5)}, seed=seed, hang_s=0.3
-    )
+    settings = SimulatorSettings(faults={"maple": Faults(timeout_rate=0.5)}, seed=seed, hang_s=0.3)
     async with simulate(settings) as client:
         with pytest.raises(TimeoutError):
             await client.maple("inv-1", key="k", timeout=0.1)
@@ -837,9 +827,7 @@ async def test_seeded_faults_repeat() -> None:
     """The same seed gives the same sequence of answers; another seed, another sequence."""
 
     async def statuses(seed: int) -> list[int]:
-        settings = SimulatorSettings(
-            faults={"sellapp": Faults(error_rate=0.3, jitter_ms=0.5)}, seed=seed
-        )
+        settings = SimulatorSettings(faults={"sellapp": Faults(error_rate=0.3, jitter_ms=0.5)}, seed=seed)
         async with simulate(settings) as client:
             return [(await client.sellapp(str(n))).status for n in range(50)]
 
@@ -1008,7 +996,10 @@ def test_from_specs_merges_field_by_field() -> None:
 def test_from_specs_reads_the_misbehaviour_faults() -> None:
     """echo_credentials, echo_headers, clock_skew_s and redirect_to parse from specs like the others."""
     settings = SimulatorSettings.from_specs(
-        ["echo_credentials=true,echo_headers=TRUE", "rapyd:clock_skew_s=-90.5,redirect_to=https://x.example/a?b=c"]
+        [
+            "echo_credentials=true,echo_headers=TRUE",
+            "rapyd:clock_skew_s=-90.5,redirect_to=https://x.example/a?b=c",
+        ]
     )
     assert settings.faults["rapyd"] == Faults(
         echo_credentials=True, echo_headers=True, clock_skew_s=-90.5, redirect_to="https://x.example/a?b=c"
@@ -1137,9 +1128,7 @@ def test_invoice_states_from_ids() -> None:
 async def test_serve_forever_reports_its_url() -> None:
     """serve_forever calls ready(base_url) once listening and serves until cancelled."""
     urls: list[str] = []
-    run = functools.partial(
-        serve_forever, "127.0.0.1", 0, SimulatorSettings(), ready=urls.append
-    )
+    run = functools.partial(serve_forever, "127.0.0.1", 0, SimulatorSettings(), ready=urls.append)
     async with anyio.create_task_group() as group:
         group.start_soon(run)
         with anyio.fail_after(2):

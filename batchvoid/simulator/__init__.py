@@ -8,9 +8,13 @@ async with Simulator(SimulatorSettings.from_specs(["rapyd:rate_limit=5/1s"])).se
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from batchvoid.simulator.credentials import CREDENTIALS, PROVIDER_TYPES
-from batchvoid.simulator.server import Simulator, serve_forever
 from batchvoid.simulator.settings import Faults, SimulatorSettings
+
+if TYPE_CHECKING:
+    from batchvoid.simulator.server import Simulator, serve_forever
 
 __all__ = [
     "CREDENTIALS",
@@ -20,3 +24,12 @@ __all__ = [
     "SimulatorSettings",
     "serve_forever",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The server (aiohttp.web and the simulated providers) loads on first use, not with the CLI."""
+    if name in ("Simulator", "serve_forever"):
+        from batchvoid.simulator import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,10 +22,13 @@ import os
 import socket
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TextIO
+from typing import TYPE_CHECKING, Self, TextIO
 
 from batchvoid.errors import LedgerError, LedgerLockedError
-from batchvoid.ledger import Holder, Ledger, now
+from batchvoid.ledger.api import Holder, now
+
+if TYPE_CHECKING:
+    from batchvoid.ledger.sqlite import SqliteLedger
 
 _ATTEMPTS = 5  # a release between our open() and flock() removes the file: try again
 
@@ -55,7 +58,7 @@ class RunLock:
     process that died is taken over, with a warning on `out`.
     """
 
-    def __init__(self, ledger: Ledger, job_id: str, *, out: TextIO | None = None) -> None:
+    def __init__(self, ledger: SqliteLedger, job_id: str, *, out: TextIO | None = None) -> None:
         self._ledger = ledger
         self._job_id = job_id
         self._out = out

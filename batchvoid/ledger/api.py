@@ -1,0 +1,199 @@
+"""What the ledger is to the rest of batchvoid: its records, and the Protocols a backend implements.
+
+The engine depends on `WorkQueue` only: it claims items, and hands its writes (the `ops`)
+to the group-commit writer, which applies them through the same queue. The commands
+(`run`, `plan`, `status`, `report`) depend on `JobStore`, `Reports` and `RunGuard`.
+A backend (SQLite today, an in-memory one for the engine's tests) implements all four as one
+object; `batchvoid.ledger.open_ledger` picks it.
+
+Every method is synchronous and may block (a disk, a database server): callers on the event
+loop run them in a worker thread. Every fault is raised as `LedgerError`, saying what is
+wrong with the ledger and what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, TextIO
+
+from batchvoid.ledger.ops import Op
+from batchvoid.models import Item, ItemState, RowError, WorkItem
+
+MAX_ERRORS_SHOWN = 20  # bad rows and duplicates an ingest keeps to show; the rest are counted
+
+
+def now() -> str:
+    """A UTC timestamp as the ledger stores it."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the ledger knows it."""
+
+    id: int
+    job_id: str
+    job_file: str
+    job_sha256: str
+    config_fingerprint: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    runs: int
+    items: int
+    duplicates: int
+    simulated: int | None  # 1: recorded by a rehearsal (--simulate); 0: real; None: not known
+
+
+JOB_FIELDS = tuple(Job.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A row that repeats an earlier (provider, invoice_id) of the same file."""
+
+    line: int
+    provider: str
+    invoice_id: str
+    first_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """What checking and recording a job file found.
+
+    A job with a bad row is not recorded: `error_count` says how many, `errors` holds the
+    first few, and the job file's own module words the refusal.
+    """
+
+    items: int
+    duplicates: int
+    first_duplicates: tuple[Duplicate, ...] = field(default=())
+    error_count: int = 0
+    errors: tuple[RowError, ...] = field(default=())
+
+    @property
+    def recorded(self) -> bool:
+        return not self.error_count and self.items > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The process recorded as running a job: for messages, and to tell a stale lock."""
+
+    pid: int
+    host: str
+    started_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job file to record: who it is, where its profiles send, and its rows."""
+
+    job_id: str
+    job_file: str
+    job_sha256: str
+    config_fingerprint: str
+    rows: Iterable[Item | RowError]
+    simulated: bool = False
+    targets: Mapping[str, str] = field(default_factory=dict)
+
+
+class WorkQueue(Protocol):
+    """Where a run takes its work from and records what came of it."""
+
+    def claim(self, job: Job, provider: str, after_line: int, limit: int) -> list[WorkItem]:
+        """Take up to `limit` unfinished items of one provider after `after_line`, in file order.
+
+        Returns once the claim is durable: from then on each claimed item counts as "may have
+        been sent" (a run that dies leaves it to be sent again with the same idempotency key)
+        until its outcome is recorded or it is released. `WorkItem.maybe_sent` says whether it
+        already counted so before this claim.
+        """
+        ...
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Record a batch of ops in one transaction, each item's ops in the order given."""
+        ...
+
+
+class JobStore(Protocol):
+    """Jobs and their lifecycle."""
+
+    def job(self, job_id: str) -> Job | None: ...
+
+    def jobs(self) -> list[Job]: ...
+
+    def ingest(self, new: NewJob, accept: Callable[[set[str]], None] | None = None) -> Ingest:
+        """Record a job and all its items in one transaction, or nothing if any row is bad.
+
+        `accept` sees the job's providers before the commit: what it raises refuses the job,
+        which then leaves nothing behind.
+        """
+        ...
+
+    def targets(self, job: Job) -> dict[str, str]: ...
+
+    def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None: ...
+
+    def touched(self, job: Job) -> set[str]:
+        """The providers of the job with an item that has an outcome or may have been voided."""
+        ...
+
+    def void_dates(self, job: Job) -> dict[str, dict[str, int]]: ...
+
+    def fill_void_dates(self, job: Job, dates: Mapping[str, str]) -> None: ...
+
+    def redrive(self, job: Job) -> dict[str, int]:
+        """Put the job's failed items back to pending; how many per provider."""
+        ...
+
+    def start_run(self, job: Job) -> None: ...
+
+    def finish_run(self, job: Job) -> None: ...
+
+
+class Reports(Protocol):
+    """What the operator commands read."""
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, for messages: a file path, or a URL without its password."""
+        ...
+
+    def counts(self, job: Job) -> dict[tuple[str, ItemState], int]: ...
+
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]: ...
+
+    def duplicates(self, job: Job) -> list[Duplicate]: ...
+
+    def duplicate_counts(self, job: Job) -> dict[str, int]: ...
+
+    def attempt_count(self, job: Job) -> int: ...
+
+    def failure_reasons(self, job: Job, limit: int) -> list[tuple[str, str, int]]: ...
+
+    def metadata_keys(self, job: Job, states: Collection[ItemState] | None = None) -> list[str]: ...
+
+
+class RunGuard(Protocol):
+    """One live run per job: who holds it."""
+
+    def guard(self, job_id: str, out: TextIO | None = None) -> AbstractContextManager[object]:
+        """Held for a whole run; raises LedgerLockedError when another live run holds the job."""
+        ...
+
+    def lock_holder(self, job_id: str) -> Holder | None: ...
+
+
+class Ledger(WorkQueue, JobStore, Reports, RunGuard, Protocol):
+    """A whole backend, as `open_ledger` returns it."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...

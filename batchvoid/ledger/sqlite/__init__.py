@@ -1,0 +1,613 @@
+"""The SQLite ledger: one database file (WAL) that records every job and every item. The default.
+
+It is the work queue too. A job file is checked and copied into it in one transaction (all
+rows or none); each provider lane then claims its own unfinished items a batch at a time, by
+line number, so neither the file nor the pending work is ever held in memory, and a resumed
+run starts sending at once. One run per job at a time, on one host: `guard` is a flock.
+
+Two threads use the one connection: the writer's (`apply`) and the lanes' claims, through
+`_lock`; every other method runs on the caller's thread before or after the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Self, TextIO
+
+from batchvoid.errors import LedgerError, os_cause
+from batchvoid.keys import idempotency_key
+from batchvoid.ledger.api import JOB_FIELDS, MAX_ERRORS_SHOWN, Duplicate, Holder, Ingest, Job, NewJob, now
+from batchvoid.ledger.ops import Attempt, Finish, Op, Release
+from batchvoid.ledger.sqlite.dbfile import (
+    SCHEMA_VERSION,
+    Cursor,
+    fault,
+    has_content,
+    identity,
+    inspect,
+    open_readonly,
+    path_problem,
+)
+from batchvoid.ledger.sqlite.lock import RunLock
+from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+
+__all__ = ["SCHEMA_VERSION", "SqliteLedger"]
+
+_SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+_VERSION_ROW = f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"  # noqa: S608 - a constant
+
+# Statements that bring a ledger of the version before up to each version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN simulated INTEGER",
+        "CREATE TABLE targets (job INTEGER NOT NULL REFERENCES jobs (id), profile TEXT NOT NULL,"
+        " target TEXT NOT NULL, PRIMARY KEY (job, profile))",
+    ),
+}
+
+_CLAIMABLE = (
+    "SELECT id, line, provider, invoice_id, void_date, company_id, store, metadata,"
+    " idempotency_key, attempts, state FROM items INDEXED BY items_todo"
+    " WHERE job = ? AND provider = ? AND state IN ('pending', 'in_flight') AND line > ?"
+    " ORDER BY line LIMIT ?"
+)
+_CLAIM = (
+    "UPDATE items SET state = 'in_flight', updated_at = ? WHERE job = ? AND provider = ?"
+    " AND state = 'pending' AND line > ? AND line <= ?"
+)
+_ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)"
+_FINISH = (
+    "UPDATE items SET state = ?, reason = ?, http_status = ?, reference = coalesce(?, reference),"
+    " attempts = attempts + ?, updated_at = ? WHERE id = ?"
+)
+_RELEASE = (
+    "UPDATE items SET state = ?, attempts = attempts + ?, updated_at = ? WHERE id = ? AND state = 'in_flight'"
+)
+_PENDING, _IN_FLIGHT = str(ItemState.PENDING), str(ItemState.IN_FLIGHT)
+
+
+def _job_filter(job: Job, states: Collection[ItemState] | None) -> tuple[str, list[object]]:
+    """A WHERE clause (on `items`) for the job's items, or those of it in `states`."""
+    params: list[object] = [job.id]
+    if states is None:
+        return "items.job = ?", params
+    params.extend(str(s) for s in sorted(states))
+    return f"items.job = ? AND items.state IN ({', '.join('?' * len(states))})", params
+
+
+@dataclass(slots=True)
+class _Found:
+    items: int = 0
+    duplicate_count: int = 0
+    duplicates: list[Duplicate] = field(default_factory=list)
+    error_count: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+_CHUNK = 1000  # rows inserted per executemany while recording a job file
+_INSERT = (
+    "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"
+    " metadata, idempotency_key, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+class SqliteLedger:
+    """Owns the checkpoint database file. Use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if problem := path_problem(self.path, write=True):
+            raise LedgerError(f"{self.path}: {problem}")
+        # A file with content must be a ledger of a schema this batchvoid reads, checked
+        # read-only: a ledger from a newer batchvoid, or any other file, is refused untouched.
+        version = inspect(self.path) if has_content(self.path) else None
+        self._db = self._connect()
+        try:
+            self._prepare_schema(version)
+        except BaseException:
+            self._db.close()
+            raise
+        self._lock = threading.Lock()  # the writer thread's commits and the lanes' claims
+        self._identity = identity(self.path)  # to notice the file being deleted or replaced
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise fault(self.path, exc, "cannot open it") from exc
+        return db
+
+    def _prepare_schema(self, version: int | None) -> None:
+        """Create the schema in a new ledger, or bring an older one up to this version."""
+        db = self._db
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            if version is None:
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_VERSION_ROW} COMMIT;")
+                return
+            db.execute("BEGIN IMMEDIATE")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise fault(self.path, exc, "cannot set it up") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        """The job recorded under `job_id`, if any."""
+        jobs = self._jobs("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    def jobs(self) -> list[Job]:
+        """Every job in this ledger, oldest first."""
+        return self._jobs("SELECT * FROM jobs ORDER BY id", ())
+
+    def _jobs(self, query: str, params: Sequence[Any]) -> list[Job]:
+        cursor = self._sql(self._db, query, params)
+        names = [d[0] for d in cursor.description]
+        # By name, so that a ledger of an older schema (read-only) reads too: missing is None.
+        jobs = []
+        for row in cursor:
+            fields: dict[str, Any] = dict.fromkeys(JOB_FIELDS)
+            fields.update(zip(names, row, strict=True))
+            jobs.append(Job(**{name: fields[name] for name in JOB_FIELDS}))
+        return jobs
+
+    def targets(self, job: Job) -> dict[str, str]:
+        """Where each provider profile of the job sent (or is to send), as recorded."""
+        if not self._has_table("targets"):  # an older ledger read as it is
+            return {}
+        rows = self._sql(self._db, "SELECT profile, target FROM targets WHERE job = ?", (job.id,))
+        return dict(rows.fetchall())
+
+    def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None:
+        """Record (or replace) where the job's profiles send, and whether it is a rehearsal."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE jobs SET simulated = ? WHERE id = ?", (int(simulated), job.id))
+            db.executemany(
+                "INSERT OR REPLACE INTO targets VALUES (?, ?, ?)",
+                [(job.id, profile, target) for profile, target in targets.items()],
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise fault(self.path, exc, "cannot record the job's targets") from exc
+
+    def touched(self, job: Job) -> set[str]:
+        """The providers of the job with an item that has an outcome or may have been voided.
+
+        A pending item has none, even after attempts: a 401 or a 5xx voided nothing.
+        """
+        rows = self._sql(
+            self._db, "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'", (job.id,)
+        )
+        return {provider for (provider,) in rows}
+
+    def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
+        """The void dates the job's items carry, with how many items each, per provider."""
+        rows = self._sql(
+            self._db,
+            "SELECT provider, void_date, count(*) FROM items WHERE job = ? AND void_date IS NOT NULL"
+            " GROUP BY provider, void_date ORDER BY provider, void_date",
+            (job.id,),
+        )
+        dates: dict[str, dict[str, int]] = {}
+        for provider, date, n in rows:
+            dates.setdefault(provider, {})[date] = n
+        return dates
+
+    def fill_void_dates(self, job: Job, dates: Mapping[str, str]) -> None:
+        """Give each provider's unsent items without a void date the one in `dates`, once."""
+        for provider, date in dates.items():
+            self._sql(
+                self._db,
+                "UPDATE items SET void_date = ? WHERE job = ? AND provider = ? AND void_date IS NULL"
+                " AND state IN ('pending', 'in_flight')",
+                (date, job.id, provider),
+            )
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._sql(self._db, query, (name,)).fetchone() is not None
+
+    def ingest(self, new: NewJob, accept: Callable[[set[str]], None] | None = None) -> Ingest:
+        """Record a new job and all its items in one transaction, or nothing if any row is bad.
+
+        `accept` sees the job's providers before the commit: what it raises refuses the job,
+        which then leaves nothing behind (a missing credential must not record the job).
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            job = db.execute(
+                "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at, simulated)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (new.job_id, new.job_file, new.job_sha256, new.config_fingerprint, now(), int(new.simulated)),
+            ).lastrowid
+            assert job is not None
+            db.executemany(
+                "INSERT INTO targets VALUES (?, ?, ?)",
+                [(job, profile, target) for profile, target in new.targets.items()],
+            )
+            found = _Found()
+            self._copy_rows(job, new, found)
+            if found.error_count or not found.items:
+                db.execute("ROLLBACK")
+            else:
+                if accept is not None:
+                    used = db.execute("SELECT DISTINCT provider FROM items WHERE job = ?", (job,))
+                    accept({provider for (provider,) in used})
+                db.execute(
+                    "UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?",
+                    (found.items, found.duplicate_count, job),
+                )
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise fault(self.path, exc, "cannot record the job") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return Ingest(
+            found.items,
+            found.duplicate_count,
+            tuple(found.duplicates),
+            found.error_count,
+            tuple(found.errors),
+        )
+
+    def _copy_rows(self, job: int, new: NewJob, found: _Found) -> None:
+        chunk: list[Item] = []
+        for row in new.rows:
+            if isinstance(row, RowError):
+                found.error_count += 1
+                if len(found.errors) < MAX_ERRORS_SHOWN:
+                    found.errors.append(row)
+            elif not found.error_count:  # once the file is refused, read on only to count bad rows
+                chunk.append(row)
+                if len(chunk) == _CHUNK:
+                    self._insert(job, new.job_id, chunk, found)
+                    chunk = []
+        if chunk and not found.error_count:
+            self._insert(job, new.job_id, chunk, found)
+
+    def _insert(self, job: int, job_id: str, chunk: list[Item], found: _Found) -> None:
+        db = self._db
+        created = now()
+        before = db.total_changes
+        db.executemany(
+            _INSERT,
+            (
+                (
+                    job,
+                    row.provider,
+                    row.invoice_id,
+                    row.line,
+                    row.void_date,
+                    row.company_id,
+                    row.store,
+                    json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None,
+                    idempotency_key(job_id, row.provider, row.invoice_id),
+                    created,
+                    created,
+                )
+                for row in chunk
+            ),
+        )
+        inserted = db.total_changes - before
+        found.items += inserted
+        if inserted == len(chunk):
+            return
+        for row in chunk:  # some rows repeat an earlier one: the table holds the first's line
+            (first,) = db.execute(
+                "SELECT line FROM items WHERE job = ? AND provider = ? AND invoice_id = ?",
+                (job, row.provider, row.invoice_id),
+            ).fetchone()
+            if first == row.line:
+                continue
+            found.duplicate_count += 1
+            db.execute(
+                "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
+                (job, row.line, row.provider, row.invoice_id, first),
+            )
+            if len(found.duplicates) < MAX_ERRORS_SHOWN:
+                found.duplicates.append(Duplicate(row.line, row.provider, row.invoice_id, first))
+
+    def start_run(self, job: Job) -> None:
+        """Note that a run of `job` begins."""
+        self._sql(
+            self._db,
+            "UPDATE jobs SET started_at = ?, finished_at = NULL, runs = runs + 1 WHERE id = ?",
+            (now(), job.id),
+        )
+
+    def finish_run(self, job: Job) -> None:
+        """Note that a run of `job` ended (whatever its result)."""
+        self._sql(self._db, "UPDATE jobs SET finished_at = ? WHERE id = ?", (now(), job.id))
+
+    def duplicates(self, job: Job) -> list[Duplicate]:
+        rows = self._sql(
+            self._db,
+            "SELECT line, provider, invoice_id, first_line FROM duplicates WHERE job = ? ORDER BY line",
+            (job.id,),
+        )
+        return [Duplicate(*row) for row in rows]
+
+    # -- work ----------------------------------------------------------------------------
+
+    def claim(self, job: Job, provider: str, after_line: int, limit: int) -> list[WorkItem]:
+        """Take the next unfinished items of one provider after `after_line`: one transaction.
+
+        The pending ones become in flight (may have been sent) with the commit; the ones
+        already in flight (left so by a run that stopped) stay so. One run holds a job at a
+        time (`guard`), so a claim needs no owner here.
+        """
+        with self._lock:
+            self.check_still_there()
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute(_CLAIMABLE, (job.id, provider, after_line, limit)).fetchall()
+                if rows:
+                    db.execute(_CLAIM, (now(), job.id, provider, after_line, rows[-1][1]))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise fault(self.path, exc, "cannot take work from it") from exc
+        return [
+            WorkItem(
+                id=row[0],
+                item=Item(
+                    row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]) if row[7] else {}
+                ),
+                idempotency_key=row[8],
+                attempts=row[9],
+                maybe_sent=row[10] == _IN_FLIGHT,
+            )
+            for row in rows
+        ]
+
+    def counts(self, job: Job) -> dict[tuple[str, ItemState], int]:
+        """How many items each provider has in each state."""
+        rows = self._sql(
+            self._db,
+            "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
+            (job.id,),
+        )
+        return {(provider, self._state(state)): n for provider, state, n in rows}
+
+    def _state(self, value: str) -> ItemState:
+        try:
+            return ItemState(value)
+        except ValueError:
+            known = ", ".join(state.value for state in ItemState)
+            raise LedgerError(
+                f"{self.path}: an item has state {value!r}, which this batchvoid does not know "
+                f"(states: {known}); was the ledger edited by hand?"
+            ) from None
+
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of the job (or those in `states`) as a dict, in file order."""
+        where, params = _job_filter(job, states)
+        query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
+        cursor = self._sql(self._db, query, params)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Write a batch of ops in one transaction (called on the writer thread).
+
+        Ops of one kind run together (executemany costs a third less than one execute each).
+        That keeps every item's own order: an Attempt touches only the attempt history, and an
+        item gets at most one of Finish and Release in a run.
+        """
+        attempts: list[tuple[Any, ...]] = []
+        finishes: list[tuple[Any, ...]] = []
+        releases: list[tuple[Any, ...]] = []
+        for op in ops:
+            if type(op) is Finish:
+                finishes.append(
+                    (op.state.value, op.reason, op.http_status, op.reference, op.sent, op.at, op.item)
+                )
+            elif type(op) is Attempt:
+                attempts.append(
+                    (op.item, op.number, op.at, op.outcome, op.http_status, op.latency_ms, op.detail)
+                )
+            else:
+                assert type(op) is Release
+                state = _IN_FLIGHT if op.maybe_sent else _PENDING
+                releases.append((state, op.sent, op.at, op.item))
+        with self._lock:
+            self.check_still_there()
+            db = self._db
+            try:
+                db.execute("BEGIN")
+                for sql, params in ((_ATTEMPT, attempts), (_FINISH, finishes), (_RELEASE, releases)):
+                    if params:
+                        db.executemany(sql, params)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise fault(self.path, exc, "cannot record progress") from exc
+
+    def check_still_there(self) -> None:
+        """Raise if the ledger file was deleted or replaced since it was opened.
+
+        SQLite goes on writing to a deleted file's inode without a word, so a run whose ledger
+        was removed would record its outcomes where no later run can find them.
+        """
+        try:
+            same = identity(self.path) == self._identity
+        except FileNotFoundError:
+            same = False
+        except OSError as exc:
+            raise LedgerError(f"{self.path}: cannot check the ledger: {os_cause(exc)}") from exc
+        if not same:
+            raise LedgerError(
+                f"{self.path}: the ledger file was deleted or replaced while this run was writing to "
+                "it, so the run stopped. Put the ledger back (restore it from a backup), then run the "
+                "same command again: items whose outcome it lacks are resent with the same "
+                "idempotency key, and a void that happened counts as done"
+            )
+
+    # -- operator queries (plan, status, report) and redrive ------------------------------
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> SqliteLedger:
+        """An existing ledger, opened read-only: inspecting a job never creates or changes one.
+
+        Works on read-only media too, and on a ledger of an older schema (read as it is).
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        if problem := path_problem(self.path, write=False):
+            raise LedgerError(f"{self.path}: {problem}")
+        inspect(self.path)
+        try:
+            self._db = open_readonly(self.path)
+        except sqlite3.Error as exc:
+            raise fault(self.path, exc, "cannot read it") from exc
+        self._identity = identity(self.path)
+        return self
+
+    def duplicate_counts(self, job: Job) -> dict[str, int]:
+        """How many duplicate rows the job file had, per provider."""
+        rows = self._sql(
+            self._db, "SELECT provider, count(*) FROM duplicates WHERE job = ? GROUP BY provider", (job.id,)
+        )
+        return dict(rows.fetchall())
+
+    def attempt_count(self, job: Job) -> int:
+        """Requests sent for the job's items, over all its runs."""
+        (total,) = self._sql(
+            self._db, "SELECT coalesce(sum(attempts), 0) FROM items WHERE job = ?", (job.id,)
+        ).fetchone()
+        return int(total)
+
+    def failure_reasons(self, job: Job, limit: int) -> list[tuple[str, str, int]]:
+        """The most frequent (provider, reason, count) among failed items."""
+        where, params = _job_filter(job, UNDONE)
+        rows = self._sql(
+            self._db,
+            "SELECT provider, coalesce(reason, ''), count(*) AS n FROM items"  # noqa: S608 - placeholders only
+            f" WHERE {where} GROUP BY provider, reason ORDER BY n DESC, provider LIMIT ?",
+            (*params, limit),
+        )
+        return [(provider, reason, n) for provider, reason, n in rows]
+
+    def metadata_keys(self, job: Job, states: Collection[ItemState] | None = None) -> list[str]:
+        """Every metadata key the job's items (or those in `states`) carry, in first-seen order."""
+        where, params = _job_filter(job, states)
+        query = (
+            "SELECT meta.key FROM items, json_each(items.metadata) AS meta"  # noqa: S608 - placeholders only
+            f" WHERE {where} AND items.metadata IS NOT NULL"
+            " GROUP BY meta.key ORDER BY min(items.line), min(meta.id)"
+        )
+        return [key for (key,) in self._sql(self._db, query, params)]
+
+    def redrive(self, job: Job) -> dict[str, int]:
+        """Put the job's failed items back to pending, keeping keys and attempts.
+
+        Returns how many items went back, per provider. Each item's last answer (the one its
+        row held) joins its attempt history first, so the history loses nothing.
+        """
+        db = self._db
+        where, params = _job_filter(job, UNDONE)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            counts = dict(
+                db.execute(
+                    f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider",  # noqa: S608 - placeholders only
+                    params,
+                ).fetchall()
+            )
+            db.execute(
+                "INSERT INTO attempts SELECT id, attempts, updated_at, state, http_status, NULL, reason"  # noqa: S608 - placeholders only
+                f" FROM items WHERE {where}",
+                params,
+            )
+            db.execute(
+                "UPDATE items SET state = 'pending', reason = NULL, http_status = NULL, updated_at = ?"  # noqa: S608 - placeholders only
+                f" WHERE {where}",
+                (now(), *params),
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise fault(self.path, exc, "cannot put the failed items back") from exc
+        return counts
+
+    def lock_holder(self, job_id: str) -> Holder | None:
+        """The process recorded as running `job_id`, if any (it may since have died)."""
+        try:
+            row = self._db.execute(
+                "SELECT pid, host, started_at FROM locks WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a ledger from before run locks: nobody recorded
+            return None
+        return None if row is None else Holder(*row)
+
+    def record_lock(self, job_id: str, holder: Holder) -> None:
+        """Record `holder` as the process running `job_id`, replacing a stale record."""
+        self._sql(
+            self._db,
+            "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)",
+            (job_id, holder.pid, holder.host, holder.started_at),
+        )
+
+    def clear_lock(self, job_id: str, holder: Holder) -> None:
+        """Remove `holder`'s record for `job_id` (and nobody else's)."""
+        self._sql(
+            self._db,
+            "DELETE FROM locks WHERE job_id = ? AND pid = ? AND host = ? AND started_at = ?",
+            (job_id, holder.pid, holder.host, holder.started_at),
+        )
+
+    def guard(self, job_id: str, out: TextIO | None = None) -> RunLock:
+        """The run lock of `job_id` on this ledger (see `lock.RunLock`)."""
+        return RunLock(self, job_id, out=out)
+
+    def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Cursor:
+        try:
+            return Cursor(db.execute(sql, params), self.path)
+        except sqlite3.Error as exc:
+            raise fault(self.path, exc, "cannot use it") from exc

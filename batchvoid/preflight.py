@@ -1,0 +1,210 @@
+"""What `run` and `plan` share before anything is sent: the options, the configuration, the job.
+
+`prepare` finds the job in the ledger or checks the job file and records it as a new job, and
+refuses what must not run: a job file changed since the job began, a rehearsal's job in a
+real run (or the other way round), a profile that now sends elsewhere than its items went,
+a missing credential.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from batchvoid import config as configuration
+from batchvoid import jobfile
+from batchvoid.config import Config, Profile
+from batchvoid.engine import FailureLimits, Retry
+from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
+from batchvoid.ledger import Ingest, Job, Ledger, NewJob
+from batchvoid.progress import ProgressOptions
+from batchvoid.simulator.credentials import CREDENTIALS
+from batchvoid.simulator.settings import SimulatorSettings
+
+DEFAULT_LEDGER = Path("batchvoid.sqlite")
+REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
+_CANCEL_EVERY = 1000  # rows between checks for a signal while recording a job file
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What `batchvoid run` was asked to do."""
+
+    job_file: Path
+    config: Path | None = None
+    ledger: Path = DEFAULT_LEDGER
+    job_id: str | None = None
+    log_file: Path | None = None
+    simulate: bool = False
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    retry: Retry = field(default_factory=Retry)
+    failure_limits: FailureLimits = field(default_factory=FailureLimits)
+    grace_s: float | None = None  # after a first signal; default: the longest request timeout
+    retry_failed: bool = False  # put failed items back to pending first (redrive)
+    allow_target_change: bool = False  # resume although a profile's base URL or account changed
+    progress: ProgressOptions = field(default_factory=ProgressOptions)
+
+    @property
+    def job_name(self) -> str:
+        """The job's name in the ledger: --job-id, or the job file's name."""
+        return self.job_id or self.job_file.name
+
+
+def load_config(options: RunOptions) -> Config:
+    """The configuration file, or the built-in one when rehearsing on the simulator."""
+    if options.config is not None:
+        return configuration.load(options.config)
+    if options.simulate:
+        return configuration.builtin()
+    default = Path("batchvoid.toml")
+    if default.exists():
+        return configuration.load(default)
+    raise ConfigError(
+        "no configuration: pass --config FILE (start from config/providers.example.toml), "
+        "or --simulate to rehearse the job on the built-in simulator"
+    )
+
+
+def simulator_env(config: Config) -> dict[str, str]:
+    """Each profile's credential variables, set to the simulator's test credentials."""
+    env = {}
+    for profile in config.profiles.values():
+        for key, var in profile.credential_env.items():
+            env[var] = CREDENTIALS[profile.spec.type][key.removesuffix("_env")]
+    return env
+
+
+_NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
+
+
+def targets(config: Config) -> dict[str, str]:
+    """Where each profile of `config` sends (see `target`)."""
+    return {name: target(profile) for name, profile in config.profiles.items()}
+
+
+def target(profile: Profile) -> str:
+    """Where a profile sends: its type, base URL and account, as the ledger records it."""
+    account = "".join(
+        f", {key} {value}" for key, value in sorted(profile.options.items()) if key not in _NOT_ACCOUNT
+    )
+    return f"{profile.spec.type} at {profile.base_url}{account}"
+
+
+def prepare(
+    options: RunOptions,
+    config: Config,
+    ledger: Ledger,
+    out: TextIO,
+    cancelled: threading.Event | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Job, Ingest | None]:
+    """Find the job in the ledger, or check the job file and record it as a new job.
+
+    Refuses to resume a job whose file changed, a rehearsal's job in a real run (or the other
+    way round), and a profile that now sends elsewhere than where its items went. `cancelled`
+    (set by a signal) stops the recording of a new job, which then leaves nothing behind.
+    """
+    job_id = options.job_name
+    sha = jobfile.sha256(options.job_file)
+    job = ledger.job(job_id)
+    sends_to = targets(config)
+    ingest = None
+    if job is None:
+        rows: Iterable[Any] = jobfile.read(options.job_file, config.profiles)
+        new = NewJob(
+            job_id=job_id,
+            job_file=str(options.job_file),
+            job_sha256=sha,
+            config_fingerprint=config.fingerprint(),
+            rows=rows if cancelled is None else _until(cancelled, rows),
+            simulated=options.simulate,
+            targets=sends_to,
+        )
+        ingest = ledger.ingest(new, None if env is None else partial(_credentials_set, config, env))
+        if not ingest.recorded:
+            raise jobfile.refusal(options.job_file, ingest.errors, ingest.error_count)
+        job = ledger.job(job_id)
+        assert job is not None
+    elif job.job_sha256 != sha:
+        raise LedgerError(
+            f"{options.job_file} has changed since job {job_id!r} began "
+            f"(sha256 {job.job_sha256[:12]}... then, {sha[:12]}... now), so it cannot be resumed. "
+            f"To finish the job as it was, restore the file. To void the new file as a new job, "
+            f"pass --job-id with a new name (or use another --ledger)."
+        )
+    else:
+        missing = {p for (p, state) in ledger.counts(job) if not state.is_final} - set(config.profiles)
+        if missing:
+            raise ConfigError(
+                f"{config.path}: job {job_id!r} still has items for {', '.join(sorted(missing))}, "
+                "which this configuration does not define: add the profile back to finish the job"
+            )
+        _check_history(options, config, ledger, job, sends_to, out)
+    return job, ingest
+
+
+def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
+    """Raise ConfigError if a profile the job uses lacks a usable credential."""
+    for name in sorted(providers):
+        config.profiles[name].secrets(env)
+
+
+def _check_history(
+    options: RunOptions, config: Config, ledger: Ledger, job: Job, targets: Mapping[str, str], out: TextIO
+) -> None:
+    """Refuse to resume a job whose recorded outcomes belong to another kind of run or target."""
+    where = f"job {job.job_id!r} in {ledger.location}"
+    if job.simulated == 1 and not options.simulate:
+        raise LedgerError(
+            f"{where} is a rehearsal: its items went to the simulator (--simulate), so its outcomes "
+            "say nothing about the real providers, and a real run cannot resume it. Nothing was sent. "
+            f"Run the real job with its own ledger (the default {DEFAULT_LEDGER}, or --ledger FILE) "
+            "or under a new --job-id"
+        )
+    if job.simulated == 0 and options.simulate:
+        raise LedgerError(
+            f"{where} is a real run's: a rehearsal would record the simulator's answers as its "
+            f"outcomes. Nothing was sent. Rehearse with a ledger of its own (--ledger {REHEARSAL_LEDGER}, "
+            "the default with --simulate)"
+        )
+    recorded = ledger.targets(job)
+    if not recorded:  # recorded before targets were: the profiles' fingerprint is what there is
+        if job.config_fingerprint != config.fingerprint():
+            print(
+                f"warning: the provider profiles in {config.path} changed since job {job.job_id!r} began "
+                "(names, types, base URLs or accounts); resuming with the new ones",
+                file=out,
+            )
+        return
+    for profile in sorted(ledger.touched(job)):
+        old, new = recorded.get(profile), targets.get(profile)
+        if old is None or new is None or old == new:
+            continue
+        if options.allow_target_change:
+            print(
+                f"warning: profile {profile!r} of {where} sent to {old}; it now sends to {new} "
+                "(--allow-target-change): its recorded outcomes are kept",
+                file=out,
+            )
+            continue
+        raise LedgerError(
+            f"profile {profile!r} of {where} now sends to {new}, but items of the job were sent to "
+            f"{old}. Their outcomes say nothing about the new target, so the run is refused; nothing "
+            "was sent. To void the job at the new target, run it as a new job (--job-id NEW_NAME). If "
+            "it is the same account at a new address, pass --allow-target-change to keep the outcomes"
+        )
+
+
+T = TypeVar("T")
+
+
+def _until(cancelled: threading.Event, rows: Iterable[T]) -> Iterator[T]:
+    """The rows, until `cancelled` is set: then RunInterrupted, which rolls the ingest back."""
+    for n, row in enumerate(rows):
+        if n % _CANCEL_EVERY == 0 and cancelled.is_set():
+            raise RunInterrupted("the job was being recorded")
+        yield row
