@@ -116,6 +116,15 @@ class FailureLimits:
     sample: int = 50  # finished items before the rate is judged
 
 
+@dataclass(slots=True)
+class _Trip:
+    """One item's way through this run, so far: what a stop must give back."""
+
+    maybe_sent: bool  # a request for it may have reached the provider unanswered (a crash, a timeout)
+    sent: int = 0  # requests sent for it in this run
+    on_the_wire: bool = False  # a request of it is out now, with no answer yet
+
+
 def _plain(stop: Stop) -> str:
     return f"{stop.provider or 'run'}: {stop.kind}: {stop.detail}"
 
@@ -227,6 +236,8 @@ class Engine:
 
     async def _next(self, lane: Lane) -> WorkItem | None:
         """The lane's next item, claiming a batch when the last one is used up; None: no more."""
+        if self._done(lane):
+            return None  # what is left claimed goes back when the lane ends
         if lane.claimed:
             return lane.claimed.popleft()
         async with lane.claiming:
@@ -245,23 +256,23 @@ class Engine:
 
     async def _worker(self, lane: Lane, session: aiohttp.ClientSession, writer: LedgerWriter) -> None:
         while (work := await self._next(lane)) is not None:
+            trip = _Trip(work.maybe_sent)
             try:
-                await self._void(lane, work, session, writer)
+                await self._void(lane, work, trip, session, writer)
             except BatchVoidError:
                 raise  # the run's own faults (the ledger, the log file) end the run, not a lane
             except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
-                writer.record(Release(work.id, 0, work.maybe_sent, now()))
+                # A request the error cut short may have reached the provider: then in flight.
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent or trip.on_the_wire, now()))
                 stop = Stop(StopKind.UNEXPECTED, lane.name, _one_line(exc), work.item)
                 self._stop_lane(lane, stop, exc)
 
     async def _void(
-        self, lane: Lane, work: WorkItem, session: aiohttp.ClientSession, writer: LedgerWriter
+        self, lane: Lane, work: WorkItem, trip: _Trip, session: aiohttp.ClientSession, writer: LedgerWriter
     ) -> None:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
-        sent = 0  # requests sent for it in this run
-        maybe_sent = work.maybe_sent  # a request for it may have reached the provider unanswered
         while True:
             if not self._done(lane):
                 if lane.pace.may_wait():
@@ -270,19 +281,21 @@ class Engine:
                 else:
                     sent_at = await lane.pace.acquire()
             if self._done(lane):
-                writer.record(Release(work.id, sent, maybe_sent, now()))
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent, now()))
                 return
             request = lane.adapter.void_request(item, key)
-            sent += 1
+            trip.sent += 1
+            trip.on_the_wire = True
             lane.requests += 1
             started = time.perf_counter()
             outcome = await self._exchange(session, request, lane, work)
+            trip.on_the_wire = False
             if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
-                    self._attempt(lane, work, writer, work.attempts + sent, outcome, started)
+                    self._attempt(lane, work, writer, work.attempts + trip.sent, outcome, started)
                     await lane.pace.acquire()
-                    sent += 1
+                    trip.sent += 1
                     lane.requests += 1
                     started = time.perf_counter()
                     outcome = await self._check_status(session, lane, work, lookup, outcome)
@@ -295,18 +308,18 @@ class Engine:
                     outcome = Outcome(outcome.kind, reason, outcome.http_status, outcome.reference)
             if state is not None:
                 lane.pace.adaptive.succeeded()
-                self._finish(lane, work, writer, state, outcome, sent, started)
+                self._finish(lane, work, writer, state, outcome, trip.sent, started)
                 return
-            self._attempt(lane, work, writer, work.attempts + sent, outcome, started)
+            self._attempt(lane, work, writer, work.attempts + trip.sent, outcome, started)
             if outcome.kind is OutcomeKind.THROTTLED:
                 self._throttled(lane, sent_at, outcome.retry_after)
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
-                writer.record(Release(work.id, sent, maybe_sent, now()))
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent, now()))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
-            maybe_sent = maybe_sent or outcome.http_status is None  # a timeout may have voided it
+            trip.maybe_sent = trip.maybe_sent or outcome.http_status is None  # a timeout may have voided it
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 
