@@ -232,7 +232,7 @@ class Engine:
             while lane.claimed:
                 work = lane.claimed.popleft()
                 if not work.maybe_sent:
-                    writer.record(Release(work.id, 0, False, now()))
+                    writer.record(Release(work.id, 0, False))
 
     async def _next(self, lane: Lane) -> WorkItem | None:
         """The lane's next item, claiming a batch when the last one is used up; None: no more."""
@@ -263,7 +263,7 @@ class Engine:
                 raise  # the run's own faults (the ledger, the log file) end the run, not a lane
             except Exception as exc:  # a bug, or a library's surprise: this lane stops, not the run
                 # A request the error cut short may have reached the provider: then in flight.
-                writer.record(Release(work.id, trip.sent, trip.maybe_sent or trip.on_the_wire, now()))
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent or trip.on_the_wire))
                 stop = Stop(StopKind.UNEXPECTED, lane.name, _one_line(exc), work.item)
                 self._stop_lane(lane, stop, exc)
 
@@ -281,7 +281,7 @@ class Engine:
                 else:
                     sent_at = await lane.pace.acquire()
             if self._done(lane):
-                writer.record(Release(work.id, trip.sent, trip.maybe_sent, now()))
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
             request = lane.adapter.void_request(item, key)
             trip.sent += 1
@@ -316,7 +316,7 @@ class Engine:
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
-                writer.record(Release(work.id, trip.sent, trip.maybe_sent, now()))
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
             trip.maybe_sent = trip.maybe_sent or outcome.http_status is None  # a timeout may have voided it
@@ -399,9 +399,7 @@ class Engine:
     ) -> None:
         """The item's one write on the common path, and its one log line."""
         writer.record(
-            Finish(
-                work.id, state, outcome.reason or None, outcome.http_status, outcome.reference, sent, now()
-            )
+            Finish(work.id, state, outcome.reason or None, outcome.http_status, outcome.reference, sent)
         )
         lane.outcomes[state] += 1
         self.finished += 1

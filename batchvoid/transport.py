@@ -57,9 +57,9 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
         async with session.request(
             request.method,
             URL(request.url, encoded=True),  # adapters percent-encode ids; keep them exact
-            headers=dict(request.headers),
+            headers=request.headers,
             data=request.body,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=_timeout(timeout_s),
             allow_redirects=False,
         ) as answer:
             body = await answer.content.read(MAX_BODY)
@@ -69,6 +69,11 @@ async def send(session: aiohttp.ClientSession, request: Request, timeout_s: floa
     except aiohttp.ClientError as exc:
         text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
         raise TransportError(text[:300]) from None
+
+
+@lru_cache(maxsize=16)  # one per lane's timeout_s; aiohttp only reads it
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 @dataclass(frozen=True, slots=True)

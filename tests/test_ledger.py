@@ -80,7 +80,7 @@ def test_claims_are_per_provider_in_file_order(tmp_path: Path, profiles: Config)
         assert [w.item.invoice_id for w in first] == ["inv1", "inv2", "inv4", "inv5", "inv7"]
         (eight,) = (row["id"] for row in ledger.items(job) if row["invoice_id"] == "inv8")
         ledger.claim(job, "rapyd", first[-1].item.line, 1)  # inv8, which finishes
-        ledger.apply([Finish(eight, ItemState.VOIDED, None, 200, None, 1, now())])
+        ledger.apply([Finish(eight, ItemState.VOIDED, None, 200, None, 1)])
         second = ledger.claim(job, "rapyd", first[-1].item.line, 5)
         assert [w.item.invoice_id for w in second] == ["inv10", "inv11", "inv13", "inv14", "inv16"]
         assert all(w.item.provider == "maple" for w in ledger.claim(job, "maple", 0, 100))
@@ -116,9 +116,9 @@ async def test_writer_commits_outcomes_in_batches_and_on_exit(tmp_path: Path, pr
         a, b, c = ledger.claim(job, "rapyd", 0, 10)
         async with LedgerWriter(ledger) as writer:
             writer.record(Attempt(a.id, 1, now(), "retryable", 503, 12, "busy"))
-            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, "op-1", 2, now()))
-            writer.record(Release(b.id, 1, False, now()))  # answered 429, not sent again: pending
-            writer.record(Release(c.id, 1, True, now()))  # timed out: may have been voided
+            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, "op-1", 2))
+            writer.record(Release(b.id, 1, False))  # answered 429, not sent again: pending
+            writer.record(Release(c.id, 1, True))  # timed out: may have been voided
         other = sqlite3.connect(tmp_path / "l.sqlite")
         assert other.execute(
             "SELECT invoice_id, state, attempts, reference FROM items ORDER BY line"
@@ -152,7 +152,7 @@ async def test_many_outcomes_share_commits(tmp_path: Path, profiles: Config) -> 
 
         async def finish(writer: LedgerWriter, item: int) -> None:
             await anyio.sleep(0)
-            writer.record(Finish(item, ItemState.VOIDED, None, 200, None, 1, now()))
+            writer.record(Finish(item, ItemState.VOIDED, None, 200, None, 1))
 
         async with LedgerWriter(ledger) as writer, anyio.create_task_group() as tg:
             for w in work:
@@ -175,16 +175,16 @@ async def test_a_failed_commit_stops_the_writer(tmp_path: Path, profiles: Config
         ledger.apply = full  # type: ignore[method-assign]
         writer = LedgerWriter(ledger)
         async with writer:
-            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, None, 1, now()))
+            writer.record(Finish(a.id, ItemState.VOIDED, None, 200, None, 1))
             while writer.error is None:  # the commit fails on the writer's thread
                 await anyio.sleep(0)
             with pytest.raises(LedgerError, match="disk that holds it is full"):
-                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1, now()))
+                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1))
             writer.error = None  # (else leaving raises it too: as the next test shows)
 
         with pytest.raises(LedgerError, match="disk that holds it is full"):
             async with LedgerWriter(ledger) as writer:
-                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1, now()))
+                writer.record(Finish(b.id, ItemState.VOIDED, None, 200, None, 1))
 
 
 def test_a_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path) -> None:
@@ -234,11 +234,11 @@ def test_a_batch_keeps_each_items_own_outcome(tmp_path: Path, profiles: Config) 
         t = now()
         ledger.apply(
             [
-                Finish(a, ItemState.VOIDED, None, 200, None, 1, t),
+                Finish(a, ItemState.VOIDED, None, 200, None, 1),
                 Attempt(b, 1, t, "retryable", 503, 1, None),
-                Release(c, 0, False, t),  # claimed, never sent
-                Finish(b, ItemState.VOIDED, None, 200, None, 2, t),
-                Release(d, 2, True, t),  # a timeout: may have been voided
+                Release(c, 0, False),  # claimed, never sent
+                Finish(b, ItemState.VOIDED, None, 200, None, 2),
+                Release(d, 2, True),  # a timeout: may have been voided
             ]
         )
         got = {row["invoice_id"]: (row["state"], row["attempts"]) for row in ledger.items(job)}

@@ -12,7 +12,8 @@ and, before either, an `Attempt` for each request that did not finish it (a 429,
 error, the first answer when a status lookup decided): the attempt history.
 
 `sent` counts requests actually sent for the item in this run; the backend adds it to the
-item's `attempts`. A backend must apply an item's ops in the order they were made.
+item's `attempts`. A backend must apply an item's ops in the order they were made, and stamps
+Finish and Release with the time it records them (an Attempt carries its own: when it was answered).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class Finish:
     http_status: int | None
     reference: str | None
     sent: int
-    at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,6 @@ class Release:
     item: int
     sent: int
     maybe_sent: bool
-    at: str
 
 
 Op = Attempt | Finish | Release

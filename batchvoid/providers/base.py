@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+import orjson
+
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 
 
@@ -82,6 +84,10 @@ def path_segment(value: str) -> str:
 
 def json_body(response: Response) -> Any:
     """The response body as JSON, or None when it is not JSON."""
+    try:
+        return orjson.loads(response.body)
+    except orjson.JSONDecodeError:  # or JSON orjson does not take: integers past 64 bits, NaN
+        pass
     try:
         return json.loads(response.body)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors

@@ -57,9 +57,10 @@ _CLAIMABLE = (
     " WHERE job = ? AND provider = ? AND state IN ('pending', 'in_flight') AND line > ?"
     " ORDER BY line LIMIT ?"
 )
-_CLAIM = (
-    "UPDATE items SET state = 'in_flight', updated_at = ? WHERE job = ? AND provider = ?"
-    " AND state = 'pending' AND line > ? AND line <= ?"
+_CLAIM = (  # by the claim read's index: the planner would take items_state and scan the provider
+    "UPDATE items INDEXED BY items_todo SET state = 'in_flight', updated_at = ?"
+    " WHERE job = ? AND provider = ? AND state IN ('pending', 'in_flight') AND line > ? AND line <= ?"
+    " AND state = 'pending'"
 )
 _ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)"
 _FINISH = (
@@ -437,13 +438,14 @@ class SqliteLedger:
         That keeps every item's own order: an Attempt touches only the attempt history, and an
         item gets at most one of Finish and Release in a run.
         """
+        at = now()  # the batch's: an outcome is recorded when it is committed
         attempts: list[tuple[Any, ...]] = []
         finishes: list[tuple[Any, ...]] = []
         releases: list[tuple[Any, ...]] = []
         for op in ops:
             if type(op) is Finish:
                 finishes.append(
-                    (op.state.value, op.reason, op.http_status, op.reference, op.sent, op.at, op.item)
+                    (op.state.value, op.reason, op.http_status, op.reference, op.sent, at, op.item)
                 )
             elif type(op) is Attempt:
                 attempts.append(
@@ -452,7 +454,7 @@ class SqliteLedger:
             else:
                 assert type(op) is Release
                 state = _IN_FLIGHT if op.maybe_sent else _PENDING
-                releases.append((state, op.sent, op.at, op.item))
+                releases.append((state, op.sent, at, op.item))
         with self._lock:
             self.check_still_there()
             db = self._db
