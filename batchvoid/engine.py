@@ -284,7 +284,7 @@ class Engine:
                 return
             if outcome.kind is OutcomeKind.AUTH_FAILED:
                 writer.release(work)
-                variables = ", ".join(lane.profile.credential_env.values())
+                variables = ", ".join(c.label for c in lane.profile.credentials.values())
                 self._stop_lane(
                     lane,
                     f"{lane.name}: the provider refused the credentials ({outcome.reason}); no more "

@@ -26,6 +26,7 @@ import anyio
 from batchvoid import config as configuration
 from batchvoid import jobfile
 from batchvoid.config import Config, Profile
+from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine, FailureLimits, Retry
 from batchvoid.errors import (
     BatchVoidError,
@@ -125,11 +126,15 @@ def load_config(options: RunOptions) -> Config:
 
 
 def simulator_env(config: Config) -> dict[str, str]:
-    """Each profile's credential variables, set to the simulator's test credentials."""
+    """Each profile's credential variables, set to the simulator's test credentials.
+
+    Credentials from files or commands have none: give `config.rehearsal()`.
+    """
     env = {}
     for profile in config.profiles.values():
-        for key, var in profile.credential_env.items():
-            env[var] = CREDENTIALS[profile.spec.type][key.removesuffix("_env")]
+        for role, credential in profile.credentials.items():
+            if credential.kind == "env":
+                env[credential.name] = CREDENTIALS[profile.spec.type][role]
     return env
 
 
@@ -155,7 +160,7 @@ def prepare(
     ledger: Ledger,
     out: TextIO,
     cancelled: threading.Event | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | Reader | None = None,
 ) -> tuple[Job, Ingest | None]:
     """Find the job in the ledger, or check the job file and record it as a new job.
 
@@ -200,7 +205,7 @@ def prepare(
     return job, ingest
 
 
-def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
+def _credentials_set(config: Config, env: Mapping[str, str] | Reader, providers: set[str]) -> None:
     """Raise ConfigError if a profile the job uses lacks a usable credential."""
     for name in sorted(providers):
         config.profiles[name].secrets(env)
@@ -390,17 +395,11 @@ async def _run_job(
     sent: _Sent,
 ) -> RunReport:
     started = time.monotonic()
+    # One reader for the run: a credential's file is read, and its command run, once.
+    sources = None if options.simulate else Sources(os.environ if env is None else env)
     try:
         job, ingest = await anyio.to_thread.run_sync(
-            partial(
-                prepare,
-                options,
-                config,
-                ledger,
-                out,
-                signals.cancelled,
-                None if options.simulate else os.environ if env is None else env,
-            )
+            partial(prepare, options, config, ledger, out, signals.cancelled, sources)
         )
     except RunInterrupted:
         raise RunInterrupted(
@@ -420,12 +419,11 @@ async def _run_job(
     async with AsyncExitStack() as stack:
         if options.simulate:
             base_url = await stack.enter_async_context(_simulator(options.simulator))
-            config = config.pointed_at(base_url)
-            env = simulator_env(config)
+            config = config.pointed_at(base_url).rehearsal()
+            sources = Sources(simulator_env(config))
+        assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
-        adapters: dict[str, Adapter] = {
-            name: config.profiles[name].adapter(os.environ if env is None else env, notices) for name in todo
-        }
+        adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
         for notice in notices:
             print(f"warning: {notice}", file=out)
         log.info(
@@ -495,6 +493,13 @@ async def _run_job(
             exit_status=report.exit_status,
         )
         return report
+
+
+def _adapters(
+    config: Config, names: Iterable[str], sources: Reader, notices: list[str]
+) -> dict[str, Adapter]:
+    """The adapters of the profiles `names`, their credentials read (a command may take a while)."""
+    return {name: config.profiles[name].adapter(sources, notices) for name in names}
 
 
 def _aborted(exc: Exception, log: Any, log_file: Path, requests: int) -> RunAborted:
