@@ -18,12 +18,13 @@ import unicodedata
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from batchvoid.credentials import KINDS, Credential, Reader, command_argv, reader
-from batchvoid.errors import ConfigError
+from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
 from batchvoid.suggest import did_you_mean
@@ -201,6 +202,32 @@ def load(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return from_dict(data, source=str(path), base_dir=path.parent)
+
+
+def example() -> str:
+    """The commented example configuration, as installed with the package."""
+    return resources.files("batchvoid").joinpath("examples", "providers.example.toml").read_text("utf-8")
+
+
+def write_example(path: Path, *, force: bool = False) -> None:
+    """Write `example()` to `path`; an existing file only with `force`."""
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(example())
+    except FileExistsError:
+        raise ConfigError(
+            f"{path} exists already: edit it, check it with `batchvoid config check --config "
+            f"{shlex.quote(str(path))}`, or pass --force to replace it with the example"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory: name the file to write") from None
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: its directory {path.parent} does not exist: create it "
+            f"(mkdir -p {shlex.quote(str(path.parent))}) or name a file in an existing one"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write it: {os_cause(exc)}") from exc
 
 
 def from_dict(data: Mapping[str, Any], *, source: str, base_dir: Path | None = None) -> Config:

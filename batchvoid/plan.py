@@ -64,6 +64,7 @@ class Plan:
     lanes: tuple[LanePlan, ...]
     problems: tuple[str, ...]  # each one refuses the run; empty: runnable
     warnings: tuple[str, ...] = ()
+    config: str = ""  # the configuration file read (or the built-in one)
 
     @property
     def runnable(self) -> bool:
@@ -145,6 +146,7 @@ def _plan(
         lanes=tuple(lanes),
         problems=tuple(problems),
         warnings=(*(line.removeprefix("warning: ") for line in warnings.splitlines()), *notices),
+        config=config.path,
     )
 
 
@@ -169,6 +171,7 @@ def render(plan: Plan, console: Console) -> None:
         markup=False,
         soft_wrap=True,
     )
+    console.print(f"Configuration: {plan.config}", highlight=False, markup=False, soft_wrap=True)
     table = Table(show_footer=True)
     table.add_column("provider", footer="total")
     columns = (("items", "items"), ("dups", "duplicates"), ("done", "finished"), ("to send", "to_send"))

@@ -24,7 +24,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 
 from batchvoid import config as configuration
-from batchvoid import jobfile
+from batchvoid import jobfile, locations
 from batchvoid.config import Config, Profile
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine, FailureLimits, Retry
@@ -37,6 +37,7 @@ from batchvoid.errors import (
     RunInterrupted,
 )
 from batchvoid.ledger import Ingest, Job, Ledger
+from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState
@@ -51,8 +52,6 @@ EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 FAILURES_SHOWN = 10
-DEFAULT_LEDGER = Path("batchvoid.sqlite")
-REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
 _CANCEL_EVERY = 1000  # rows between checks for a signal while recording a job file
 
 
@@ -110,18 +109,19 @@ class RunReport:
         return sum(n for (_, state), n in self.counts.items() if not state.is_final)
 
 
-def load_config(options: RunOptions) -> Config:
-    """The configuration file, or the built-in one when rehearsing on the simulator."""
-    if options.config is not None:
-        return configuration.load(options.config)
+def load_config(options: RunOptions, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration file found as `locations` says; a rehearsal with none: the built-in one.
+
+    `env` holds BATCHVOID_CONFIG (default: the process environment).
+    """
+    found = locations.find_config(options.config, os.environ if env is None else env)
+    if found.path is not None:
+        return configuration.load(found.path)
     if options.simulate:
         return configuration.builtin()
-    default = Path("batchvoid.toml")
-    if default.exists():
-        return configuration.load(default)
     raise ConfigError(
-        "no configuration: pass --config FILE (start from config/providers.example.toml), "
-        "or --simulate to rehearse the job on the built-in simulator"
+        f"no configuration: {locations.not_found(found)}; or pass --simulate to rehearse the job on "
+        "the built-in simulator"
     )
 
 
@@ -430,6 +430,7 @@ async def _run_job(
             "run.started",
             job_file=str(options.job_file),
             ledger=str(options.ledger),
+            config=config.path,
             items=sum(counts.values()),
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
             simulate=options.simulate,

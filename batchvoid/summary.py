@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from batchvoid.locations import DEFAULT_LEDGER
 from batchvoid.models import UNDONE, ItemState
 from batchvoid.progress import format_duration
-from batchvoid.run import DEFAULT_LEDGER, RunReport
+from batchvoid.run import RunReport
 
 _STYLE = {
     ItemState.VOIDED: "green",
