@@ -177,13 +177,13 @@ def _run_command(credential: Credential, where: str, timeout_s: float) -> str:
     if done.returncode != 0:
         status = f"exit status {done.returncode}" if done.returncode > 0 else f"signal {-done.returncode}"
         raise ConfigError(
-            f"{start} failed ({status}); its output is not shown, as it may hold the secret. {by_hand}"
+            f"{start} failed ({status}), and its output is not shown, as it may hold the secret; {by_hand}"
         )
     try:
         text = done.stdout.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(
-            f"{start} printed something that is not UTF-8 text (not shown). {by_hand}"
+            f"{start} printed something that is not UTF-8 text (not shown); {by_hand}"
         ) from None
     value = text.removesuffix("\n")
     if value.strip() and value.strip() in credential.name:

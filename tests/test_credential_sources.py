@@ -154,10 +154,10 @@ def test_a_command_runs_once_per_run_however_many_profiles_and_checks_need_it(tm
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (f"print({TOKEN!r})\nsys.exit(3)", "failed (exit status 3); its output is not shown"),
+        (f"print({TOKEN!r})\nsys.exit(3)", "failed (exit status 3), and its output is not shown"),
         (
             f"sys.stderr.write('error: bad token {TOKEN}')\nsys.exit(1)",
-            "failed (exit status 1); its output is not shown",
+            "failed (exit status 1), and its output is not shown",
         ),
         ("pass", "printed nothing: run it by hand to see why"),
         ("print('   ')", "printed nothing"),
