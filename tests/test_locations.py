@@ -290,3 +290,52 @@ def test_the_readme_copy_of_the_example_is_the_packaged_one() -> None:
     """config/providers.example.toml (the README's path) is the file the package installs, byte for byte."""
     assert (REPO / "config" / "providers.example.toml").read_bytes() == PACKAGED.read_bytes()
     assert configuration.example() == PACKAGED.read_text(encoding="utf-8")
+
+
+# -- the README's examples -------------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_configuration_examples_load(tmp_path: Path) -> None:
+    """Every TOML block of the README's Configuration section is a valid configuration, its file and command keys read as such."""
+    blocks = readme_section("Configuration").split("```toml\n")[1:]
+    assert len(blocks) >= 2
+    loaded = [
+        configuration.load(write(tmp_path / f"{n}.toml", block.split("```", 1)[0]))
+        for n, block in enumerate(blocks)
+    ]
+    sources = {c.key for cfg in loaded for p in cfg.profiles.values() for c in p.credentials.values()}
+    assert {"api_token_file", "access_key_command", "secret_key_command", "secret_key_file"} <= sources
+
+
+def test_the_readme_error_examples_are_what_batchvoid_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's misspelt-key and missing-secret-file errors are the real messages, word for word."""
+    section = readme_section("Configuration")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "batchvoid.toml", '[providers.rapyd]\ntype = "rapyd"\nacess_key_env = "X"\n')
+    with pytest.raises(ConfigError) as misspelt:
+        configuration.load(Path("batchvoid.toml"))
+    assert f"error: {misspelt.value}\n" in section
+    credentials = section.split("```toml\n")[-1].split("```", 1)[0]
+    write(tmp_path / "batchvoid.toml", credentials)
+    maple = configuration.load(Path("batchvoid.toml")).profiles["maple"]
+    if Path("/run/secrets/maple_api_token").exists():
+        pytest.skip("this machine has the README's secret file")
+    with pytest.raises(ConfigError) as missing:
+        maple.secrets({})
+    assert f"error: {missing.value}\n" in section
+    (tmp_path / "bin").mkdir()
+    op = write(
+        tmp_path / "bin" / "op", f"#!{sys.executable}\nimport sys\nsys.exit(1)\n"
+    )  # 1Password CLI, signed out
+    op.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ConfigError) as failed:
+        configuration.load(Path("batchvoid.toml")).profiles["rapyd"].secrets({})
+    assert f"error: {failed.value}\n" in section
