@@ -6,6 +6,7 @@ import os
 import shlex
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,8 @@ def test_a_relative_file_is_found_next_to_the_configuration(
     ids=["missing", "empty", "only-a-newline", "directory", "not-text", "two-lines"],
 )
 def test_a_bad_secret_file_is_an_error_naming_the_key_and_the_file(
-    tmp_path: Path, make, message: str
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
     """A missing, empty, unreadable or many-line secret file is refused, naming the key and the file, never the content."""
     path = tmp_path / "token"
     make(path)
