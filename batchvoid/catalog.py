@@ -5,10 +5,12 @@ Read from the provider registry, so it cannot drift from what the code accepts.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 from batchvoid.config import Settings
+from batchvoid.credentials import COMMAND_TIMEOUT_S, KINDS
 from batchvoid.providers import REGISTRY, ProviderSpec
 
 COMMON_KEYS = {
@@ -28,12 +30,28 @@ COMMON_KEYS = {
 }
 
 
+CREDENTIAL_SOURCES = (
+    "Credentials never go in the file. For each one, give one of: *_env, the environment variable "
+    "that holds it (the default below); *_file, a file that holds it (a mounted Kubernetes or Docker "
+    "secret; one trailing newline trimmed; a relative path is from the configuration's directory); "
+    f"*_command, a command that prints it (a password manager; run once per run, no shell, at most "
+    f"{COMMAND_TIMEOUT_S:g} s, its output never shown)."
+)
+
+
+def _sources(spec: ProviderSpec) -> dict[str, list[str]]:
+    """Each credential role's keys: role -> [role_env, role_file, role_command]."""
+    roles = [key.removesuffix("_env") for key in spec.credentials]
+    return {role: [f"{role}_{kind}" for kind in KINDS] for role in roles}
+
+
 def describe(spec: ProviderSpec) -> dict[str, Any]:
     """One provider type as JSON-ready data."""
     return {
         "type": spec.type,
         "title": spec.title,
         "credentials": dict(spec.credentials),
+        "credential_sources": _sources(spec),
         "options": dict(spec.options),
         "base_url": spec.default_base_url,
         "documented_limits": list(spec.documented_limits),
@@ -45,7 +63,11 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
 
 def catalog() -> dict[str, Any]:
     """Every provider type, and the keys every profile takes."""
-    return {"common_keys": COMMON_KEYS, "providers": [describe(spec) for spec in REGISTRY.values()]}
+    return {
+        "common_keys": COMMON_KEYS,
+        "credential_sources": CREDENTIAL_SOURCES,
+        "providers": [describe(spec) for spec in REGISTRY.values()],
+    }
 
 
 def _keys(mapping: Mapping[str, str], *, default_word: str) -> list[str]:
@@ -57,11 +79,12 @@ def text() -> str:
     lines = ["Every [providers.NAME] table takes:"]
     width = max(map(len, COMMON_KEYS))
     lines += [f"  {key:<{width}}  {meaning}" for key, meaning in COMMON_KEYS.items()]
-    lines.append("Credentials come only from environment variables: each *_env key names one.")
+    lines += textwrap.wrap(CREDENTIAL_SOURCES, width=100)
     for spec in REGISTRY.values():
         lines += ["", f"{spec.type}: {spec.title}"]
         rows = [
             ("credentials", ", ".join(_keys(spec.credentials, default_word="default"))),
+            ("or instead", ", ".join(k for keys in _sources(spec).values() for k in keys[1:])),
             ("other keys", "; ".join(f"{k}: {v}" for k, v in spec.options.items()) or "-"),
             ("base_url", spec.default_base_url or "required: every account has its own"),
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -15,11 +16,13 @@ import anyio
 import click
 from rich.console import Console
 
-from batchvoid import __version__, catalog, plan, report
+from batchvoid import __version__, catalog, locations, plan, report
+from batchvoid import config as configuration
 from batchvoid.engine import FailureLimits
-from batchvoid.errors import BatchVoidError, LedgerLockedError, RunAborted, RunInterrupted
+from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
 from batchvoid.ledger import open_ledger
-from batchvoid.preflight import DEFAULT_LEDGER, REHEARSAL_LEDGER, RunOptions
+from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
+from batchvoid.preflight import RunOptions
 from batchvoid.progress import ProgressOptions
 from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
@@ -97,9 +100,9 @@ time_scale_option = click.option(
 ledger_option = click.option(
     "--ledger",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_LEDGER,
-    show_default=True,
-    help=f"Checkpoint ledger (SQLite) the runs wrote; a rehearsal's is {REHEARSAL_LEDGER}.",
+    default=None,
+    help=f"Checkpoint ledger (SQLite) the runs wrote. Default: ${locations.LEDGER_ENV}, else "
+    f"{DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
 )
 
 
@@ -113,14 +116,17 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
                 "config_path",
                 type=click.Path(path_type=Path, dir_okay=False),
                 default=None,
-                help="Provider configuration (TOML). Default: ./batchvoid.toml; built-in with --simulate.",
+                help=f"Provider configuration (TOML). Default: ${locations.CONFIG_ENV}, else the first "
+                "of ./batchvoid.toml, the user's and the system's configuration directory "
+                "(see `batchvoid config check`); with --simulate and none found, a built-in one.",
             ),
             click.option(
                 "--ledger",
                 type=click.Path(path_type=Path, dir_okay=False),
                 default=None,
                 help=f"Checkpoint ledger (SQLite). The same file resumes the job. Default: "
-                f"{DEFAULT_LEDGER}; with --simulate, {REHEARSAL_LEDGER} (a rehearsal keeps its own).",
+                f"${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; with --simulate, {REHEARSAL_LEDGER} "
+                f"(or NAME.rehearsal.sqlite next to ${locations.LEDGER_ENV}: a rehearsal keeps its own).",
             ),
             click.option(
                 "--job-id", default=None, help="Name of the job in the ledger. Default: the job file's name."
@@ -138,7 +144,7 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _ledger(ledger: Path | None, simulate: bool) -> Path:
-    return ledger if ledger is not None else REHEARSAL_LEDGER if simulate else DEFAULT_LEDGER
+    return locations.ledger_path(ledger, os.environ, simulate=simulate)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,6 +155,9 @@ def main() -> None:
     \b
     Rehearse a job on the built-in simulator (no credentials needed):
       batchvoid run jobs/example.csv --simulate
+    Write a configuration to start from, edit it, then check it:
+      batchvoid config init
+      batchvoid config check
     Check a real job without sending anything, then run it:
       batchvoid plan jobs/march.csv --config batchvoid.toml
       batchvoid run jobs/march.csv --config batchvoid.toml
@@ -380,7 +389,7 @@ def plan_command(
 @ledger_option
 @click.option("--job-id", default=None, help="Show this job in detail. Default: list every job.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts and monitoring.")
-def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
+def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
     """Show the jobs in a ledger, or one job: its counts, runs, attempts and top failure reasons.
 
     Reads the ledger read-only, so it is safe while a run is going.
@@ -391,6 +400,7 @@ def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
       batchvoid status --job-id example.csv
       batchvoid status --ledger month-end.sqlite --job-id march --json
     """
+    ledger = _ledger(ledger, simulate=False)
     try:
         with open_ledger(ledger, readonly=True) as book:
             if as_json:
@@ -428,7 +438,7 @@ def status(ledger: Path, job_id: str | None, as_json: bool) -> None:
     help="Write to this file instead of stdout.",
 )
 def report_command(
-    ledger: Path, job_id: str | None, states: tuple[str, ...], fmt: str | None, output: Path | None
+    ledger: Path | None, job_id: str | None, states: tuple[str, ...], fmt: str | None, output: Path | None
 ) -> None:
     """Write one row per item: state, reason, HTTP status, attempts, keys, times, metadata.
 
@@ -446,6 +456,7 @@ def report_command(
     """
     jsonl = fmt == "jsonl" or (fmt is None and output is not None and output.suffix.lower() in JSONL)
     chosen: report.Format = "jsonl" if jsonl else "csv"
+    ledger = _ledger(ledger, simulate=False)
     try:
         with open_ledger(ledger, readonly=True) as book:
             job = report.pick_job(book, job_id)
@@ -478,3 +489,72 @@ def providers(as_json: bool) -> None:
         click.echo(json.dumps(catalog.catalog(), indent=2))
     else:
         click.echo(catalog.text())
+
+
+# -- configuration: init, check -------------------------------------------------------------
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Write a starting configuration, or check one and see which file batchvoid reads.
+
+    \b
+    batchvoid reads the first of: --config FILE; the file $BATCHVOID_CONFIG names;
+    ./batchvoid.toml; batchvoid.toml in the user's configuration directory
+    (~/.config/batchvoid on Linux); /etc/batchvoid/batchvoid.toml.
+    """
+
+
+@config_group.command(name="init")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), default=locations.CONFIG_NAME)
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def config_init(path: Path, force: bool) -> None:
+    """Write the commented example configuration to PATH (default ./batchvoid.toml), to edit.
+
+    It has every provider type at its documented limits and says what each key means. An
+    existing file is never replaced without --force.
+
+    \b
+    Examples:
+      batchvoid config init
+      batchvoid config init ~/.config/batchvoid/batchvoid.toml
+    """
+    configuration.write_example(path, force=force)
+    again = "" if path == Path(locations.CONFIG_NAME) else f" --config {shlex.quote(str(path))}"
+    click.echo(
+        f"Wrote {path}: every provider type, commented. Edit the base URLs, accounts, limits and where "
+        f"each credential comes from, delete the providers you do not use, then check it: "
+        f"batchvoid config check{again}"
+    )
+
+
+@config_group.command(name="check")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The file to check. Default: the one run and plan would read.",
+)
+def config_check(config_path: Path | None) -> None:
+    """Check a configuration file and say which one batchvoid reads, and where it looked.
+
+    Checks every table and key as run does; reads no credential (plan does that, for the
+    profiles a job uses). Exit status: 0 valid; 2 not valid, or no file found.
+
+    \b
+    Examples:
+      batchvoid config check
+      batchvoid config check --config /etc/batchvoid/batchvoid.toml
+    """
+    found = locations.find_config(config_path, os.environ)
+    if found.path is None:
+        raise ConfigError(f"no configuration file found: {locations.not_found(found)}")
+    checked = configuration.load(found.path)
+    click.echo(f"Configuration: {found.describe()}")
+    click.echo(f"Valid: {len(checked.profiles)} provider profile{'s' * (len(checked.profiles) != 1)}.")
+    width = max(map(len, checked.profiles))
+    for name, profile in checked.profiles.items():
+        sources = ", ".join(f"{c.key} {c.label}" for c in profile.credentials.values())
+        click.echo(f"  {name:<{width}}  {profile.spec.type} at {profile.base_url}; {sources}")
+    click.echo("Credentials are not read here: `batchvoid plan JOB_FILE` checks those a job needs.")

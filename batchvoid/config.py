@@ -1,7 +1,8 @@
 """Reads the TOML configuration: provider profiles, their limits and where their secrets live.
 
-Credentials are never in the file: each profile names the environment variables that hold
-them, and they are read only for the profiles a job uses, right before the run.
+Credentials are never in the file: each profile names, per credential, the environment
+variable, the file or the command that holds it (see `credentials`), and they are read only
+for the profiles a job uses, right before the run.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ import hashlib
 import ipaddress
 import json
 import re
+import shlex
 import tomllib
 import unicodedata
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchvoid.errors import ConfigError
+from batchvoid.credentials import KINDS, Credential, Reader, command_argv, reader
+from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
+from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,40 +65,39 @@ class Profile:
     name: str
     spec: ProviderSpec
     base_url: str
-    credential_env: Mapping[str, str]  # config key ("access_key_env") -> env var name
+    credentials: Mapping[str, Credential]  # role ("access_key") -> where its value comes from
     options: Mapping[str, str]
     rate_limits: tuple[RateLimit, ...]
     settings: Settings
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
 
-    def secrets(self, env: Mapping[str, str], notices: list[str] | None = None) -> dict[str, str]:
-        """The credential values by role, read from `env`, surrounding whitespace trimmed.
+    def secrets(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> dict[str, str]:
+        """The credential values by role, read from `source` (a mapping: the environment).
 
-        A missing variable, or one with a control character inside its value, is an error
-        naming the variable, never the value. Each trimmed one adds a line to `notices`.
+        Wherever a value comes from (a variable, a file, a command), the whitespace around it is
+        trimmed, and a missing or empty one, or one with a control character inside, is an error
+        naming the source and the key, never the value. Each trimmed one adds a line to `notices`.
         """
+        read = reader(source)
         values: dict[str, str] = {}
-        for key, var in self.credential_env.items():
-            raw = env.get(var, "")
+        for role, credential in self.credentials.items():
+            raw = read.read(credential, self.source)
             value = raw.strip(_AROUND)
             if not value:
-                raise ConfigError(
-                    f"{self.source} needs environment variable {var} ({key}), which is not set: "
-                    f"export {var}=..., or set {key} to the variable that holds it"
-                )
+                raise ConfigError(credential.missing(self.source))
             if (bad := _control_character(value)) is not None:
                 raise ConfigError(
-                    f"{self.source}: environment variable {var} ({key}) has {bad} inside its value, "
-                    "which no credential has: set it again without it (the value is not shown)"
+                    f"{self.source}: {credential.describe()} ({credential.key}) has {bad} inside its "
+                    f"value, which no credential has: {credential.fix()} (the value is not shown)"
                 )
             if value != raw and notices is not None:
                 notice = (
-                    f"environment variable {var} has whitespace around its value (a CRLF line end, or "
-                    "the newline of a secret file?): using it trimmed"
+                    f"{credential.describe()} has whitespace around its value "
+                    f"({credential.why_trimmed()}): using it trimmed"
                 )
                 if notice not in notices:
                     notices.append(notice)
-            values[key.removesuffix("_env")] = value
+            values[role] = value
         return values
 
     def default_void_date(self, at: dt.datetime) -> str | None:
@@ -105,9 +109,9 @@ class Profile:
             return chosen
         return at.astimezone(zoneinfo.ZoneInfo(self.options.get("timezone", "UTC"))).date().isoformat()
 
-    def adapter(self, env: Mapping[str, str], notices: list[str] | None = None) -> Adapter:
-        """The adapter for this profile, with its credentials read from `env` (see `secrets`)."""
-        return self.spec.build(self.base_url, self.secrets(env, notices), self.options)
+    def adapter(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> Adapter:
+        """The adapter for this profile, with its credentials read from `source` (see `secrets`)."""
+        return self.spec.build(self.base_url, self.secrets(source, notices), self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,26 @@ class Config:
     def pointed_at(self, base_url: str) -> Config:
         """The same profiles, every one sending to `base_url` (the simulator)."""
         profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
+        return replace(self, profiles=profiles)
+
+    def rehearsal(self) -> Config:
+        """The same profiles with every credential from an environment variable, for the simulator.
+
+        A `*_file` or `*_command` credential becomes the variable BATCHVOID_SIM_<TYPE>_<ROLE>: a
+        rehearsal reads no secret file and runs no password manager.
+        """
+        profiles = {
+            name: replace(
+                p,
+                credentials={
+                    role: c
+                    if c.kind == "env"
+                    else Credential(role, "env", f"BATCHVOID_SIM_{p.spec.type.upper()}_{role.upper()}")
+                    for role, c in p.credentials.items()
+                },
+            )
+            for name, p in self.profiles.items()
+        }
         return replace(self, profiles=profiles)
 
 
@@ -165,16 +189,52 @@ def load(path: str | Path) -> Config:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file (see config/providers.example.toml)") from None
+        raise ConfigError(
+            f"{path}: no such configuration file (`batchvoid config init {shlex.quote(str(path))}` "
+            "writes a commented one to start from)"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory: name the configuration file (TOML) inside it") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text: save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(data, source=str(path))
+    return from_dict(data, source=str(path), base_dir=path.parent)
 
 
-def from_dict(data: Mapping[str, Any], *, source: str) -> Config:
-    """Build a Config from parsed TOML; `source` names the file in error messages."""
+def example() -> str:
+    """The commented example configuration, as installed with the package."""
+    return resources.files("batchvoid").joinpath("examples", "providers.example.toml").read_text("utf-8")
+
+
+def write_example(path: Path, *, force: bool = False) -> None:
+    """Write `example()` to `path`; an existing file only with `force`."""
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(example())
+    except FileExistsError:
+        raise ConfigError(
+            f"{path} exists already: edit it, check it with `batchvoid config check --config "
+            f"{shlex.quote(str(path))}`, or pass --force to replace it with the example"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory: name the file to write") from None
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: its directory {path.parent} does not exist: create it "
+            f"(mkdir -p {shlex.quote(str(path.parent))}) or name a file in an existing one"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write it: {os_cause(exc)}") from exc
+
+
+def from_dict(data: Mapping[str, Any], *, source: str, base_dir: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; `source` names the file in error messages.
+
+    A relative `*_file` path is taken from `base_dir` (the configuration file's directory).
+    """
     _unknown(data, {"defaults", "providers"}, f"{source}: top level")
     defaults = _settings(_table(data, "defaults", source), Settings(), f"{source}: [defaults]")
     providers = _table(data, "providers", source)
@@ -187,7 +247,7 @@ def from_dict(data: Mapping[str, Any], *, source: str) -> Config:
             raise ConfigError(f"{where}: a provider name is letters, digits, '_', '.', '-' (at most 64)")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table of settings")
-        profiles[name] = _profile(name, table, defaults, where)
+        profiles[name] = _profile(name, table, defaults, where, base_dir)
     return Config(source, profiles)
 
 
@@ -198,7 +258,10 @@ def builtin() -> Config:
             name=spec.type,
             spec=spec,
             base_url=spec.default_base_url or "http://127.0.0.1",
-            credential_env=dict(spec.credentials),
+            credentials={
+                key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
+                for key, var in spec.credentials.items()
+            },
             options={"company_id": "cmp_simulated"} if "company_id" in spec.options else {},
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
@@ -209,19 +272,29 @@ def builtin() -> Config:
     return Config("built-in simulator configuration", profiles)
 
 
-def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -> Profile:
+def _profile(
+    name: str, table: dict[str, Any], defaults: Settings, where: str, base_dir: Path | None
+) -> Profile:
     kind = table.get("type")
     if kind not in REGISTRY:
         known = ", ".join(REGISTRY)
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
     spec = REGISTRY[kind]
+    roles = [key.removesuffix("_env") for key in spec.credentials]
+    for role in roles:
+        if role in table:  # the value itself, maybe: it is never shown
+            raise ConfigError(
+                f"{where}: {role}: a credential is never written in the configuration file. Say where "
+                f"it lives: {role}_env (an environment variable), {role}_file (a file, such as a "
+                f"mounted secret) or {role}_command (a command that prints it, such as a password manager)"
+            )
     allowed = {
         "type",
         "base_url",
         "allow_insecure_http",
         "rate_limits",
-        *spec.credentials,
+        *(f"{role}_{source}" for role in roles for source in KINDS),
         *spec.options,
         *_SETTINGS,
     }
@@ -235,12 +308,10 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
     _check_base_url(base_url, insecure, where)
 
-    credential_env = {}
-    for key, default in spec.credentials.items():
-        var = table.get(key, default)
-        if not isinstance(var, str) or not _ENV_NAME.match(var):
-            raise ConfigError(f"{where}: {key} must name an environment variable, like {default!r}")
-        credential_env[key] = var
+    credentials = {
+        key.removesuffix("_env"): _credential(key.removesuffix("_env"), default, table, where, base_dir)
+        for key, default in spec.credentials.items()
+    }
 
     options = {}
     for key in spec.options:
@@ -267,12 +338,44 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         name=name,
         spec=spec,
         base_url=base_url.rstrip("/"),
-        credential_env=credential_env,
+        credentials=credentials,
         options=options,
         rate_limits=limits,
         settings=_settings(table, defaults, where),
         source=where,
     )
+
+
+def _credential(
+    role: str, default: str, table: Mapping[str, Any], where: str, base_dir: Path | None
+) -> Credential:
+    """Where a role's value comes from: its one `*_env`, `*_file` or `*_command` key, else the default."""
+    given = [kind for kind in KINDS if f"{role}_{kind}" in table]
+    if len(given) > 1:
+        keys = " and ".join(f"{role}_{kind}" for kind in given)
+        raise ConfigError(f"{where}: {keys} both say where {role} comes from: keep exactly one")
+    kind = given[0] if given else "env"
+    key = f"{role}_{kind}"
+    value = table.get(key, default)
+    if kind == "env":
+        if not isinstance(value, str) or not _ENV_NAME.match(value):
+            raise ConfigError(f"{where}: {key} must name an environment variable, like {default!r}")
+        return Credential(role, kind, value)
+    what = "the path of the file that holds it" if kind == "file" else "a command line that prints it"
+    if not isinstance(value, str) or not value.strip() or _control_character(value) is not None:
+        raise ConfigError(f"{where}: {key} must be {what}, on one line")
+    if kind == "file":
+        path = Path(value.strip()).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return Credential(role, kind, str(path))
+    try:
+        command_argv(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: {key} cannot be split into a command and its arguments ({exc})"
+        ) from None
+    return Credential(role, kind, value.strip())
 
 
 def _check_void_date(options: Mapping[str, str], where: str) -> None:
@@ -360,4 +463,7 @@ def _table(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
 def _unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+                + did_you_mean(key, allowed)
+            )

@@ -2,7 +2,8 @@
 
 ```
 BatchVoidError
-  ConfigError        bad or missing configuration, missing credential env var
+  ConfigError        bad or missing configuration; a credential that its variable, file or
+                     command does not give
   JobFileError       bad job file: unreadable, bad header, or bad rows (file, line, what is wrong)
   LedgerError        ledger unusable (missing directory, read-only, full, damaged, not a ledger,
                      newer schema), a rehearsal or another target's results, a changed job file
@@ -25,7 +26,10 @@ class BatchVoidError(Exception):
 
 
 class ConfigError(BatchVoidError):
-    """Raised when the configuration file, a provider profile or a credential is unusable."""
+    """Raised when the configuration file, a provider profile or a credential is unusable.
+
+    A credential's message names its variable, file or command and its key, never its value.
+    """
 
 
 class JobFileError(BatchVoidError):

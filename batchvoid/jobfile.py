@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import difflib
 import hashlib
 import itertools
 import json
@@ -21,6 +20,7 @@ from typing import Any
 from batchvoid.config import Profile
 from batchvoid.errors import JobFileError
 from batchvoid.models import Item, RowError
+from batchvoid.suggest import did_you_mean
 
 REQUIRED = ("provider", "invoice_id")
 OPTIONAL = ("void_date", "company_id", "store")
@@ -309,10 +309,9 @@ def _item(
 
 
 def _unknown_provider(provider: str, profiles: Mapping[str, Profile]) -> str:
-    message = f"unknown provider {provider[:40]!r} (configured: {', '.join(profiles)})"
-    if close := difflib.get_close_matches(provider, list(profiles), n=1):
-        message += f"; did you mean {close[0]!r}?"
-    return message
+    return f"unknown provider {provider[:40]!r} (configured: {', '.join(profiles)})" + did_you_mean(
+        provider, profiles
+    )
 
 
 def _is_date(value: str) -> bool:

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from batchvoid.config import Config
+from batchvoid.credentials import Reader, Sources
 from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
@@ -63,6 +64,7 @@ class Plan:
     lanes: tuple[LanePlan, ...]
     problems: tuple[str, ...]  # each one refuses the run; empty: runnable
     warnings: tuple[str, ...] = ()
+    config: str = ""  # the configuration file read (or the built-in one)
 
     @property
     def runnable(self) -> bool:
@@ -82,21 +84,23 @@ def make(options: RunOptions, env: Mapping[str, str], *, retry_failed: bool = Fa
     no job to plan; a missing credential is a problem listed in the plan instead.
     """
     config = load_config(options)
+    source: Mapping[str, str] | Reader = Sources(env)  # one reader: each command runs once
     if options.simulate:
-        env = simulator_env(config)
+        config = config.rehearsal()
+        source = simulator_env(config)
     job_id = options.job_name
     warnings = io.StringIO()
     if options.ledger.is_file():
         with open_ledger(options.ledger, readonly=True) as ledger:
             if ledger.job(job_id) is not None:
                 job, _ = prepare(options, config, ledger, warnings)
-                return _plan(options, config, ledger, job, env, retry_failed, warnings.getvalue())
+                return _plan(options, config, ledger, job, source, retry_failed, warnings.getvalue())
     with (
         tempfile.TemporaryDirectory(prefix="batchvoid-plan-") as scratch,
         open_ledger(Path(scratch) / "plan.sqlite") as ledger,
     ):
         job, _ = prepare(options, config, ledger, warnings)
-        return _plan(options, config, ledger, job, env, retry_failed, "", known=False)
+        return _plan(options, config, ledger, job, source, retry_failed, "", known=False)
 
 
 def _plan(
@@ -104,7 +108,7 @@ def _plan(
     config: Config,
     ledger: Ledger,
     job: Job,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | Reader,
     retry_failed: bool,
     warnings: str,
     *,
@@ -142,6 +146,7 @@ def _plan(
         lanes=tuple(lanes),
         problems=tuple(problems),
         warnings=(*(line.removeprefix("warning: ") for line in warnings.splitlines()), *notices),
+        config=config.path,
     )
 
 
@@ -166,6 +171,7 @@ def render(plan: Plan, console: Console) -> None:
         markup=False,
         soft_wrap=True,
     )
+    console.print(f"Configuration: {plan.config}", highlight=False, markup=False, soft_wrap=True)
     table = Table(show_footer=True)
     table.add_column("provider", footer="total")
     columns = (("items", "items"), ("dups", "duplicates"), ("done", "finished"), ("to send", "to_send"))

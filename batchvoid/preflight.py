@@ -8,6 +8,7 @@ a missing credential.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,17 +17,17 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from batchvoid import config as configuration
-from batchvoid import jobfile
+from batchvoid import jobfile, locations
 from batchvoid.config import Config, Profile
+from batchvoid.credentials import Reader
 from batchvoid.engine import FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, NewJob
+from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.progress import ProgressOptions
 from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator.settings import SimulatorSettings
 
-DEFAULT_LEDGER = Path("batchvoid.sqlite")
-REHEARSAL_LEDGER = Path("rehearsal.sqlite")  # --simulate's own: a rehearsal never shares a real run's
 _CANCEL_EVERY = 1000  # rows between checks for a signal while recording a job file
 
 
@@ -54,27 +55,32 @@ class RunOptions:
         return self.job_id or self.job_file.name
 
 
-def load_config(options: RunOptions) -> Config:
-    """The configuration file, or the built-in one when rehearsing on the simulator."""
-    if options.config is not None:
-        return configuration.load(options.config)
+def load_config(options: RunOptions, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration file found as `locations` says; a rehearsal with none: the built-in one.
+
+    `env` holds BATCHVOID_CONFIG (default: the process environment).
+    """
+    found = locations.find_config(options.config, os.environ if env is None else env)
+    if found.path is not None:
+        return configuration.load(found.path)
     if options.simulate:
         return configuration.builtin()
-    default = Path("batchvoid.toml")
-    if default.exists():
-        return configuration.load(default)
     raise ConfigError(
-        "no configuration: pass --config FILE (start from config/providers.example.toml), "
-        "or --simulate to rehearse the job on the built-in simulator"
+        f"no configuration: {locations.not_found(found)}; or pass --simulate to rehearse the job on "
+        "the built-in simulator"
     )
 
 
 def simulator_env(config: Config) -> dict[str, str]:
-    """Each profile's credential variables, set to the simulator's test credentials."""
+    """Each profile's credential variables, set to the simulator's test credentials.
+
+    Credentials from files or commands have none: give `config.rehearsal()`.
+    """
     env = {}
     for profile in config.profiles.values():
-        for key, var in profile.credential_env.items():
-            env[var] = CREDENTIALS[profile.spec.type][key.removesuffix("_env")]
+        for role, credential in profile.credentials.items():
+            if credential.kind == "env":
+                env[credential.name] = CREDENTIALS[profile.spec.type][role]
     return env
 
 
@@ -100,7 +106,7 @@ def prepare(
     ledger: Ledger,
     out: TextIO,
     cancelled: threading.Event | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | Reader | None = None,
 ) -> tuple[Job, Ingest | None]:
     """Find the job in the ledger, or check the job file and record it as a new job.
 
@@ -147,7 +153,7 @@ def prepare(
     return job, ingest
 
 
-def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
+def _credentials_set(config: Config, env: Mapping[str, str] | Reader, providers: set[str]) -> None:
     """Raise ConfigError if a profile the job uses lacks a usable credential."""
     for name in sorted(providers):
         config.profiles[name].secrets(env)

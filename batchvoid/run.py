@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import anyio
 
 from batchvoid.config import Config
+from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
 from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
@@ -201,17 +202,11 @@ async def _run_job(
     sent: _Sent,
 ) -> RunReport:
     started = time.monotonic()
+    # One reader for the run: a credential's file is read, and its command run, once.
+    sources = None if options.simulate else Sources(os.environ if env is None else env)
     try:
         job, ingest = await anyio.to_thread.run_sync(
-            partial(
-                prepare,
-                options,
-                config,
-                ledger,
-                out,
-                signals.cancelled,
-                None if options.simulate else os.environ if env is None else env,
-            )
+            partial(prepare, options, config, ledger, out, signals.cancelled, sources)
         )
     except RunInterrupted:
         raise RunInterrupted(
@@ -231,18 +226,18 @@ async def _run_job(
     async with AsyncExitStack() as stack:
         if options.simulate:
             base_url = await stack.enter_async_context(_simulator(options.simulator))
-            config = config.pointed_at(base_url)
-            env = simulator_env(config)
+            config = config.pointed_at(base_url).rehearsal()
+            sources = Sources(simulator_env(config))
+        assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
-        adapters: dict[str, Adapter] = {
-            name: config.profiles[name].adapter(os.environ if env is None else env, notices) for name in todo
-        }
+        adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
         for notice in notices:
             print(f"warning: {notice}", file=out)
         log.info(
             "run.started",
             job_file=str(options.job_file),
             ledger=str(options.ledger),
+            config=config.path,
             items=sum(counts.values()),
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
             simulate=options.simulate,
@@ -311,6 +306,13 @@ async def _run_job(
         return report
 
 
+def _adapters(
+    config: Config, names: Iterable[str], sources: Reader, notices: list[str]
+) -> dict[str, Adapter]:
+    """The adapters of the profiles `names`, their credentials read (a command may take a while)."""
+    return {name: config.profiles[name].adapter(sources, notices) for name in names}
+
+
 def _aborted(exc: Exception, log: Any, log_file: Path, requests: int) -> RunAborted:
     """The one-line error for a fault that stopped a run that had begun; the traceback goes to the log."""
     fault = _leaf(exc)
@@ -346,7 +348,8 @@ def describe_stop(config: Config, stop: Stop) -> str:
     """A stop in words for the operator: what happened, and what to check or do next."""
     name = stop.provider
     if stop.kind is StopKind.AUTH_REFUSED:
-        variables = ", ".join(config.profiles[name].credential_env.values()) if name else "its credentials"
+        sources = config.profiles[name].credentials.values() if name else ()
+        variables = ", ".join(c.label for c in sources) or "its credentials"
         return (
             f"{name}: the provider refused the credentials ({stop.detail}); no more requests go to "
             f"it in this run. Check {variables}, then run the same command again to void its "

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from batchvoid.locations import DEFAULT_LEDGER
 from batchvoid.models import UNDONE, ItemState
-from batchvoid.preflight import DEFAULT_LEDGER
 from batchvoid.progress import format_duration
 from batchvoid.run import RunReport
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from batchvoid import config as configuration
+from batchvoid import locations
 from batchvoid.config import Config, parse_rate_limit
 from batchvoid.engine import Retry
 from batchvoid.preflight import RunOptions, simulator_env
@@ -22,6 +23,19 @@ from batchvoid.simulator import Simulator, SimulatorSettings
 
 FAST_RETRY = Retry(base_s=0.001, cap_s=0.005)
 BATCHVOID = [sys.executable, "-m", "batchvoid"]
+
+
+@pytest.fixture(autouse=True)
+def no_configuration_from_this_machine(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the developer's own batchvoid.toml or ledger: the user and system directories are empty ones."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv(locations.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(locations.LEDGER_ENV, raising=False)
+    monkeypatch.setattr(locations, "SYSTEM_DIR", home / "etc" / "batchvoid")
 
 
 @pytest.fixture

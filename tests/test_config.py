@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from batchvoid import config as configuration
 from batchvoid.config import parse_rate_limit
+from batchvoid.credentials import Credential
 from batchvoid.errors import ConfigError
 from batchvoid.models import RateLimit
 from tests.conftest import write
@@ -43,7 +44,7 @@ def test_profiles_take_defaults_and_overrides(tmp_path: Path) -> None:
     assert rapyd.rate_limits == (RateLimit(200, 60.0, "200/60s"), RateLimit(1000, 300.0, "1000/300s"))
     assert (rapyd.settings.timeout_s, rapyd.settings.max_attempts, rapyd.settings.concurrency) == (5, 3, 2)
     assert (maple.settings.timeout_s, maple.settings.concurrency) == (2.5, 4)
-    assert maple.credential_env == {"api_token_env": "MAPLE_US_TOKEN"}
+    assert maple.credentials == {"api_token": Credential("api_token", "env", "MAPLE_US_TOKEN")}
     assert maple.options == {"company_id": "cmp_us"}
 
 
@@ -108,10 +109,10 @@ def test_bad_configuration_names_file_and_key(tmp_path: Path, text: str, message
         configuration.load(write(tmp_path / "c.toml", text))
 
 
-def test_missing_file_points_to_the_example(tmp_path: Path) -> None:
-    """A missing configuration file says where to start from."""
+def test_missing_file_points_to_config_init(tmp_path: Path) -> None:
+    """A missing configuration file says how to write one: a command a pip-installed user has."""
     with pytest.raises(
-        ConfigError, match=r"no such configuration file \(see config/providers.example.toml\)"
+        ConfigError, match=r"no such configuration file \(`batchvoid config init .*nope.toml` writes"
     ):
         configuration.load(tmp_path / "nope.toml")
 
@@ -175,3 +176,26 @@ def test_rate_limit_round_trip(count: int, amount: int, unit: str) -> None:
     limit = parse_rate_limit(f"{count}/{amount}{unit}")
     assert limit.count == count
     assert limit.period == pytest.approx(amount * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[providers.x]\ntype = "rapyd"\nacess_key_env = "A"', "did you mean 'access_key_env'?"),
+        ('[providers.x]\ntype = "rapyd"\nconcurency = 2', "did you mean 'concurrency'?"),
+        ('[defaults]\ntimeout = 3\n[providers.x]\ntype = "rapyd"', "did you mean 'timeout_s'?"),
+        ('[provider.x]\ntype = "rapyd"', "did you mean 'providers'?"),
+    ],
+)
+def test_a_misspelt_key_gets_did_you_mean(tmp_path: Path, text: str, message: str) -> None:
+    """An unknown key close to a known one is answered with the known one, as provider names are."""
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(write(tmp_path / "c.toml", text))
+    assert str(caught.value).endswith(message)
+
+
+def test_an_unknown_key_far_from_any_gets_no_guess(tmp_path: Path) -> None:
+    """A key like nothing known lists the allowed keys and guesses nothing."""
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(write(tmp_path / "c.toml", '[providers.x]\ntype = "rapyd"\nzzz = 1'))
+    assert "did you mean" not in str(caught.value)

@@ -59,7 +59,8 @@ def path_problem(path: Path, *, write: bool) -> str | None:
     if not path.exists() and not write:
         return (
             "no such ledger: pass --ledger with the file a run wrote "
-            "(a rehearsal, --simulate, writes rehearsal.sqlite)"
+            "(a rehearsal, --simulate, writes rehearsal.sqlite, or NAME.rehearsal.sqlite beside "
+            "$BATCHVOID_LEDGER)"
         )
     if path.exists() and not os.access(path, os.R_OK):
         return "this user may not read it: run as the user that owns it, or fix its permissions (ls -l)"
