@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Files outside Python modules that must be in the wheel; add a path here when one is added.
-PACKAGE_DATA = ("batchvoid/examples/providers.example.toml",)
+PACKAGE_DATA = ("batchvoid/examples/providers.example.toml", "batchvoid/ledger/sqlite/schema.sql")
 # What pyproject's package-data globs take in; every such file in the source must be in the wheel.
 DATA_GLOBS = ("examples/*.toml", "**/*.sql")
 
