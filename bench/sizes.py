@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    """Item counts and durations; the full sizes fit in 10 minutes on 2 cores."""
+    """Item counts and durations; the full sizes take about 12 minutes on 2 cores."""
 
     name: str
     rounds: int  # interleaved rounds per comparison; figures are the median
@@ -32,7 +32,7 @@ FULL = Sizes(
     name="full",
     rounds=3,
     concurrency=8,
-    overhead_items=50_000,
+    overhead_items=200_000,
     curl_items=1_000,
     pace_limit=50,
     pace_concurrency=10,

@@ -114,3 +114,15 @@ def test_the_readme_and_report_name_the_states_an_item_can_be_in(runner: CliRunn
     refused = runner.invoke(main, ["report", "--state", "skipped"])
     assert refused.exit_code == 2
     assert "Invalid value for '--state': 'skipped' is not one of" in refused.stderr
+
+
+def test_the_simulator_server_loads_only_for_a_rehearsal(tmp_path: Path) -> None:
+    """Importing the CLI, or a real run's modules, leaves the simulator's server (and aiohttp.web) unloaded."""
+    probe = (
+        "import sys, batchvoid.cli, batchvoid.run, batchvoid.plan\n"
+        "print(sorted(m for m in ('batchvoid.simulator.server', 'aiohttp.web') if m in sys.modules))\n"
+        "from batchvoid.simulator import Simulator\n"
+        "print('batchvoid.simulator.server' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
