@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import re
 import tomllib
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 from batchvoid.errors import ConfigError
 from batchvoid.models import RateLimit
+from batchvoid.network import is_loopback, tls_context
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -64,6 +64,7 @@ class Profile:
     options: Mapping[str, str]
     rate_limits: tuple[RateLimit, ...]
     settings: Settings
+    ca_bundle: str | None = None  # PEM file of the CAs its https:// certificate is checked against
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
 
     def secrets(self, env: Mapping[str, str], notices: list[str] | None = None) -> dict[str, str]:
@@ -176,7 +177,9 @@ def load(path: str | Path) -> Config:
 def from_dict(data: Mapping[str, Any], *, source: str) -> Config:
     """Build a Config from parsed TOML; `source` names the file in error messages."""
     _unknown(data, {"defaults", "providers"}, f"{source}: top level")
-    defaults = _settings(_table(data, "defaults", source), Settings(), f"{source}: [defaults]")
+    defaults_table = _table(data, "defaults", source)
+    defaults = _settings(defaults_table, Settings(), f"{source}: [defaults]")
+    default_ca = _ca_bundle(defaults_table, None, f"{source}: [defaults]")
     providers = _table(data, "providers", source)
     if not providers:
         raise ConfigError(f"{source}: no [providers.NAME] table: configure at least one provider")
@@ -187,7 +190,7 @@ def from_dict(data: Mapping[str, Any], *, source: str) -> Config:
             raise ConfigError(f"{where}: a provider name is letters, digits, '_', '.', '-' (at most 64)")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table of settings")
-        profiles[name] = _profile(name, table, defaults, where)
+        profiles[name] = _profile(name, table, defaults, default_ca, where)
     return Config(source, profiles)
 
 
@@ -209,7 +212,9 @@ def builtin() -> Config:
     return Config("built-in simulator configuration", profiles)
 
 
-def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -> Profile:
+def _profile(
+    name: str, table: dict[str, Any], defaults: Settings, default_ca: str | None, where: str
+) -> Profile:
     kind = table.get("type")
     if kind not in REGISTRY:
         known = ", ".join(REGISTRY)
@@ -221,6 +226,7 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         "base_url",
         "allow_insecure_http",
         "rate_limits",
+        "ca_bundle",
         *spec.credentials,
         *spec.options,
         *_SETTINGS,
@@ -271,8 +277,20 @@ def _profile(name: str, table: dict[str, Any], defaults: Settings, where: str) -
         options=options,
         rate_limits=limits,
         settings=_settings(table, defaults, where),
+        ca_bundle=_ca_bundle(table, default_ca, where),
         source=where,
     )
+
+
+def _ca_bundle(table: Mapping[str, Any], default: str | None, where: str) -> str | None:
+    """The table's ca_bundle (else `default`), checked now: a file that is there and holds PEM CAs."""
+    if "ca_bundle" not in table:
+        return default
+    value = table["ca_bundle"]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: ca_bundle must be the path of a PEM file of CA certificates")
+    tls_context(value, where)
+    return value
 
 
 def _check_void_date(options: Mapping[str, str], where: str) -> None:
@@ -317,22 +335,12 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         raise ConfigError(f"{bad}: its host or port cannot be read") from None
     if not host or any(char.isspace() or unicodedata.category(char) == "Cc" for char in base_url):
         raise ConfigError(bad)
-    if parts.scheme == "http" and not insecure and not _loopback(host):
+    if parts.scheme == "http" and not insecure and not is_loopback(host):
         raise ConfigError(
             f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host.rstrip(".") == "localhost":  # urlsplit gives the host in lower case
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
@@ -346,7 +354,7 @@ def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
             raise ConfigError(f"{where}: {key} must be {what}, got {value!r}")
         values[key] = kind(value)
     if where.endswith("[defaults]"):
-        _unknown(table, set(_SETTINGS), where)
+        _unknown(table, {*_SETTINGS, "ca_bundle"}, where)
     return replace(base, **values)
 
 

@@ -30,6 +30,7 @@ from batchvoid.config import Profile
 from batchvoid.errors import BatchVoidError
 from batchvoid.ledger import Job, Ledger, LedgerWriter
 from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request, WorkItem
+from batchvoid.network import DIRECT, Route
 from batchvoid.pace import Pace, Patience
 from batchvoid.providers import Adapter
 from batchvoid.transport import TransportError, open_session, send
@@ -57,6 +58,7 @@ class Lane:
     stopped: str | None = None  # why no more requests go to this provider in this run
     rejections: int = 0  # permanent failures in a row
     waiting: set[anyio.CancelScope] = field(default_factory=set)  # workers idle in a wait
+    route: Route = DIRECT  # through which proxy, trusting which CAs
 
     @property
     def name(self) -> str:
@@ -105,6 +107,7 @@ class Engine:
         log: Any,
         retry: Retry | None = None,
         failure_limits: FailureLimits | None = None,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         self.job = job
         self.ledger = ledger
@@ -113,6 +116,7 @@ class Engine:
         self.failure_limits = failure_limits or FailureLimits()
         self._adapters = adapters
         self._profiles = profiles
+        self._routes = routes or {}
         self.lanes: dict[str, Lane] = {}
         self.halted: str | None = None  # why the whole engine stopped dispatching
         self.failed = 0
@@ -121,7 +125,10 @@ class Engine:
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and streams belong to the running loop: create them here.
-        self.lanes = {name: self._new_lane(self._profiles[name], a) for name, a in self._adapters.items()}
+        self.lanes = {
+            name: self._new_lane(self._profiles[name], adapter, self._routes.get(name, DIRECT))
+            for name, adapter in self._adapters.items()
+        }
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
         async with (
             open_session(connections) as session,
@@ -132,10 +139,10 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter) -> Lane:
+    def _new_lane(profile: Profile, adapter: Adapter, route: Route) -> Lane:
         settings, pace = profile.settings, Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
-        return Lane(profile, adapter, pace, patience)
+        return Lane(profile, adapter, pace, patience, route=route)
 
     def halt(self, reason: str) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first reason stays."""
@@ -327,7 +334,7 @@ class Engine:
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
     ) -> Outcome:
         try:
-            response = await send(session, request, lane.profile.settings.timeout_s)
+            response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
         return lane.adapter.parse_void(work.item, response)
@@ -341,7 +348,7 @@ class Engine:
         await lane.pace.acquire()
         lane.requests += 1
         try:
-            response = await send(session, request, lane.profile.settings.timeout_s)
+            response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, f"status lookup after {rejected.reason}: {exc}")
         return lane.adapter.parse_lookup(work.item, response, rejected)

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from batchvoid.ledger import Ingest, Job, Ledger
 from batchvoid.lock import RunLock
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState
+from batchvoid.network import Route, route, tls_context
 from batchvoid.progress import Display, ProgressOptions
 from batchvoid.providers import Adapter
 from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
@@ -131,6 +133,24 @@ def simulator_env(config: Config) -> dict[str, str]:
         for key, var in profile.credential_env.items():
             env[var] = CREDENTIALS[profile.spec.type][key.removesuffix("_env")]
     return env
+
+
+def routes(config: Config, names: Iterable[str], env: Mapping[str, str] | None = None) -> dict[str, Route]:
+    """How each named profile's requests travel: proxy from `env` (default: the process's), TLS trust.
+
+    Raises ConfigError for a proxy variable or a ca_bundle that cannot be used.
+    """
+    contexts: dict[str | None, ssl.SSLContext] = {}  # one TLS context per CA bundle: loading one takes ms
+    chosen = {}
+    for name in names:
+        profile = config.profiles[name]
+        tls = None
+        if profile.base_url.startswith("https://"):
+            if profile.ca_bundle not in contexts:
+                contexts[profile.ca_bundle] = tls_context(profile.ca_bundle, profile.source)
+            tls = contexts[profile.ca_bundle]
+        chosen[name] = route(profile.base_url, tls=tls, env=env)
+    return chosen
 
 
 _NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
@@ -428,6 +448,8 @@ async def _run_job(
         }
         for notice in notices:
             print(f"warning: {notice}", file=out)
+        network = routes(config, todo)
+        proxies = {name: r.proxy for name, r in network.items() if r.proxy is not None}
         log.info(
             "run.started",
             job_file=str(options.job_file),
@@ -436,6 +458,7 @@ async def _run_job(
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
             simulate=options.simulate,
             **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
+            **({"proxies": proxies} if proxies else {}),
         )
         if redriven:
             log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
@@ -447,6 +470,7 @@ async def _run_job(
             log=log,
             retry=options.retry,
             failure_limits=options.failure_limits,
+            routes=network,
         )
         if signals.received is not None:
             raise RunInterrupted(

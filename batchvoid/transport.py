@@ -25,7 +25,9 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 from yarl import URL
 
+from batchvoid import __version__
 from batchvoid.models import Request, Response
+from batchvoid.network import DIRECT, Route
 
 MAX_BODY = 1 << 20  # an answer to a void is small; never buffer a runaway body
 REDACTED = "[redacted]"
@@ -33,6 +35,7 @@ _REDACTED = REDACTED.encode()
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
+USER_AGENT = f"batchvoid/{__version__}"
 
 
 class TransportError(Exception):
@@ -44,23 +47,36 @@ def open_session(connections: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": "batchvoid"},
+        headers={"User-Agent": USER_AGENT},
         auto_decompress=True,
         raise_for_status=False,
+        trust_env=False,  # network.py picks proxies: aiohttp's would also send ~/.netrc logins
     )
 
 
-async def send(session: aiohttp.ClientSession, request: Request, timeout_s: float) -> Response:
-    """Send one request and read the whole answer, or raise TransportError; both are scrubbed."""
-    secrets = Secrets.of(request)
+async def send(
+    session: aiohttp.ClientSession, request: Request, timeout_s: float, route: Route = DIRECT
+) -> Response:
+    """Send one request along `route` and read the whole answer, or raise TransportError; both
+    are scrubbed, of the proxy's credentials too."""
+    secrets = Secrets.of(request, route)
+    headers, proxy_headers = dict(request.headers), None
+    if route.secrets:  # to the proxy only: in the CONNECT for https://, else in the request it forwards
+        if request.url.startswith("https://"):
+            proxy_headers = {"Proxy-Authorization": route.proxy_authorization}
+        else:
+            headers["Proxy-Authorization"] = route.proxy_authorization
     try:
         async with session.request(
             request.method,
             URL(request.url, encoded=True),  # adapters percent-encode ids; keep them exact
-            headers=dict(request.headers),
+            headers=headers,
             data=request.body,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,
+            proxy=route.proxy,
+            proxy_headers=proxy_headers,
+            ssl=route.tls if route.tls is not None else True,
         ) as answer:
             body = await answer.content.read(MAX_BODY)
             return Response(answer.status, secrets.scrub_headers(answer.headers), secrets.scrub(body))
@@ -80,9 +96,12 @@ class Secrets:
     values: tuple[tuple[str, bytes], ...]
 
     @classmethod
-    def of(cls, request: Request) -> Secrets:
-        """The values `request` declares, plus whatever its Authorization header carries."""
+    def of(cls, request: Request, route: Route = DIRECT) -> Secrets:
+        """The values `request` declares, whatever its Authorization header carries, and the
+        credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
         values = set(request.secrets)
+        if route.secrets:
+            values.update(_credential_values(route.proxy_authorization))
         for name, value in request.headers.items():
             if name.lower() in _CREDENTIAL_HEADERS:
                 values.update(_credential_values(value))
