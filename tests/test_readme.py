@@ -24,7 +24,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 HELP = frozenset({"-h", "--help"})  # every command has them; tables need not repeat them
 MARKER = re.compile(r"^<!-- options: (batchvoid(?: [a-z][a-z0-9-]*)*) -->$")
 FLAG = re.compile(r"(?<![\w$-])(--?[A-Za-z][A-Za-z0-9-]*)")
-CALL = re.compile(r"(?:^|(?<=[\s/(]))batchvoid(?=\s|$)")
+CALL = re.compile(r"(?:^|(?<=[\s(])|(?<=bin/))batchvoid(?=\s|$)")  # also .venv/bin/batchvoid
 SHELL_BREAK = re.compile(r"\|\||&&|[|;#]|\d?>>?|<")
 
 
@@ -115,7 +115,9 @@ def command_lines(text: str) -> Iterator[tuple[int, str]]:
 
 def invocations(text: str) -> Iterator[tuple[str, list[str]]]:
     """Each `batchvoid ...` in `text`: the command path it names and the flags it passes."""
-    for segment in SHELL_BREAK.split(re.sub(r"\$\([^)]*\)", "", text)):  # $(date -u ...) is not ours
+    text = re.sub(r"\$\([^)]*\)", "", text)  # $(date -u ...): another program's options
+    text = re.sub(r"\S*<TAB>", "", text)  # `batchvoid run --max<TAB>`: a word being completed
+    for segment in SHELL_BREAK.split(text):
         for call in CALL.finditer(segment):
             tokens = segment[call.end() :].split()
             path, command = "batchvoid", main
