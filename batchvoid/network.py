@@ -78,7 +78,8 @@ def proxy_for(base_url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     found = _proxies(env)
     if parts.scheme not in found:
         return None
-    if "no" in found and bypassed(host, parts.port, found["no"][1]):
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if "no" in found and bypassed(host, port, found["no"][1]):
         return None
     return found[parts.scheme]
 
@@ -91,15 +92,24 @@ def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
     for entry in (part.strip().lower() for part in no_proxy.split(",")):
         if entry == "*":
             return True
-        name, only_port = entry, None
-        if (head := entry.rpartition(":"))[2].isdigit() and not entry.endswith("]") and "::" not in entry:
-            name, only_port = head[0], int(head[2])
-        name = name.strip("[]").lstrip(".").rstrip(".")
+        name, only_port = _entry(entry)
         if not name or (only_port is not None and only_port != port):
             continue
         if host == name or host.endswith("." + name) or _in_network(host, name):
             return True
     return False
+
+
+def _entry(entry: str) -> tuple[str, int | None]:
+    """A NO_PROXY entry's host (or range) and port: `host`, `host:port`, `[v6]:port`, a bare v6."""
+    if entry.startswith("["):
+        name, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif entry.count(":") == 1:
+        name, _, port = entry.partition(":")
+    else:
+        name, port = entry, ""
+    return name.lstrip(".").rstrip("."), int(port) if port.isdigit() else None
 
 
 def _in_network(host: str, cidr: str) -> bool:

@@ -99,13 +99,20 @@ def test_this_machine_never_goes_through_a_proxy(host: str) -> None:
         ("billing.internal", 8443, "billing.internal:8443", True),
         ("billing.internal", 443, "billing.internal:8443", False),
         ("api.rapyd.net", 443, "", False),
+        ("::1", 8443, "[::1]:8443", True),
+        ("fd00::5", 443, "fd00::/8", True),
+        ("fd00::5", 443, "fd00::5", True),
     ],
 )
 def test_no_proxy_reads_as_curl_reads_it(host: str, port: int, no_proxy: str, bypass: bool) -> None:
     """NO_PROXY: names cover their subdomains, a leading dot is the same, '*', CIDR ranges, :port."""
     assert bypassed(host, port, no_proxy) is bypass
     env = {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": no_proxy}
-    assert (proxy_for(f"https://{host}:{port}", env) is None) is bypass
+    if host != "::1":  # this machine is direct whatever NO_PROXY says
+        at = f"[{host}]" if ":" in host else host
+        assert (proxy_for(f"https://{at}:{port}", env) is None) is bypass
+        if port == 443:  # the scheme's port when the URL names none
+            assert (proxy_for(f"https://{at}", env) is None) is bypass
 
 
 def test_a_proxy_url_keeps_its_credentials_out_of_sight() -> None:
