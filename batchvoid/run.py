@@ -221,9 +221,10 @@ def prepare(
 
 
 def _credentials_set(config: Config, env: Mapping[str, str], providers: set[str]) -> None:
-    """Raise ConfigError if a profile the job uses lacks a usable credential."""
+    """Raise ConfigError if a profile the job uses lacks a usable credential or proxy variable."""
     for name in sorted(providers):
         config.profiles[name].secrets(env)
+    routes(config, sorted(providers))
 
 
 def _check_history(

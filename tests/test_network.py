@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -220,16 +221,22 @@ def test_a_rehearsal_works_behind_a_proxy(tmp_path: Path, monkeypatch: pytest.Mo
 def test_an_unusable_proxy_variable_stops_the_run_before_sending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HTTPS_PROXY=socks5://... is exit 2 naming the variable, without its password, and nothing is sent."""
+    """HTTPS_PROXY=socks5://... is exit 2 for run and plan, naming the variable without its password; nothing is sent."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HTTPS_PROXY", "socks5://ops:hunter2@proxy.corp:1080")
     monkeypatch.setenv("CAMPFIRE_API_KEY", "key")
     write(tmp_path / "batchvoid.toml", '[providers.campfire]\ntype = "campfire"\n')
     write(tmp_path / "job.csv", "provider,invoice_id\ncampfire,inv_1\n")
+    planned = CliRunner().invoke(main, ["plan", "job.csv"])
+    assert planned.exit_code == 2, planned.output
+    assert "cannot run: environment variable HTTPS_PROXY is socks5://...@proxy.corp:1080" in planned.stderr
     result = CliRunner().invoke(main, ["run", "job.csv"])
     assert result.exit_code == 2, result.output
-    assert "HTTPS_PROXY is socks5://...@proxy.corp:1080" in result.stderr
-    assert "hunter2" not in result.output
+    assert "error: environment variable HTTPS_PROXY is socks5://...@proxy.corp:1080" in result.stderr
+    for output in (planned.output, result.output):
+        assert "hunter2" not in output
+    with contextlib.closing(sqlite3.connect(tmp_path / "batchvoid.sqlite")) as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)  # refused: no job recorded
 
 
 # -- TLS: ca_bundle and SSL_CERT_FILE --------------------------------------------------------
