@@ -33,7 +33,7 @@ from batchvoid.models import ItemState, Outcome, OutcomeKind, RateLimit, Request
 from batchvoid.network import DIRECT, Route
 from batchvoid.pace import Pace, Patience
 from batchvoid.providers import Adapter
-from batchvoid.transport import TransportError, open_session, send
+from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
 PAGE = 500  # items read from the ledger at a time, per lane
 
@@ -335,6 +335,13 @@ class Engine:
     ) -> Outcome:
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
+        except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
+            self._stop_lane(
+                lane,
+                f"{lane.name}: {exc}; no more requests go to it in this run, and none reached it. Fix "
+                f"the user:password in {lane.route.variable}, then run the same command again",
+            )
+            return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
         return lane.adapter.parse_void(work.item, response)

@@ -28,6 +28,7 @@ class Route:
     """How requests to one base URL travel: the proxy (None: direct) and the TLS trust."""
 
     proxy: str | None = None  # scheme://host:port, never with credentials: safe to show
+    variable: str = ""  # the environment variable that named the proxy
     proxy_user: str = field(default="", repr=False)
     proxy_password: str = field(default="", repr=False)
     tls: ssl.SSLContext | None = None  # None: the transport's default (the system's CA store)
@@ -66,7 +67,7 @@ def route(
         return Route(tls=tls)
     variable, value = proxy
     address, user, password = _split_proxy(variable, value)
-    return Route(address, user, password, tls)
+    return Route(address, variable, user, password, tls)
 
 
 def proxy_for(base_url: str, env: Mapping[str, str]) -> tuple[str, str] | None:

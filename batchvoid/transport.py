@@ -42,6 +42,10 @@ class TransportError(Exception):
     """No answer came: a timeout, a refused or dropped connection. The void may have happened."""
 
 
+class ProxyRefused(TransportError):
+    """The proxy answered 407: it wants other credentials. Nothing reached the provider."""
+
+
 def open_session(connections: int) -> aiohttp.ClientSession:
     """One session per run, sized to the run's total concurrency."""
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, enable_cleanup_closed=True)
@@ -78,13 +82,27 @@ async def send(
             proxy_headers=proxy_headers,
             ssl=route.tls if route.tls is not None else True,
         ) as answer:
+            if answer.status == 407 and route.proxy is not None:  # the proxy's answer, not the provider's
+                raise ProxyRefused(_refused(route))
             body = await answer.content.read(MAX_BODY)
             return Response(answer.status, secrets.scrub_headers(answer.headers), secrets.scrub(body))
     except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s") from None
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT of an https:// request
+        if exc.status == 407:
+            raise ProxyRefused(_refused(route)) from None
+        raise TransportError(f"the proxy {route.proxy} refused the connection: HTTP {exc.status}") from None
     except aiohttp.ClientError as exc:
         text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
         raise TransportError(text[:300]) from None
+
+
+def _refused(route: Route) -> str:
+    given = "the user and password" if route.secrets else "no credentials"
+    return (
+        f"the proxy {route.proxy} refused {given} from {route.variable} "
+        "(HTTP 407 Proxy Authentication Required)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,6 +194,34 @@ async def test_a_proxy_echoing_its_credentials_is_scrubbed(
         assert pair not in text
 
 
+PROXY_407 = (
+    b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=corp\r\n"
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_proxy_refusing_its_credentials_stops_the_lanes_with_their_items_pending(
+    sim: tuple[Simulator, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    """A 407 (to a request, or to the CONNECT of an https:// one) stops each lane once, naming the proxy and the variable; nothing fails."""
+    simulator, sim_url = sim
+    variable = f"{scheme.upper()}_PROXY"
+    async with forward_proxy(sim_url) as proxy:
+        proxy.answer = PROXY_407
+        monkeypatch.setenv(variable, with_credentials(proxy.url))
+        config = sim_config(f"{scheme}://billing.example.test", max_attempts=5)
+        report = await run_on(config, job(tmp_path, ROWS), tmp_path)
+    assert set(final_states(tmp_path).values()) == {ItemState.PENDING.value}
+    assert sum(simulator.void_requests.values()) == 0
+    assert len(proxy.seen) == len(ROWS)  # one try per lane: no retries against a proxy that says no
+    assert len(report.stopped) == len(ROWS)
+    for reason in report.stopped:
+        assert f"the proxy {proxy.url} refused the user and password from {variable} (HTTP 407" in reason
+        assert PROXY_PASSWORD not in reason
+
+
 @pytest.mark.anyio
 async def test_the_simulator_is_reached_directly_whatever_proxy_is_set(
     sim: tuple[Simulator, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
