@@ -20,10 +20,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels batchvoid \
     && rm -rf /wheels \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/batchvoid \
+    && groupadd --system --gid 10001 batchvoid \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/batchvoid \
         --shell /usr/sbin/nologin batchvoid \
     && mkdir -p /var/lib/batchvoid /etc/batchvoid \
-    && chown batchvoid:batchvoid /var/lib/batchvoid
+    && chown 10001:10001 /var/lib/batchvoid
 USER 10001:10001
 WORKDIR /var/lib/batchvoid
 # SQLite's WAL mode needs a local disk: mount a block volume here, not NFS or SMB.
