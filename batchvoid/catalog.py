@@ -18,6 +18,8 @@ COMMON_KEYS = {
     "base_url": "where its API is (required when there is no default); https://, no user:password@",
     "allow_insecure_http": "true lets base_url be http:// to another machine (keys in clear text)",
     "rate_limits": 'every window holds at once, e.g. ["200/60s", "1000/300s"]; [] means none',
+    "ca_bundle": "PEM file of the CAs its https:// certificate is checked against (default: the "
+    "system's, or SSL_CERT_FILE); also in [defaults]",
     "timeout_s": f"seconds per request (default {Settings().timeout_s:g})",
     "max_attempts": f"tries for a retryable failure per item per run (default {Settings().max_attempts})",
     "concurrency": f"requests in flight at once (default {Settings().concurrency})",

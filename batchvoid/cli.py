@@ -340,7 +340,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
         checked = plan.make(options, os.environ, retry_failed=retry)
     except BatchVoidError as exc:
         _fail(exc)
-    plan.render(checked, Console())
+    plan.render(checked, Console(), Console(stderr=True))
     sys.exit(0 if checked.runnable else EXIT_USAGE)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import re
 import shlex
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 from batchvoid.credentials import KINDS, Credential, Reader, command_argv, reader
 from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
+from batchvoid.network import is_loopback, tls_context
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
 from batchvoid.suggest import did_you_mean
 
@@ -69,6 +69,7 @@ class Profile:
     options: Mapping[str, str]
     rate_limits: tuple[RateLimit, ...]
     settings: Settings
+    ca_bundle: str | None = None  # PEM file of the CAs its https:// certificate is checked against
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
 
     def secrets(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> dict[str, str]:
@@ -236,7 +237,9 @@ def from_dict(data: Mapping[str, Any], *, source: str, base_dir: Path | None = N
     A relative `*_file` path is taken from `base_dir` (the configuration file's directory).
     """
     _unknown(data, {"defaults", "providers"}, f"{source}: top level")
-    defaults = _settings(_table(data, "defaults", source), Settings(), f"{source}: [defaults]")
+    defaults_table = _table(data, "defaults", source)
+    defaults = _settings(defaults_table, Settings(), f"{source}: [defaults]")
+    default_ca = _ca_bundle(defaults_table, None, f"{source}: [defaults]", base_dir)
     providers = _table(data, "providers", source)
     if not providers:
         raise ConfigError(f"{source}: no [providers.NAME] table: configure at least one provider")
@@ -247,7 +250,7 @@ def from_dict(data: Mapping[str, Any], *, source: str, base_dir: Path | None = N
             raise ConfigError(f"{where}: a provider name is letters, digits, '_', '.', '-' (at most 64)")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table of settings")
-        profiles[name] = _profile(name, table, defaults, where, base_dir)
+        profiles[name] = _profile(name, table, defaults, default_ca, where, base_dir)
     return Config(source, profiles)
 
 
@@ -273,7 +276,12 @@ def builtin() -> Config:
 
 
 def _profile(
-    name: str, table: dict[str, Any], defaults: Settings, where: str, base_dir: Path | None
+    name: str,
+    table: dict[str, Any],
+    defaults: Settings,
+    default_ca: str | None,
+    where: str,
+    base_dir: Path | None,
 ) -> Profile:
     kind = table.get("type")
     if kind not in REGISTRY:
@@ -294,6 +302,7 @@ def _profile(
         "base_url",
         "allow_insecure_http",
         "rate_limits",
+        "ca_bundle",
         *(f"{role}_{source}" for role in roles for source in KINDS),
         *spec.options,
         *_SETTINGS,
@@ -342,6 +351,7 @@ def _profile(
         options=options,
         rate_limits=limits,
         settings=_settings(table, defaults, where),
+        ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
     )
 
@@ -376,6 +386,25 @@ def _credential(
             f"{where}: {key} cannot be split into a command and its arguments ({exc})"
         ) from None
     return Credential(role, kind, value.strip())
+
+
+def _ca_bundle(
+    table: Mapping[str, Any], default: str | None, where: str, base_dir: Path | None
+) -> str | None:
+    """The table's ca_bundle (else `default`), checked now: a file that is there and holds PEM CAs.
+
+    A relative path is from `base_dir` (the configuration file's directory), as a `*_file` one is.
+    """
+    if "ca_bundle" not in table:
+        return default
+    value = table["ca_bundle"]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: ca_bundle must be the path of a PEM file of CA certificates")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    tls_context(str(path), where)
+    return str(path)
 
 
 def _check_void_date(options: Mapping[str, str], where: str) -> None:
@@ -420,22 +449,12 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         raise ConfigError(f"{bad}: its host or port cannot be read") from None
     if not host or any(char.isspace() or unicodedata.category(char) == "Cc" for char in base_url):
         raise ConfigError(bad)
-    if parts.scheme == "http" and not insecure and not _loopback(host):
+    if parts.scheme == "http" and not insecure and not is_loopback(host):
         raise ConfigError(
             f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host.rstrip(".") == "localhost":  # urlsplit gives the host in lower case
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
@@ -449,7 +468,7 @@ def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:
             raise ConfigError(f"{where}: {key} must be {what}, got {value!r}")
         values[key] = kind(value)
     if where.endswith("[defaults]"):
-        _unknown(table, set(_SETTINGS), where)
+        _unknown(table, {*_SETTINGS, "ca_bundle"}, where)
     return replace(base, **values)
 
 

@@ -44,9 +44,10 @@ from batchvoid.models import (
     StopKind,
     WorkItem,
 )
+from batchvoid.network import DIRECT, Route
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
-from batchvoid.transport import TransportError, open_session, send
+from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
 CLAIM_MAX = 256  # items a lane claims at a time, at most
 CLAIM_AHEAD_S = 1.0  # ... and no more than it sends in about this long at its configured pace
@@ -81,6 +82,7 @@ class Lane:
     after: int = 0  # the line of the last item claimed: the next claim starts after it
     exhausted: bool = False  # a claim came back empty: nothing more to take
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
+    route: Route = DIRECT  # through which proxy, trusting which CAs
 
     @property
     def name(self) -> str:
@@ -143,6 +145,7 @@ class Engine:
         retry: Retry | None = None,
         failure_limits: FailureLimits | None = None,
         describe: Callable[[Stop], str] = _plain,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         """One lane per adapter, with its profile; `describe` words a stop for the log and the console."""
         self.job = job
@@ -153,6 +156,7 @@ class Engine:
         self.describe = describe
         self._adapters = adapters
         self._profiles = profiles
+        self._routes = routes or {}
         self.lanes: dict[str, Lane] = {}
         self.halted: Stop | None = None  # why the whole engine stopped dispatching
         self.failed = 0
@@ -161,7 +165,10 @@ class Engine:
     async def run(self) -> None:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and locks belong to the running loop: create them here.
-        self.lanes = {name: self._new_lane(self._profiles[name], a) for name, a in self._adapters.items()}
+        self.lanes = {
+            name: self._new_lane(self._profiles[name], adapter, self._routes.get(name, DIRECT))
+            for name, adapter in self._adapters.items()
+        }
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
         async with (
             open_session(connections) as session,
@@ -172,13 +179,13 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter) -> Lane:
+    def _new_lane(profile: Profile, adapter: Adapter, route: Route) -> Lane:
         settings, pace = profile.settings, Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        return Lane(profile, adapter, pace, patience, claim_size)
+        return Lane(profile, adapter, pace, patience, claim_size, route=route)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -373,7 +380,11 @@ class Engine:
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
     ) -> Outcome:
         try:
-            response = await send(session, request, lane.profile.settings.timeout_s)
+            response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
+        except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
+            stop = Stop(StopKind.PROXY_REFUSED, lane.name, str(exc), setting=lane.route.variable)
+            self._stop_lane(lane, stop)
+            return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
         return lane.adapter.parse_void(work.item, response)
@@ -382,7 +393,7 @@ class Engine:
         self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome
     ) -> Outcome:
         try:
-            response = await send(session, request, lane.profile.settings.timeout_s)
+            response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, f"status lookup after {rejected.reason}: {exc}")
         return lane.adapter.parse_lookup(work.item, response, rejected)

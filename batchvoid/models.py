@@ -129,6 +129,7 @@ class StopKind(enum.StrEnum):
     """Why a lane (one provider) or the whole engine sends nothing more in this run."""
 
     AUTH_REFUSED = "auth_refused"  # a 401/403: the credential is wrong or revoked
+    PROXY_REFUSED = "proxy_refused"  # a 407 from the proxy: its user and password
     REJECTIONS = "rejections"  # stop_after_rejections permanent failures in a row
     THROTTLED = "throttled"  # a pause over max_pause_s, or 429s for give_up_throttled_after_s
     UNEXPECTED = "unexpected"  # a bug, or a library's surprise, in the lane
@@ -152,3 +153,4 @@ class Stop:
     count: int = 0
     of: int = 0
     limit: float = 0.0
+    setting: str = ""  # the variable or key to check, where the engine knows it (a proxy's)

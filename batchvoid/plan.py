@@ -25,7 +25,7 @@ from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
 from batchvoid.pace import estimate_s, sustained_rate
-from batchvoid.preflight import RunOptions, load_config, prepare, simulator_env
+from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env
 from batchvoid.progress import format_duration
 
 
@@ -139,6 +139,11 @@ def _plan(
                 config.profiles[lane.provider].secrets(env, notices)
             except ConfigError as exc:
                 problems.append(str(exc))
+    if not options.simulate:  # a rehearsal is on loopback: never through a proxy
+        try:
+            routes(config, [lane.provider for lane in lanes if lane.to_send])
+        except ConfigError as exc:
+            problems.append(str(exc))
     return Plan(
         job_id=job.job_id,
         job_file=options.job_file,
@@ -162,8 +167,10 @@ def _duration_text(seconds: float | None) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
 
 
-def render(plan: Plan, console: Console) -> None:
-    """Print the plan: a table per provider, the estimated time, and whether it can run."""
+def render(plan: Plan, console: Console, errors: Console | None = None) -> None:
+    """Print the plan on `console`: a table per provider, the estimated time, and whether it can
+    run; each warning and each reason it cannot run goes to `errors` (stderr by default)."""
+    errors = errors or Console(stderr=True)
     where = "in the ledger: the run resumes it" if plan.known else "new: the run records it"
     console.print(
         f"Plan for job {plan.job_id!r} ({where}). Nothing was sent.",
@@ -209,9 +216,11 @@ def render(plan: Plan, console: Console) -> None:
     else:
         console.print("The providers left to send to have no rate limit: their answers set the pace.")
     for warning in plan.warnings:
-        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
+        errors.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     if plan.runnable:
         console.print("Runnable: every row, the configuration and every credential variable checked.")
     else:
         for problem in plan.problems:
-            console.print(f"[red]cannot run[/red]: {escape(problem)}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]cannot run[/red]: {escape(problem)}", highlight=False, soft_wrap=True)
+        count = len(plan.problems)
+        console.print(f"Not runnable: {count} problem{'s' * (count != 1)} (listed on stderr).")

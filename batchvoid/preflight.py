@@ -9,6 +9,7 @@ a missing credential.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from batchvoid.engine import FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, NewJob
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
+from batchvoid.network import Route, route, tls_context
 from batchvoid.progress import ProgressOptions
 from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator.settings import SimulatorSettings
@@ -82,6 +84,24 @@ def simulator_env(config: Config) -> dict[str, str]:
             if credential.kind == "env":
                 env[credential.name] = CREDENTIALS[profile.spec.type][role]
     return env
+
+
+def routes(config: Config, names: Iterable[str], env: Mapping[str, str] | None = None) -> dict[str, Route]:
+    """How each named profile's requests travel: proxy from `env` (default: the process's), TLS trust.
+
+    Raises ConfigError for a proxy variable or a ca_bundle that cannot be used.
+    """
+    contexts: dict[str | None, ssl.SSLContext] = {}  # one TLS context per CA bundle: loading one takes ms
+    chosen = {}
+    for name in names:
+        profile = config.profiles[name]
+        tls = None
+        if profile.base_url.startswith("https://"):
+            if profile.ca_bundle not in contexts:
+                contexts[profile.ca_bundle] = tls_context(profile.ca_bundle, profile.source)
+            tls = contexts[profile.ca_bundle]
+        chosen[name] = route(profile.base_url, tls=tls, env=env)
+    return chosen
 
 
 _NOT_ACCOUNT = frozenset({"void_date", "timezone"})  # options that say how to void, not where
@@ -154,9 +174,10 @@ def prepare(
 
 
 def _credentials_set(config: Config, env: Mapping[str, str] | Reader, providers: set[str]) -> None:
-    """Raise ConfigError if a profile the job uses lacks a usable credential."""
+    """Raise ConfigError if a profile the job uses lacks a usable credential or proxy variable."""
     for name in sorted(providers):
         config.profiles[name].secrets(env)
+    routes(config, sorted(providers))
 
 
 def _check_history(

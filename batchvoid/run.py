@@ -31,7 +31,7 @@ from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterr
 from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
-from batchvoid.preflight import RunOptions, load_config, prepare, simulator_env, targets
+from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env, targets
 from batchvoid.progress import Display
 from batchvoid.providers import Adapter
 from batchvoid.simulator.settings import SimulatorSettings
@@ -233,6 +233,8 @@ async def _run_job(
         adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
         for notice in notices:
             print(f"warning: {notice}", file=out)
+        network = routes(config, todo)
+        proxies = {name: r.proxy for name, r in network.items() if r.proxy is not None}
         log.info(
             "run.started",
             job_file=str(options.job_file),
@@ -242,6 +244,7 @@ async def _run_job(
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
             simulate=options.simulate,
             **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
+            **({"proxies": proxies} if proxies else {}),
         )
         if redriven:
             log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
@@ -254,6 +257,7 @@ async def _run_job(
             retry=options.retry,
             failure_limits=options.failure_limits,
             describe=partial(describe_stop, config),
+            routes=network,
         )
         if signals.received is not None:
             raise RunInterrupted(
@@ -354,6 +358,11 @@ def describe_stop(config: Config, stop: Stop) -> str:
             f"{name}: the provider refused the credentials ({stop.detail}); no more requests go to "
             f"it in this run. Check {variables}, then run the same command again to void its "
             "remaining items"
+        )
+    if stop.kind is StopKind.PROXY_REFUSED:
+        return (
+            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it. Fix "
+            f"the user:password in {stop.setting}, then run the same command again"
         )
     if stop.kind is StopKind.REJECTIONS:
         return (

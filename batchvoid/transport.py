@@ -25,7 +25,9 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 from yarl import URL
 
+from batchvoid import __version__
 from batchvoid.models import Request, Response
+from batchvoid.network import DIRECT, Route
 
 MAX_BODY = 1 << 20  # an answer to a void is small; never buffer a runaway body
 REDACTED = "[redacted]"
@@ -33,10 +35,15 @@ _REDACTED = REDACTED.encode()
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
+USER_AGENT = f"batchvoid/{__version__}"
 
 
 class TransportError(Exception):
     """No answer came: a timeout, a refused or dropped connection. The void may have happened."""
+
+
+class ProxyRefused(TransportError):
+    """The proxy answered 407: it wants other credentials. Nothing reached the provider."""
 
 
 def open_session(connections: int) -> aiohttp.ClientSession:
@@ -44,31 +51,58 @@ def open_session(connections: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": "batchvoid"},
+        headers={"User-Agent": USER_AGENT},
         auto_decompress=True,
         raise_for_status=False,
+        trust_env=False,  # network.py picks proxies: aiohttp's would also send ~/.netrc logins
     )
 
 
-async def send(session: aiohttp.ClientSession, request: Request, timeout_s: float) -> Response:
-    """Send one request and read the whole answer, or raise TransportError; both are scrubbed."""
-    secrets = Secrets.of(request)
+async def send(
+    session: aiohttp.ClientSession, request: Request, timeout_s: float, route: Route = DIRECT
+) -> Response:
+    """Send one request along `route` and read the whole answer, or raise TransportError; both
+    are scrubbed, of the proxy's credentials too."""
+    secrets = Secrets.of(request, route)
+    headers, proxy_headers = request.headers, None
+    if route.secrets:  # to the proxy only: in the CONNECT for https://, else in the request it forwards
+        if request.url.startswith("https://"):
+            proxy_headers = {"Proxy-Authorization": route.proxy_authorization}
+        else:
+            headers = {**request.headers, "Proxy-Authorization": route.proxy_authorization}
     try:
         async with session.request(
             request.method,
             URL(request.url, encoded=True),  # adapters percent-encode ids; keep them exact
-            headers=request.headers,
+            headers=headers,
             data=request.body,
             timeout=_timeout(timeout_s),
             allow_redirects=False,
+            proxy=route.proxy,
+            proxy_headers=proxy_headers,
+            ssl=route.tls if route.tls is not None else True,
         ) as answer:
+            if answer.status == 407 and route.proxy is not None:  # the proxy's answer, not the provider's
+                raise ProxyRefused(_refused(route))
             body = await answer.content.read(MAX_BODY)
             return Response(answer.status, secrets.scrub_headers(answer.headers), secrets.scrub(body))
     except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s") from None
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT of an https:// request
+        if exc.status == 407:
+            raise ProxyRefused(_refused(route)) from None
+        raise TransportError(f"the proxy {route.proxy} refused the connection: HTTP {exc.status}") from None
     except aiohttp.ClientError as exc:
         text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
         raise TransportError(text[:300]) from None
+
+
+def _refused(route: Route) -> str:
+    given = "the user and password" if route.secrets else "no credentials"
+    return (
+        f"the proxy {route.proxy} refused {given} from {route.variable} "
+        "(HTTP 407 Proxy Authentication Required)"
+    )
 
 
 @lru_cache(maxsize=16)  # one per lane's timeout_s; aiohttp only reads it
@@ -85,9 +119,12 @@ class Secrets:
     values: tuple[tuple[str, bytes], ...]
 
     @classmethod
-    def of(cls, request: Request) -> Secrets:
-        """The values `request` declares, plus whatever its Authorization header carries."""
+    def of(cls, request: Request, route: Route = DIRECT) -> Secrets:
+        """The values `request` declares, whatever its Authorization header carries, and the
+        credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
         values = set(request.secrets)
+        if route.secrets:
+            values.update(_credential_values(route.proxy_authorization))
         for name, value in request.headers.items():
             if name.lower() in _CREDENTIAL_HEADERS:
                 values.update(_credential_values(value))

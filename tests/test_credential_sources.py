@@ -308,8 +308,8 @@ def test_a_missing_secret_file_refuses_run_and_plan_before_sending(
             assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
         db.close()
     else:
-        assert "cannot run" in result.stdout
-        assert expected in " ".join(result.stdout.split())
+        assert result.stdout.endswith("Not runnable: 1 problem (listed on stderr).\n")
+        assert expected in " ".join(result.stderr.split())
     assert requests == 0
     assert "Traceback" not in result.output
 

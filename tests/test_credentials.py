@@ -51,8 +51,8 @@ def test_whitespace_around_a_credential_is_trimmed_with_one_notice(
         sent = [h["access_key"] for h in sim.requests if "access_key" in h]
     assert plan.exit_code == 0, plan.output
     assert "Runnable" in plan.stdout
-    assert plan.stdout.count("RAPYD_ACCESS_KEY") == 1
-    assert "warning: environment variable RAPYD_ACCESS_KEY has whitespace around its value" in plan.stdout
+    assert plan.stderr.count("RAPYD_ACCESS_KEY") == 1
+    assert "warning: environment variable RAPYD_ACCESS_KEY has whitespace around its value" in plan.stderr
     assert result.exit_code == 0, result.output
     assert result.stderr.count("RAPYD_ACCESS_KEY") == 1
     assert "warning: environment variable RAPYD_ACCESS_KEY has whitespace around its value" in result.stderr
@@ -88,8 +88,8 @@ def test_a_control_character_inside_a_credential_is_exit_2_naming_the_variable(
         assert result.stderr.startswith("error: ")
         assert message in result.stderr
     else:
-        assert "cannot run" in result.stdout
-        assert message in " ".join(result.stdout.split())
+        assert "cannot run" in result.stderr
+        assert message in " ".join(result.stderr.split())
     assert requests == 0
     assert "Traceback" not in result.output
     for part in ("rak_SIMU", "LATOR"):

@@ -299,5 +299,5 @@ def test_plan_names_a_ledger_directory_that_does_not_exist(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 2
-    assert f"its directory {ledger.parent} does not exist" in result.stdout
+    assert f"its directory {ledger.parent} does not exist" in result.stderr
     assert not ledger.parent.exists()

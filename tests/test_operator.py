@@ -145,11 +145,24 @@ def test_plan_names_every_missing_credential_and_prints_no_secret(
     config = str(REPO / "config" / "providers.example.toml")
     result = runner.invoke(main, ["plan", example(tmp_path), "--config", config])
     assert result.exit_code == 2
-    assert "[providers.rapyd] needs environment variable RAPYD_SECRET_KEY" in result.stdout
+    assert "cannot run: " in result.stderr
+    assert "[providers.rapyd] needs environment variable RAPYD_SECRET_KEY" in result.stderr
     for var in ("CHARGEOVER_USERNAME", "CAMPFIRE_API_KEY", "MAPLE_API_TOKEN", "SELLAPP_API_KEY"):
-        assert var in result.stdout
-    assert "RAPYD_ACCESS_KEY" not in result.stdout
+        assert var in result.stderr
+    assert "RAPYD_ACCESS_KEY" not in result.output
     assert "rak-very-secret" not in result.output
+
+
+def test_plan_prints_the_plan_on_stdout_and_its_refusals_on_stderr(runner: CliRunner, tmp_path: Path) -> None:
+    """stdout has the plan table and the verdict, never a 'cannot run' line; stderr has each refusal."""
+    config = str(REPO / "config" / "providers.example.toml")
+    result = runner.invoke(main, ["plan", example(tmp_path), "--config", config])
+    assert result.exit_code == 2
+    assert "Plan for job 'example.csv'" in result.stdout
+    assert "Not runnable: 5 problems (listed on stderr)." in result.stdout
+    assert "cannot run" not in result.stdout
+    assert result.stderr.count("cannot run: ") == 5
+    assert "Plan for job" not in result.stderr
 
 
 @pytest.mark.parametrize("case", ["bad row", "changed file"])
