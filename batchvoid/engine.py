@@ -415,6 +415,9 @@ class Engine:
         lane.outcomes[state] += 1
         self.finished += 1
         failed = state is ItemState.FAILED
+        said = {"reason": outcome.reason} if outcome.reason else {}
+        if outcome.reference:
+            said["reference"] = outcome.reference
         (self.log.warning if failed else self.log.info)(
             _EVENTS[state],
             provider=lane.name,
@@ -424,8 +427,7 @@ class Engine:
             idempotency_key=work.idempotency_key,
             http_status=outcome.http_status,
             latency_ms=round((time.perf_counter() - started) * 1000),
-            reference=outcome.reference,
-            reason=outcome.reason or None,
+            **said,  # a voided item's line names no empty reason
         )
         if not failed:
             lane.rejections = 0

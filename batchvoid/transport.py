@@ -122,14 +122,8 @@ class Secrets:
     def of(cls, request: Request, route: Route = DIRECT) -> Secrets:
         """The values `request` declares, whatever its Authorization header carries, and the
         credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
-        values = set(request.secrets)
-        if route.secrets:
-            values.update(_credential_values(route.proxy_authorization))
-        for name, value in request.headers.items():
-            if name.lower() in _CREDENTIAL_HEADERS:
-                values.update(_credential_values(value))
-        values.discard("")
-        return cls(tuple((value, _core(value)) for value in values))
+        auth = tuple(value for name, value in request.headers.items() if name.lower() in _CREDENTIAL_HEADERS)
+        return _secrets(request.secrets, auth, route.proxy_authorization if route.secrets else "")
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every part of any form of any value replaced by REDACTED."""
@@ -148,6 +142,16 @@ class Secrets:
         encoded = text.encode("utf-8", "surrogateescape")
         scrubbed = self.scrub(encoded)
         return text if scrubbed is encoded else scrubbed.decode("utf-8", "surrogateescape")
+
+
+@lru_cache(maxsize=256)  # most lanes' requests carry the same credentials every time
+def _secrets(declared: tuple[str, ...], auth: tuple[str, ...], proxy: str) -> Secrets:
+    values = set(declared)
+    for header in (*auth, proxy):
+        if header:
+            values.update(_credential_values(header))
+    values.discard("")
+    return Secrets(tuple((value, _core(value)) for value in values))
 
 
 @lru_cache(maxsize=256)  # a lane's static credentials come back with every request

@@ -304,3 +304,31 @@ def test_an_error_met_while_reading_rows_is_a_ledger_error(tmp_path: Path, profi
         cursor = ledger._sql(ledger._db, "SELECT fails_on_row_10(line) FROM items ORDER BY id", ())
         with pytest.raises(LedgerError, match=r"l\.sqlite: cannot read it: user-defined function raised"):
             list(cursor)
+
+
+def test_an_sqlite_too_old_for_the_set_based_writes_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python whose SQLite lacks UPDATE ... FROM gets one LedgerError naming both versions, and no file is made."""
+    from batchvoid.ledger import sqlite as backend
+
+    monkeypatch.setattr(backend.sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(backend.sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(
+        LedgerError, match=r"SQLite is 3\.31\.1, and a batchvoid ledger needs 3\.33\.0 or newer"
+    ):
+        open_ledger(tmp_path / "l.sqlite")
+    assert not (tmp_path / "l.sqlite").exists()
+
+
+def test_provider_words_that_are_not_valid_unicode_are_recorded_replaced(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """A reason holding a lone surrogate (bytes no codec made sense of) is recorded with it replaced, not lost."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        (a,) = ledger.claim(job, "rapyd", 0, 10)
+        ledger.apply([Finish(a.id, ItemState.FAILED, "HTTP 400: bad \udcff byte", 400, None, 1)])
+        (row,) = ledger.items(job)
+    assert (row["state"], row["reason"]) == ("failed", "HTTP 400: bad ? byte")
