@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from operator import itemgetter
@@ -178,20 +179,36 @@ class SqliteLedger:
         db = self._db
         if version == SCHEMA_VERSION:
             return
-        try:
-            if version is None:
+        if version is None:
+            try:
                 db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_VERSION_ROW} COMMIT;")
-                return
-            db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise fault(self.path, exc, "cannot set it up") from exc
+            return
+        with self._transaction("cannot set it up"):
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     db.execute(statement)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _transaction(self, doing: str, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction on the ledger: committed, or rolled back and its fault said as `doing`."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            yield db
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise fault(self.path, exc, "cannot set it up") from exc
+            raise fault(self.path, exc, doing) from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -233,19 +250,12 @@ class SqliteLedger:
 
     def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None:
         """Record (or replace) where the job's profiles send, and whether it is a rehearsal."""
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction("cannot record the job's targets") as db:
             db.execute("UPDATE jobs SET simulated = ? WHERE id = ?", (int(simulated), job.id))
             db.executemany(
                 "INSERT OR REPLACE INTO targets VALUES (?, ?, ?)",
                 [(job.id, profile, target) for profile, target in targets.items()],
             )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise fault(self.path, exc, "cannot record the job's targets") from exc
 
     def touched(self, job: Job) -> set[str]:
         """The providers of the job with an item that has an outcome or may have been voided.
@@ -420,18 +430,11 @@ class SqliteLedger:
         """
         with self._lock:
             self.check_still_there()
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
+            with self._transaction("cannot take work from it") as db:
                 (batch,) = db.execute(_CLAIMABLE, (job.id, provider, after_line, limit)).fetchone()
                 rows = sorted(orjson.loads(batch), key=itemgetter(1))  # by line, whatever the aggregate did
                 if rows:
                     db.execute(_CLAIM, (now(), job.id, provider, after_line, rows[-1][1]))
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise fault(self.path, exc, "cannot take work from it") from exc
         return [
             WorkItem(
                 id=row[0],
@@ -496,19 +499,12 @@ class SqliteLedger:
                 releases.append((op.item, _IN_FLIGHT if op.maybe_sent else _PENDING, op.sent))
         with self._lock:
             self.check_still_there()
-            db = self._db
-            try:
-                db.execute("BEGIN")
+            with self._transaction("cannot record progress", immediate=False) as db:
                 if attempts:
                     db.execute(_ATTEMPT, (_json(attempts),))
                 for sql, rows in ((_FINISH, finishes), (_RELEASE, releases)):
                     if rows:
                         db.execute(sql, (_json(rows), at))
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise fault(self.path, exc, "cannot record progress") from exc
 
     def check_still_there(self) -> None:
         """Raise if the ledger file was deleted or replaced since it was opened.
@@ -592,10 +588,8 @@ class SqliteLedger:
         Returns how many items went back, per provider. Each item's last answer (the one its
         row held) joins its attempt history first, so the history loses nothing.
         """
-        db = self._db
         where, params = _job_filter(job, UNDONE)
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction("cannot put the failed items back") as db:
             counts = dict(
                 db.execute(
                     f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider",  # noqa: S608 - placeholders only
@@ -612,11 +606,6 @@ class SqliteLedger:
                 f" WHERE {where}",
                 (now(), *params),
             )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise fault(self.path, exc, "cannot put the failed items back") from exc
         return counts
 
     def lock_holder(self, job_id: str) -> Holder | None:
