@@ -64,9 +64,11 @@ def read(
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise JobFileError(f"{path}: unknown job file type {path.suffix!r}: use .csv, .jsonl or .ndjson")
-    rows = _csv_rows(path, profiles) if kind == "csv" else _jsonl_rows(path)
     try:
-        for line, fields in rows:
+        if kind == "csv":
+            yield from _csv_items(path, profiles, void_dates)
+            return
+        for line, fields in _jsonl_rows(path):
             if isinstance(fields, str):
                 yield RowError(line, fields)
             else:
@@ -94,7 +96,26 @@ def sha256(path: str | Path) -> str:
 Row = tuple[int, dict[str, Any] | str]  # (line, fields) or (line, what is wrong)
 
 
-def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[Row]:
+def _csv_items(
+    path: Path, profiles: Mapping[str, Profile], void_dates: Mapping[str, str | None]
+) -> Iterator[Item | RowError]:
+    """The CSV file's rows as items or row errors, each row through `_CsvRow`'s fast check."""
+    check: _CsvRow | None = None
+    for line, cells in _csv_rows(path, profiles):
+        if isinstance(cells, str):
+            yield RowError(line, cells)
+            continue
+        if check is None:  # the first row is the header; _csv_rows checked it
+            check = _CsvRow(cells, profiles, void_dates)
+            continue
+        yield check(line, cells)
+
+
+CsvRow = tuple[int, list[str] | str]  # (line, cells; the header's first) or (line, what is wrong)
+
+
+def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[CsvRow]:
+    """The header's cells (stripped, lower case), then each row's cells of the header's count."""
     with path.open(encoding="utf-8-sig", newline="") as f:
         # strict: a quote left open at the end of the file, or text after a closing quote, is
         # an error instead of a guess. A quote inside an unquoted cell (ab"c) stays a literal
@@ -111,7 +132,7 @@ def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[Row]:
             except csv.Error as exc:
                 raise _broken_quote(path, last + 1, reader.line_num, exc) from exc
             line, last = last + 1, reader.line_num
-            if not any(cell.strip() for cell in row):
+            if not "".join(row).strip():
                 continue  # blank lines and spreadsheet filler like ",,,"
             first = header is None
             if header is None:
@@ -125,6 +146,7 @@ def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[Row]:
                     f"taking in line {swallowed}, which reads as a job row; {_QUOTE_FIX}"
                 )
             if first:
+                yield line, header
                 continue
             if len(row) != len(header):
                 yield (
@@ -132,7 +154,7 @@ def _csv_rows(path: Path, providers: Collection[str]) -> Iterator[Row]:
                     f"wrong column count: {len(row)} values for the {len(header)} header columns",
                 )
                 continue
-            yield line, dict(zip(header, row, strict=True))
+            yield line, row
         if header is None:
             raise JobFileError(f"{path}: empty job file: expected a header row with provider,invoice_id")
 
@@ -260,6 +282,62 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
                 yield line, f"expected a JSON object, found {type(value).__name__}"
                 continue
             yield line, value
+
+
+class _CsvRow:
+    """The check of a CSV row of one file's header: a good row fast, the rest through `_item`.
+
+    The fast path takes the cells by their header position and only accepts: a row it has any
+    doubt about goes through `_item`, which makes the same Item of a good row and words what is
+    wrong with a bad one, so the two cannot disagree on what a row means.
+    """
+
+    __slots__ = ("_at", "_extra", "_header", "_profiles", "_rules", "_void_dates")
+
+    def __init__(
+        self, header: list[str], profiles: Mapping[str, Profile], void_dates: Mapping[str, str | None]
+    ) -> None:
+        self._header, self._profiles, self._void_dates = header, profiles, void_dates
+        at = {name: n for n, name in enumerate(header)}
+        self._at = tuple(at.get(name) for name in (*REQUIRED, *OPTIONAL))
+        self._extra = tuple((n, name) for n, name in enumerate(header) if name not in (*REQUIRED, *OPTIONAL))
+        # Per provider: its default void date, whether it checks company ids, needs one in the row.
+        self._rules = {
+            name: (
+                void_dates.get(name),
+                "company_id" in profile.spec.options,
+                "company_id" in profile.spec.options and "company_id" not in profile.options,
+            )
+            for name, profile in profiles.items()
+        }
+
+    def __call__(self, line: int, cells: list[str]) -> Item | RowError:
+        provider_at, invoice_at, date_at, company_at, store_at = self._at
+        assert provider_at is not None and invoice_at is not None  # noqa: PT018 - the header has them
+        provider, invoice_id = cells[provider_at].strip(), cells[invoice_at].strip()
+        rule = self._rules.get(provider)
+        if rule is not None and invoice_id and len(invoice_id) <= _MAX_ID and not _BAD_ID.search(invoice_id):
+            void_date = None if date_at is None else cells[date_at].strip() or None
+            company_id = None if company_at is None else cells[company_at].strip() or None
+            store = None if store_at is None else cells[store_at].strip() or None
+            default_date, checks_company, needs_company = rule
+            company_ok = not checks_company or (
+                company_id.startswith("cmp_") if company_id is not None else not needs_company
+            )
+            if (
+                company_ok
+                and (void_date is None or _is_date(void_date))
+                and (company_id is None or _fits(company_id))
+                and (store is None or _fits(store))
+            ):
+                metadata = {name: cells[n] for n, name in self._extra} if self._extra else {}
+                return Item(line, provider, invoice_id, void_date or default_date, company_id, store, metadata)
+        return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
+
+
+def _fits(value: str) -> bool:
+    """True if `value` (stripped, not empty) may go into a path or a header (see `_item`)."""
+    return len(value) <= _MAX_ID and not _BAD_ID.search(value)
 
 
 def _item(

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from batchvoid import config as configuration
@@ -406,3 +406,36 @@ def test_a_quote_closed_midway_through_a_taken_in_row_refuses_the_file(
         rows(path, profiles)
     assert str(refused.value).startswith(f"{path} line 3: a quoted cell opens here and runs on to line 4")
     assert "taking in line 4, which reads as a job row" in str(refused.value)
+
+
+_CELLS = st.one_of(
+    st.sampled_from(["", " ", " u-1 ", "a b", "x" * 201, "cmp_a", "cmpa", "2025-03-01", "2025-02-29", "rapyd"]),
+    st.text(max_size=4),
+)
+_ROWS = st.tuples(
+    st.sampled_from(["rapyd", " maple ", "maple", "campfire", "sellapp", "chargeover", "rapid", ""]),
+    *[_CELLS] * 5,
+).map(list)
+
+
+@settings(max_examples=500)
+@given(
+    columns=st.lists(st.sampled_from(["void_date", "company_id", "store", "note"]), unique=True),
+    cells=st.lists(_ROWS, min_size=1, max_size=8),
+    maple_company=st.booleans(),
+)
+def test_the_fast_csv_check_agrees_with_the_full_one(
+    columns: list[str], cells: list[list[str]], maple_company: bool
+) -> None:
+    """Any CSV row gives the Item or RowError the full check (`_item`) gives for its fields."""
+    profiles = configuration.builtin().profiles
+    if not maple_company:
+        profiles = {**profiles, "maple": replace(profiles["maple"], options={})}
+    header = ["provider", "invoice_id", *columns]
+    at = jobfile.dt.datetime(2025, 3, 1, tzinfo=jobfile.dt.UTC)
+    void_dates = {name: profile.default_void_date(at) for name, profile in profiles.items()}
+    check = jobfile._CsvRow(header, profiles, void_dates)  # noqa: SLF001 - the fast path under test
+    for line, row in enumerate(cells, start=2):
+        row = row[: len(header)]  # noqa: PLW2901 - cut to the header's width
+        expected = jobfile._item(line, dict(zip(header, row, strict=True)), profiles, void_dates)  # noqa: SLF001
+        assert check(line, row) == expected

@@ -70,6 +70,35 @@ def test_a_file_with_bad_rows_leaves_nothing_behind(tmp_path: Path, profiles: Co
         assert ledger.jobs() == []
 
 
+def test_a_bad_row_after_many_chunks_refuses_the_whole_file(tmp_path: Path, profiles: Config) -> None:
+    """A bad row at line 80,000, after many inserted chunks, leaves no job and no item behind."""
+    good = "".join(f"rapyd,inv{n}\n" for n in range(79_998))
+    path = write(tmp_path / "j.csv", "provider,invoice_id\n" + good + "rapyd,a b\n" + "rapyd,tail\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        with pytest.raises(JobFileError) as caught:
+            ingest(ledger, path, profiles)
+        assert caught.value.error_count == 1
+        assert f"{path} line 80000: invoice_id 'a b'" in str(caught.value)
+        assert ledger.jobs() == []
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+
+
+def test_duplicates_across_chunks_are_recorded_once_with_their_first_line(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """A pair repeated within a chunk, across a chunk boundary and chunks later keeps its first line."""
+    lines = [f"rapyd,inv{n}" for n in range(2_500)]
+    lines[999] = lines[1_000] = "maple,same"  # the last row of the first chunk and the first of the next
+    lines[2_400] = "maple,same"
+    lines[10] = lines[20] = "rapyd,twice"
+    path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "\n".join(lines) + "\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        assert (job.items, job.duplicates) == (2_500 - 3, 3)
+        assert [(d.line, d.first_line) for d in ledger.duplicates(job)] == [(22, 12), (1002, 1001), (2402, 1001)]
+
+
 def test_claims_are_per_provider_in_file_order(tmp_path: Path, profiles: Config) -> None:
     """Each provider's unfinished items are claimed in line order, a batch at a time, finished ones skipped."""
     lines = "".join(f"{'rapyd' if n % 3 else 'maple'},inv{n}\n" for n in range(20))
