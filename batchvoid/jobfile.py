@@ -331,7 +331,9 @@ class _CsvRow:
                 and (store is None or _fits(store))
             ):
                 metadata = {name: cells[n] for n, name in self._extra} if self._extra else {}
-                return Item(line, provider, invoice_id, void_date or default_date, company_id, store, metadata)
+                return Item(
+                    line, provider, invoice_id, void_date or default_date, company_id, store, metadata
+                )
         return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
 
 

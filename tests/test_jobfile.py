@@ -409,7 +409,9 @@ def test_a_quote_closed_midway_through_a_taken_in_row_refuses_the_file(
 
 
 _CELLS = st.one_of(
-    st.sampled_from(["", " ", " u-1 ", "a b", "x" * 201, "cmp_a", "cmpa", "2025-03-01", "2025-02-29", "rapyd"]),
+    st.sampled_from(
+        ["", " ", " u-1 ", "a b", "x" * 201, "cmp_a", "cmpa", "2025-03-01", "2025-02-29", "rapyd"]
+    ),
     st.text(max_size=4),
 )
 _ROWS = st.tuples(
@@ -434,8 +436,8 @@ def test_the_fast_csv_check_agrees_with_the_full_one(
     header = ["provider", "invoice_id", *columns]
     at = jobfile.dt.datetime(2025, 3, 1, tzinfo=jobfile.dt.UTC)
     void_dates = {name: profile.default_void_date(at) for name, profile in profiles.items()}
-    check = jobfile._CsvRow(header, profiles, void_dates)  # noqa: SLF001 - the fast path under test
+    check = jobfile._CsvRow(header, profiles, void_dates)
     for line, row in enumerate(cells, start=2):
-        row = row[: len(header)]  # noqa: PLW2901 - cut to the header's width
-        expected = jobfile._item(line, dict(zip(header, row, strict=True)), profiles, void_dates)  # noqa: SLF001
+        row = row[: len(header)]
+        expected = jobfile._item(line, dict(zip(header, row, strict=True)), profiles, void_dates)
         assert check(line, row) == expected

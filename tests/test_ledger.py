@@ -96,7 +96,11 @@ def test_duplicates_across_chunks_are_recorded_once_with_their_first_line(
     with open_ledger(tmp_path / "l.sqlite") as ledger:
         job = ingest(ledger, path, profiles)
         assert (job.items, job.duplicates) == (2_500 - 3, 3)
-        assert [(d.line, d.first_line) for d in ledger.duplicates(job)] == [(22, 12), (1002, 1001), (2402, 1001)]
+        assert [(d.line, d.first_line) for d in ledger.duplicates(job)] == [
+            (22, 12),
+            (1002, 1001),
+            (2402, 1001),
+        ]
 
 
 def test_claims_are_per_provider_in_file_order(tmp_path: Path, profiles: Config) -> None:
