@@ -365,3 +365,26 @@ def test_provider_words_that_are_not_valid_unicode_are_recorded_replaced(
         ledger.apply([Finish(a.id, ItemState.FAILED, "HTTP 400: bad \udcff byte", 400, None, 1)])
         (row,) = ledger.items(job)
     assert (row["state"], row["reason"]) == ("failed", "HTTP 400: bad ? byte")
+
+
+def test_the_work_indexes_are_there_after_any_ingest(tmp_path: Path, profiles: Config) -> None:
+    """An ingest into an empty ledger builds its work indexes after the rows; recorded, refused or second, they are there."""
+
+    def indexes() -> set[str]:
+        with sqlite3.connect(tmp_path / "l.sqlite") as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'items_%'")
+            names = {name for (name,) in rows}
+        db.close()
+        return names
+
+    bad = write(tmp_path / "bad.csv", "provider,invoice_id\nrapyd,a\nrapid,b\n")
+    good = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nmaple,b\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        with pytest.raises(JobFileError):
+            ingest(ledger, bad, profiles, "bad")
+        assert {"items_todo", "items_state"} <= indexes()
+        job = ingest(ledger, good, profiles)
+        assert {"items_todo", "items_state"} <= indexes()
+        ingest(ledger, good, profiles, "second")
+        assert {"items_todo", "items_state"} <= indexes()
+        assert [w.item.invoice_id for w in ledger.claim(job, "rapyd", 0, 10)] == ["a"]
