@@ -42,14 +42,15 @@ class Campfire(AdapterBase):
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
+        if response.status == 200 and isinstance(body, dict):
+            if body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"):
+                ref = body.get("voided_journal_entry")  # the usual answer: no reason to word
+                return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
         message: object = None
         if isinstance(body, dict):
             message = body.get("detail") or json.dumps(body, separators=(",", ":"))[:300]
         reason = describe(response, message)
-        if response.status == 200 and isinstance(body, dict):
-            if body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"):
-                ref = body.get("voided_journal_entry")
-                return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
+        if response.status == 200:
             return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice is not void: {reason}", 200)
         if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)

@@ -39,10 +39,10 @@ class ChargeOver(AdapterBase):
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
+        if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
+            return Outcome(OutcomeKind.VOIDED, "", 200)  # the usual answer: no reason to word
         message = body.get("message") if isinstance(body, dict) else None
         reason = describe(response, message)
-        if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
-            return Outcome(OutcomeKind.VOIDED, "", 200)
         if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:

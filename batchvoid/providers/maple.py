@@ -43,11 +43,11 @@ class Maple(AdapterBase):
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
         fields = body if isinstance(body, dict) else {}
+        if response.status == 200 and fields.get("status") == "VOID":  # the usual answer: no reason to word
+            return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
         code = fields.get("error_code")
         message = fields.get("error_message")
         reason = describe(response, message and (f"{code}: {message}" if code else message))
-        if response.status == 200 and fields.get("status") == "VOID":
-            return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
         if code == "invoice_already_void" or says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if response.status >= 500 and header(response.headers, "Idempotency-Used") == "true":

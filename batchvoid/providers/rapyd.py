@@ -76,14 +76,14 @@ class Rapyd:
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         status, data = _envelope(response)
-        code = status.get("error_code")
-        reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         reference = status.get("operation_id") or None
         if response.status == 200 and status.get("status") == "SUCCESS":
-            if data.get("status") == "void":
+            if data.get("status") == "void":  # the usual answer: no reason to word
                 return Outcome(OutcomeKind.VOIDED, "", 200, reference)
             reason = f"answered 200 but the invoice status is {data.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200, reference)
+        code = status.get("error_code")
+        reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         if (shared := transient(response, reason)) is not None:
             return shared
         # Rapyd answers a void of a void invoice like one of a paid invoice: read the status.

@@ -35,13 +35,13 @@ class SellApp(AdapterBase):
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
         fields: dict[str, Any] = body if isinstance(body, dict) else {}
-        message = fields.get("message")
-        reason = describe(response, message)
         if response.status == 200:
-            if _status(fields) == "VOIDED":
+            if _status(fields) == "VOIDED":  # the usual answer: no reason to word
                 return Outcome(OutcomeKind.VOIDED, "", 200)
             reason = f"answered 200 but the invoice status is {_status(fields)!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
+        message = fields.get("message")
+        reason = describe(response, message)
         if response.status in (400, 409, 422) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
