@@ -275,6 +275,7 @@ def run(
         retry_failed=retry_failed,
         allow_target_change=allow_target_change,
         progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
+        command=("batchvoid", *sys.argv[1:]),
     )
     if dry_run:
         _show_plan(options)
@@ -424,6 +425,13 @@ def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
     help="Only items in this state (repeatable; pending includes in flight). Default: all.",
 )
 @click.option(
+    "--run",
+    "run_id",
+    default=None,
+    metavar="RUN_ID",
+    help="Only items whose last outcome this run recorded (`batchvoid status --job-id JOB` lists the runs).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["csv", "jsonl"]),
@@ -438,7 +446,12 @@ def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
     help="Write to this file instead of stdout.",
 )
 def report_command(
-    ledger: Path | None, job_id: str | None, states: tuple[str, ...], fmt: str | None, output: Path | None
+    ledger: Path | None,
+    job_id: str | None,
+    states: tuple[str, ...],
+    run_id: str | None,
+    fmt: str | None,
+    output: Path | None,
 ) -> None:
     """Write one row per item: state, reason, HTTP status, attempts, keys, times, metadata.
 
@@ -461,17 +474,18 @@ def report_command(
         with open_ledger(ledger, readonly=True) as book:
             job = report.pick_job(book, job_id)
             selected = report.states_for(states)
+            run = report.pick_run(book, job, run_id)
             if output is None:
-                report.write_report(book, job, selected, chosen, sys.stdout)
+                report.write_report(book, job, selected, chosen, sys.stdout, run)
                 return
             try:
                 with output.open("w", encoding="utf-8", newline="") as f:
-                    written = report.write_report(book, job, selected, chosen, f)
+                    written = report.write_report(book, job, selected, chosen, f, run)
             except OSError as exc:
                 raise click.FileError(str(output), exc.strerror) from None
     except BatchVoidError as exc:
         _fail(exc)
-    which = "+".join(states) if states else "all"
+    which = ("+".join(states) if states else "all") + (f", run {run_id}" if run_id else "")
     click.echo(f"{written} items ({which}) of job {job.job_id!r} written to {output}", err=True)
 
 

@@ -50,6 +50,7 @@ class RunOptions:
     retry_failed: bool = False  # put failed items back to pending first (redrive)
     allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
+    command: tuple[str, ...] = ()  # the command line, for the run's record; default: sys.argv
 
     @property
     def job_name(self) -> str:

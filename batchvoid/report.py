@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchvoid.errors import LedgerError
-from batchvoid.ledger import Holder, Job, Ledger
+from batchvoid.ledger import Holder, Job, Ledger, Run
 from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
@@ -82,6 +82,7 @@ class JobStatus:
     attempts: int
     reasons: Sequence[tuple[str, str, int]]  # (provider, reason, items), most frequent first
     holder: Holder | None  # the run recorded as holding the job, if any
+    runs: Sequence[Run] = ()  # its run records, oldest first
 
     @classmethod
     def read(cls, ledger: Ledger, job: Job, *, reasons: int = REASONS_SHOWN) -> JobStatus:
@@ -91,6 +92,7 @@ class JobStatus:
             attempts=ledger.attempt_count(job),
             reasons=ledger.failure_reasons(job, reasons),
             holder=ledger.lock_holder(job.job_id),
+            runs=ledger.runs(job),
         )
 
     def totals(self) -> dict[str, int]:
@@ -133,7 +135,29 @@ class JobStatus:
                 {"provider": provider, "reason": reason, "items": n} for provider, reason, n in self.reasons
             ],
             "running": self.running(),
+            "run_records": [run_json(run) for run in self.runs],
         }
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A run's record as JSON-ready data; the end fields are null while it runs or if it died."""
+    new, end = run.new, run.end
+    return {
+        "run_id": run.run_id,
+        "user": new.user,
+        "host": new.host,
+        "pid": new.pid,
+        "version": new.version,
+        "command": new.command,
+        "simulated": new.simulated,
+        "targets": dict(new.targets),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "exit_status": None if end is None else end.exit_status,
+        "counts": None if end is None else end.counts,
+        "requests": None if end is None else end.requests,
+        "throttled": None if end is None else end.throttled,
+    }
 
 
 def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
@@ -143,7 +167,7 @@ def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
     jobs = []
     for job in ledger.jobs():
         brief = JobStatus.read(ledger, job, reasons=0).as_json()
-        del brief["counts"], brief["failure_reasons"]
+        del brief["counts"], brief["failure_reasons"], brief["run_records"]
         jobs.append(brief)
     return {"ledger": ledger.location, "jobs": jobs}
 
@@ -215,12 +239,52 @@ def render_job(status: JobStatus, console: Console) -> None:
     if (running := _running_text(status.running())) is not None:
         console.print(f"  {running}", highlight=False, markup=False, soft_wrap=True)
     console.print(counts_table(status.counts))
+    if status.runs:
+        render_runs(status.runs, console)
     if status.reasons:
         console.print("Top failure reasons:")
         width = max(len(str(n)) for _, _, n in status.reasons)
         for provider, reason, n in status.reasons:
             line = f"  {n:>{width}}  {provider}: {reason or '(no reason)'}"
             console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def render_runs(runs: Sequence[Run], console: Console) -> None:
+    """The job's runs, one line each: who, when, real or rehearsal, how it ended."""
+    table = Table(title="Runs", title_justify="left")
+    for name, justify in (
+        ("run id", "left"), ("started", "left"), ("ended", "left"), ("by", "left"),
+        ("kind", "left"), ("exit", "right"), ("requests", "right"), ("429s", "right"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for run in runs:
+        end = run.end
+        table.add_row(
+            run.run_id,
+            _when(run.started_at),
+            _when(run.finished_at) if end is not None else "-",
+            Text(f"{run.new.user}@{run.new.host} pid {run.new.pid}"),
+            "rehearsal" if run.new.simulated else "real",
+            "-" if end is None else str(end.exit_status),
+            "-" if end is None else str(sum(end.requests.values())),
+            "-" if end is None else str(sum(end.throttled.values())),
+        )
+    console.print(table)
+    console.print("A run's items: batchvoid report --job-id JOB --run RUN_ID", highlight=False, markup=False)
+
+
+def pick_run(ledger: Ledger, job: Job, run_id: str | None) -> str | None:
+    """`run_id` if it is one of the job's runs; None stays None (every item)."""
+    if run_id is None:
+        return None
+    known = [run.run_id for run in ledger.runs(job)]
+    if run_id not in known:
+        listed = ", ".join(known[-5:]) or "none recorded"
+        raise LedgerError(
+            f"{ledger.location}: job {job.job_id!r} has no run {run_id!r} (its last runs: {listed}); "
+            f"`batchvoid status --job-id {job.job_id}` lists them"
+        )
+    return run_id
 
 
 # -- report -------------------------------------------------------------------------------
@@ -253,10 +317,15 @@ def report_columns(metadata_keys: Sequence[str]) -> list[tuple[str, str | None]]
 
 
 def write_report(
-    ledger: Ledger, job: Job, states: Collection[ItemState] | None, fmt: Format, out: TextIO
+    ledger: Ledger,
+    job: Job,
+    states: Collection[ItemState] | None,
+    fmt: Format,
+    out: TextIO,
+    run: str | None = None,
 ) -> int:
-    """Write one row per item of `job` (in `states`) to `out`; returns how many."""
-    rows = ledger.items(job, states)
+    """Write one row per item of `job` (in `states`; whose last outcome `run` wrote) to `out`."""
+    rows = ledger.items(job, states, run)
     if fmt == "jsonl":
         return _write_jsonl(rows, out)
     columns = report_columns(ledger.metadata_keys(job, states))

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from batchvoid import audit
 from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
@@ -157,12 +158,14 @@ async def _run(
     """Own the run's files (ledger, lock, log) and turn any fault into one error line."""
     log_file = options.log_file or default_log_path(options.ledger, options.job_name)
     display = Display(options.progress, out)
-    sent = _Sent()
+    sent = _Sent(run_id=audit.new_run_id())
     try:
         with (
             open_ledger(options.ledger) as ledger,
             ledger.guard(options.job_name, out=out),
-            open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
+            open_log(
+                log_file, console=display.log_stream, job_id=options.job_name, run_id=sent.run_id
+            ) as log,
         ):
             try:
                 return await _run_job(
@@ -180,9 +183,14 @@ async def _run(
 
 @dataclass(slots=True)
 class _Sent:
-    """The engine, once there is one: how many requests the run sent, for a fault's exit status."""
+    """The run's id, and its engine once there is one: how many requests the run sent."""
 
+    run_id: str
     engine: Engine | None = None
+
+    @property
+    def by_provider(self) -> dict[str, int]:
+        return {} if self.engine is None else {n: lane.requests for n, lane in self.engine.lanes.items()}
 
     @property
     def requests(self) -> int:
@@ -270,16 +278,22 @@ async def _run_job(
         scope = anyio.CancelScope()
         signals.attach(engine, scope, grace, display.log_stream or out)
         sent.engine = engine
+        record = ledger.begin_run(
+            job,
+            audit.new_run(
+                sent.run_id, options.command or sys.argv, simulated=options.simulate, targets=sends_to
+            ),
+        )
         try:
-            ledger.start_run(job)
             async with display.watching(engine, counts):
                 with scope:
                     await engine.run()
-            ledger.finish_run(job)
         except Exception as exc:
+            aborted = _aborted(exc, log, log_file, sent.requests)
             with contextlib.suppress(BatchVoidError):  # the ledger may be what failed
-                ledger.finish_run(job)
-            raise _aborted(exc, log, log_file, sent.requests) from exc
+                status = EXIT_STOPPED if sent.requests else EXIT_USAGE
+                ledger.end_run(job, record, audit.run_end(status, ledger.counts(job), sent.by_provider))
+            raise aborted from exc
         interrupted = signals.received is not None
         report = RunReport(
             job=job,
@@ -301,11 +315,17 @@ async def _run_job(
                 for row in islice(ledger.items(job, UNDONE), FAILURES_SHOWN)
             ),
         )
+        record = ledger.end_run(
+            job, record, audit.run_end(report.exit_status, report.counts, sent.by_provider)
+        )
+        assert record.end is not None
         log.info(
             "run.finished",
             requests=report.requests,
             elapsed_s=round(report.elapsed_s, 3),
             exit_status=report.exit_status,
+            counts=record.end.counts,
+            throttled=record.end.throttled,
         )
         return report
 
