@@ -251,26 +251,34 @@ def render_job(status: JobStatus, console: Console) -> None:
 
 def render_runs(runs: Sequence[Run], console: Console) -> None:
     """The job's runs, one line each: who, when, real or rehearsal, how it ended."""
-    table = Table(title="Runs", title_justify="left")
-    for name, justify in (
-        ("run id", "left"), ("started", "left"), ("ended", "left"), ("by", "left"),
-        ("kind", "left"), ("exit", "right"), ("requests", "right"), ("429s", "right"),
-    ):  # fmt: skip
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = Table(title="Runs (times UTC)", title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("by", no_wrap=True)
+    table.add_column("kind")
+    for name in ("exit", "sent", "429s"):
+        table.add_column(name, justify="right")
     for run in runs:
         end = run.end
+        took = "-"
+        if end is not None and run.finished_at is not None:
+            seconds = dt.datetime.fromisoformat(run.finished_at) - dt.datetime.fromisoformat(run.started_at)
+            took = f"{seconds.total_seconds():.1f}s"
         table.add_row(
             run.run_id,
-            _when(run.started_at),
-            _when(run.finished_at) if end is not None else "-",
-            Text(f"{run.new.user}@{run.new.host} pid {run.new.pid}"),
-            "rehearsal" if run.new.simulated else "real",
-            "-" if end is None else str(end.exit_status),
+            _when(run.started_at).removesuffix(" UTC"),
+            took,
+            Text(f"{run.new.user}@{run.new.host}:{run.new.pid}"),
+            "sim" if run.new.simulated else "real",
+            "died" if end is None and run is not runs[-1] else "-" if end is None else str(end.exit_status),
             "-" if end is None else str(sum(end.requests.values())),
             "-" if end is None else str(sum(end.throttled.values())),
         )
     console.print(table)
-    console.print("A run's items: batchvoid report --job-id JOB --run RUN_ID", highlight=False, markup=False)
+    console.print(
+        "The items a run finished: batchvoid report --job-id JOB --run RUN_ID", highlight=False, markup=False
+    )
 
 
 def pick_run(ledger: Ledger, job: Job, run_id: str | None) -> str | None:

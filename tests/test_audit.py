@@ -121,7 +121,7 @@ def test_status_lists_the_runs_and_report_filters_by_run(tmp_path: Path) -> None
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert records[1]["run_id"] in text
-    assert "rehearsal" in text
+    assert "sim" in text
     second = records[1]["run_id"]
     report = subprocess.run(
         [*BATCHVOID, "report", "--ledger", str(ledger), "--job-id", "job.csv", "--run", second,
