@@ -16,7 +16,7 @@ import anyio
 import click
 from rich.console import Console
 
-from batchvoid import __version__, catalog, locations, plan, report
+from batchvoid import __version__, catalog, locations, plan, report, results
 from batchvoid import config as configuration
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
@@ -38,16 +38,21 @@ def _simulator_settings(faults: tuple[str, ...], seed: int | None, time_scale: f
         raise click.BadParameter(str(exc), param_hint="'--fault'") from None
 
 
+def _exit_status(exc: BatchVoidError) -> int:
+    """The exit status that means `exc`."""
+    if isinstance(exc, LedgerLockedError):
+        return EXIT_LOCKED
+    if isinstance(exc, RunInterrupted):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, RunAborted) and exc.requests:
+        return EXIT_STOPPED
+    return EXIT_USAGE
+
+
 def _fail(exc: BatchVoidError) -> NoReturn:
     """Print the error as one line (no traceback) and exit with the status that means it."""
     click.echo(f"error: {exc}", err=True)
-    if isinstance(exc, LedgerLockedError):
-        sys.exit(EXIT_LOCKED)
-    if isinstance(exc, RunInterrupted):
-        sys.exit(EXIT_INTERRUPTED)
-    if isinstance(exc, RunAborted) and exc.requests:
-        sys.exit(EXIT_STOPPED)
-    sys.exit(EXIT_USAGE)
+    sys.exit(_exit_status(exc))
 
 
 class _Commands(click.Group):
@@ -227,6 +232,26 @@ def main() -> None:
     metavar="SECONDS",
     help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the end-of-run summary as JSON (with a schema_version) instead of the table.",
+)
+@click.option(
+    "--summary-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the end-of-run summary as JSON to this file.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the run's metrics in Prometheus text format to this file, atomically (for "
+    "node_exporter's textfile collector: name it *.prom in its directory); also when the run "
+    "is refused.",
+)
 def run(
     job_file: Path,
     config_path: Path | None,
@@ -244,6 +269,9 @@ def run(
     retry_failed: bool,
     quiet: bool,
     progress_interval: float,
+    as_json: bool,
+    summary_file: Path | None,
+    metrics_file: Path | None,
 ) -> None:
     """Void every invoice listed in JOB_FILE (CSV or JSONL), resuming where the last run stopped.
 
@@ -279,13 +307,35 @@ def run(
     )
     if dry_run:
         _show_plan(options)
+    for option, path in (("--summary-file", summary_file), ("--metrics-file", metrics_file)):
+        if path is not None and (problem := results.writable_problem(path)):
+            raise click.BadParameter(f"{path}: {problem}", param_hint=f"'{option}'")
     try:
         report = anyio.run(run_job, options, backend="asyncio")
     except BatchVoidError as exc:
+        if metrics_file is not None:  # a refused or aborted run is what monitoring must see
+            text = results.metrics_text(options.job_name, _exit_status(exc))
+            try:
+                results.write_atomically(metrics_file, text, "metrics file")
+            except BatchVoidError as also:
+                click.echo(f"error: {also}", err=True)
         _fail(exc)
     from batchvoid.summary import render
 
-    render(report, Console(), ledger=options.ledger)
+    summary = results.summary_json(report, ledger=options.ledger)
+    if as_json:
+        click.echo(results.summary_text(summary), nl=False)
+    else:
+        render(report, Console(), ledger=options.ledger)
+    try:
+        if summary_file is not None:
+            results.write_atomically(summary_file, results.summary_text(summary), "summary file")
+        if metrics_file is not None:
+            text = results.metrics_text(options.job_name, report.exit_status, report=report)
+            results.write_atomically(metrics_file, text, "metrics file")
+    except BatchVoidError as exc:
+        click.echo(f"error: {exc}; the run itself is recorded in the ledger", err=True)
+        sys.exit(EXIT_STOPPED)
     sys.exit(report.exit_status)
 
 

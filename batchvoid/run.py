@@ -8,6 +8,7 @@ run rehearses on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -29,7 +30,7 @@ from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
 from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterrupted
-from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
+from batchvoid.ledger import Ingest, Job, Ledger, Run, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env, targets
@@ -60,6 +61,8 @@ class RunReport:
     failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
     interrupted: bool = False  # by SIGINT or SIGTERM
     finished: int = 0  # items that reached a final state in this run
+    run: Run | None = None  # this run's record, ended
+    runs: tuple[Run, ...] = ()  # the job's run records, oldest first, this run's among them
 
     @property
     def exit_status(self) -> int:
@@ -319,6 +322,7 @@ async def _run_job(
             job, record, audit.run_end(report.exit_status, report.counts, sent.by_provider)
         )
         assert record.end is not None
+        report = dataclasses.replace(report, run=record, runs=tuple(ledger.runs(job)))
         log.info(
             "run.finished",
             requests=report.requests,
