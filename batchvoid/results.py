@@ -107,7 +107,7 @@ def metrics_text(
 ) -> str:
     """The metrics of one run of `job_id`; without a report (a run refused or aborted) only its end."""
     samples: dict[str, list[tuple[str, float]]] = {name: [] for name in _METRICS}
-    job = {"job": job_id}
+    job = {"job_id": job_id}  # not "job": Prometheus sets that label to the scrape job
     ended = (now or dt.datetime.now(dt.UTC)).timestamp()
     if report is not None:
         for provider in sorted({provider for provider, _ in report.counts}):

@@ -65,7 +65,7 @@ def test_the_json_summary_and_the_metrics_match_the_ledger(tmp_path: Path) -> No
     ]
 
     found = metrics(prom)
-    job_label = ("job", "job.csv")
+    job_label = ("job_id", "job.csv")
     items = {
         dict(labels)["provider"] + "/" + dict(labels)["state"]: n
         for labels, n in found["batchvoid_items"].items()
@@ -105,7 +105,7 @@ def test_a_refused_run_still_writes_its_exit_status_to_the_metrics(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 2
     found = metrics(prom)
-    assert found["batchvoid_run_exit_status"] == {(("job", "bad.csv"),): 2}
+    assert found["batchvoid_run_exit_status"] == {(("job_id", "bad.csv"),): 2}
     assert "batchvoid_items" not in found
 
 
