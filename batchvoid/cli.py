@@ -233,6 +233,20 @@ def main() -> None:
     help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
 )
 @click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="A canary: send at most N items in this run, then stop (exit 3, the rest left pending).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="Send only to this profile's items (repeatable); the others stay pending (exit 3).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -269,6 +283,8 @@ def run(
     retry_failed: bool,
     quiet: bool,
     progress_interval: float,
+    limit: int | None,
+    providers: tuple[str, ...],
     as_json: bool,
     summary_file: Path | None,
     metrics_file: Path | None,
@@ -304,6 +320,8 @@ def run(
         allow_target_change=allow_target_change,
         progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
         command=("batchvoid", *sys.argv[1:]),
+        limit=limit,
+        providers=providers,
     )
     if dry_run:
         _show_plan(options)

@@ -51,6 +51,8 @@ class RunOptions:
     allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
     command: tuple[str, ...] = ()  # the command line, for the run's record; default: sys.argv
+    limit: int | None = None  # a canary: send at most this many items in this run
+    providers: tuple[str, ...] = ()  # send only to these profiles (empty: every one)
 
     @property
     def job_name(self) -> str:

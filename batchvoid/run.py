@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -26,10 +26,11 @@ from typing import Any, TextIO
 import anyio
 
 from batchvoid import audit
+from batchvoid.canary import LimitedQueue
 from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
-from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterrupted
+from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAborted, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, Run, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
@@ -213,6 +214,11 @@ async def _run_job(
     sent: _Sent,
 ) -> RunReport:
     started = time.monotonic()
+    if unknown := sorted(set(options.providers) - set(config.profiles)):
+        raise ConfigError(
+            f"--provider {unknown[0]!r}: no such profile in {config.path} (configured: "
+            f"{', '.join(config.profiles)}); nothing was sent"
+        )
     # One reader for the run: a credential's file is read, and its command run, once.
     sources = None if options.simulate else Sources(os.environ if env is None else env)
     try:
@@ -234,6 +240,8 @@ async def _run_job(
     redriven = ledger.redrive(job) if options.retry_failed else {}
     counts = ledger.counts(job)
     todo = sorted({provider for (provider, state) in counts if not state.is_final})
+    held = [name for name in todo if options.providers and name not in options.providers]
+    todo = [name for name in todo if name not in held]
     async with AsyncExitStack() as stack:
         if options.simulate:
             base_url = await stack.enter_async_context(_simulator(options.simulator))
@@ -259,9 +267,10 @@ async def _run_job(
         )
         if redriven:
             log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
+        queue = ledger if options.limit is None else LimitedQueue(ledger, options.limit)
         engine = Engine(
             job=job,
-            queue=ledger,
+            queue=queue,
             adapters=adapters,
             profiles=config.profiles,
             log=log,
@@ -298,9 +307,11 @@ async def _run_job(
                 ledger.end_run(job, record, audit.run_end(status, ledger.counts(job), sent.by_provider))
             raise aborted from exc
         interrupted = signals.received is not None
+        ended = ledger.counts(job)
+        left = any(not state.is_final for (_, state), n in ended.items() if n)
         report = RunReport(
             job=job,
-            counts=ledger.counts(job),
+            counts=ended,
             ingest=ingest,
             requests=sent.requests,
             finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
@@ -310,7 +321,8 @@ async def _run_job(
                 for stop in [lane.stopped for lane in engine.lanes.values()]
                 + [None if interrupted else engine.halted]
                 if stop is not None
-            ),
+            )
+            + (_held_back(options, queue, held) if left else ()),
             interrupted=interrupted,
             log_file=log_file,
             failures=tuple(
@@ -332,6 +344,22 @@ async def _run_job(
             throttled=record.end.throttled,
         )
         return report
+
+
+def _held_back(options: RunOptions, queue: object, held: Sequence[str]) -> tuple[str, ...]:
+    """The stops a canary or a --provider run makes on purpose, in words."""
+    stops = []
+    if isinstance(queue, LimitedQueue) and queue.taken >= queue.limit:
+        stops.append(
+            f"--limit {queue.limit}: this run sent its {queue.limit} items and left the rest "
+            "pending; run the same command again (with or without --limit) to send more"
+        )
+    if held:
+        stops.append(
+            f"--provider {' --provider '.join(options.providers)}: the items of {', '.join(held)} "
+            "were left pending; a run without --provider (or naming them) sends them"
+        )
+    return tuple(stops)
 
 
 def _adapters(
