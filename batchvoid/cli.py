@@ -233,6 +233,14 @@ def main() -> None:
     help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
 )
 @click.option(
+    "--yes",
+    "-y",
+    "assume_yes",
+    is_flag=True,
+    help="Do not ask for confirmation on a terminal (a real run asks there first; off a "
+    "terminal it never asks).",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=None,
@@ -283,6 +291,7 @@ def run(
     retry_failed: bool,
     quiet: bool,
     progress_interval: float,
+    assume_yes: bool,
     limit: int | None,
     providers: tuple[str, ...],
     as_json: bool,
@@ -328,6 +337,20 @@ def run(
     for option, path in (("--summary-file", summary_file), ("--metrics-file", metrics_file)):
         if path is not None and (problem := results.writable_problem(path)):
             raise click.BadParameter(f"{path}: {problem}", param_hint=f"'{option}'")
+    if not (simulate or assume_yes) and sys.stdin.isatty():
+        from batchvoid import confirm
+
+        try:
+            answer = confirm.ask(options, sys.stdin, sys.stderr, retry_failed=retry_failed)
+        except BatchVoidError as exc:
+            _fail(exc)
+        if answer is None:
+            sys.exit(EXIT_USAGE)
+        if not answer:
+            click.echo(
+                "Not confirmed: nothing was sent. Run the same command again to be asked again.", err=True
+            )
+            sys.exit(EXIT_USAGE)
     try:
         report = anyio.run(run_job, options, backend="asyncio")
     except BatchVoidError as exc:
