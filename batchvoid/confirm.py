@@ -35,8 +35,9 @@ def ask(options: RunOptions, stdin: TextIO, out: TextIO, *, retry_failed: bool) 
         return None
     sends_to = targets(load_config(options))
     console.print("Each profile sends to:", markup=False)
+    used = {lane.provider for lane in checked.lanes if lane.to_send}
     for name, target in sends_to.items():
-        if not options.providers or name in options.providers:
+        if name in used and (not options.providers or name in options.providers):
             console.print(f"  {name}: {target}", markup=False, soft_wrap=True)
     count = items_to_send(checked, options)
     if count == 0:
