@@ -302,9 +302,10 @@ def run(
 
     \b
     Exit status: 0 every item is void; 1 some items failed at a provider; 2 refused before
-    anything was sent (usage, configuration, job file, credential, ledger or log file); 3
-    stopped with items left (a provider refused the key, rejected item after item or throttled
-    past the pause limits, --max-failures/--max-failure-rate, or a fault such as a full disk);
+    anything was sent (usage, configuration, job file, credential, ledger or log file, or not
+    confirmed); 3 stopped with items left (--limit or --provider, a provider refused the key,
+    rejected item after item or throttled past the pause limits,
+    --max-failures/--max-failure-rate, or a fault such as a full disk);
     4 another run holds the job; 130 interrupted (SIGINT/SIGTERM): run the same command to
     resume. A rehearsal (--simulate) keeps its own ledger, rehearsal.sqlite.
 
@@ -313,6 +314,8 @@ def run(
       batchvoid run jobs/example.csv --simulate
       batchvoid run jobs/march.csv --config batchvoid.toml --dry-run
       batchvoid run jobs/march.csv --config batchvoid.toml --retry-failed --quiet
+      batchvoid run jobs/march.csv --config batchvoid.toml --limit 20
+      batchvoid run jobs/march.csv --config batchvoid.toml --yes --metrics-file m.prom
     """
     if (faults or seed is not None) and not simulate:
         raise click.UsageError("--fault and --seed only apply with --simulate")
