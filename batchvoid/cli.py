@@ -528,9 +528,10 @@ def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "jsonl"]),
+    type=click.Choice(["csv", "jsonl", "html"]),
     default=None,
-    help="Default: jsonl when -o ends in .jsonl or .ndjson, csv otherwise.",
+    help="Default: jsonl when -o ends in .jsonl or .ndjson, html for .html or .htm, csv otherwise. "
+    "html is one self-contained page: the job, its runs, a chart, the failure reasons, the items.",
 )
 @click.option(
     "-o",
@@ -561,8 +562,9 @@ def report_command(
       batchvoid run failed.csv --config batchvoid.toml
       batchvoid report --job-id march --format jsonl | jq -c 'select(.http_status == 404)'
     """
-    jsonl = fmt == "jsonl" or (fmt is None and output is not None and output.suffix.lower() in JSONL)
-    chosen: report.Format = "jsonl" if jsonl else "csv"
+    suffix = "" if output is None else output.suffix.lower()
+    by_suffix = "jsonl" if suffix in JSONL else "html" if suffix in (".html", ".htm") else "csv"
+    chosen: report.Format = fmt or by_suffix  # type: ignore[assignment]
     ledger = _ledger(ledger, simulate=False)
     try:
         with open_ledger(ledger, readonly=True) as book:

@@ -25,7 +25,7 @@ from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
 
-Format = Literal["csv", "jsonl"]
+Format = Literal["csv", "jsonl", "html"]
 STATE_CHOICES = ("failed", "pending", "voided", "already_void", "all")
 REASONS_SHOWN = 5
 # A report row: the job file's own fields first, then what became of the item.
@@ -333,6 +333,10 @@ def write_report(
     run: str | None = None,
 ) -> int:
     """Write one row per item of `job` (in `states`; whose last outcome `run` wrote) to `out`."""
+    if fmt == "html":
+        from batchvoid.htmlreport import write_html
+
+        return write_html(ledger, job, states, out, run)
     rows = ledger.items(job, states, run)
     if fmt == "jsonl":
         return _write_jsonl(rows, out)
