@@ -429,13 +429,16 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
 JSONL = (".jsonl", ".ndjson")
 
 
-def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoReturn:
+def _show_plan(options: RunOptions, *, retry_failed: bool | None = None, as_json: bool = False) -> NoReturn:
     retry = options.retry_failed if retry_failed is None else retry_failed
     try:
         checked = plan.make(options, os.environ, retry_failed=retry)
     except BatchVoidError as exc:
         _fail(exc)
-    plan.render(checked, Console(), Console(stderr=True))
+    if as_json:
+        click.echo(json.dumps(plan.as_json(checked), indent=2))
+    else:
+        plan.render(checked, Console(), Console(stderr=True))
     sys.exit(0 if checked.runnable else EXIT_USAGE)
 
 
@@ -443,6 +446,12 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 @job_arguments
 @click.option("--simulate", is_flag=True, help="Plan a rehearsal on the simulator (its test credentials).")
 @click.option("--retry-failed", is_flag=True, help="Count the failed items as to be sent again.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the plan as JSON (with a schema_version), problems included.",
+)
 def plan_command(
     job_file: Path,
     config_path: Path | None,
@@ -451,6 +460,7 @@ def plan_command(
     allow_target_change: bool,
     simulate: bool,
     retry_failed: bool,
+    as_json: bool,
 ) -> None:
     """Check a job and show what a run would do, without sending anything.
 
@@ -477,7 +487,7 @@ def plan_command(
         simulate=simulate,
         allow_target_change=allow_target_change,
     )
-    _show_plan(options, retry_failed=retry_failed)
+    _show_plan(options, retry_failed=retry_failed, as_json=as_json)
 
 
 @main.command()

@@ -161,3 +161,34 @@ def test_last_success_is_the_last_run_with_nothing_failed_or_left_per_provider()
         "rapyd": dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp(),
         "maple": dt.datetime(2026, 1, 2, tzinfo=dt.UTC).timestamp(),
     }
+
+
+def test_plan_json_has_a_schema_version_and_each_lane(tmp_path: Path) -> None:
+    """`plan --json` is the plan as data: per-lane counts, the estimate, problems; it matches a canary's ledger."""
+    path = job(tmp_path, [("rapyd", "a"), ("rapyd", "b"), ("maple", "c")])
+    ledger = tmp_path / "l.sqlite"
+    run = [
+        *BATCHVOID,
+        "run",
+        str(path),
+        "--simulate",
+        "--ledger",
+        str(ledger),
+        "--limit",
+        "1",
+        "--provider",
+        "rapyd",
+    ]
+    assert subprocess.run(run, capture_output=True, check=False).returncode == 3
+    result = subprocess.run(
+        [*BATCHVOID, "plan", str(path), "--simulate", "--ledger", str(ledger), "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["schema_version"] == 1
+    assert (found["known"], found["runnable"], found["problems"], found["to_send"]) == (True, True, [], 2)
+    lanes = {lane["provider"]: lane for lane in found["lanes"]}
+    assert (lanes["rapyd"]["items"], lanes["rapyd"]["finished"], lanes["rapyd"]["to_send"]) == (2, 1, 1)
+    assert lanes["maple"]["to_send"] == 1
+    assert all(isinstance(lane["estimate_s"], float) for lane in found["lanes"])
