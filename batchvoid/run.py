@@ -45,7 +45,8 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
-FAILURES_SHOWN = 10
+FAILURES_SHOWN = 5  # failed items the summary names; the rest it counts by reason
+REASONS_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class RunReport:
     stopped: tuple[str, ...]
     log_file: Path
     failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
+    reasons: tuple[tuple[str, str, int], ...] = ()  # (provider, reason, items), most frequent first
     interrupted: bool = False  # by SIGINT or SIGTERM
     finished: int = 0  # items that reached a final state in this run
     run: Run | None = None  # this run's record, ended
@@ -329,6 +331,7 @@ async def _run_job(
                 (row["provider"], row["invoice_id"], row["reason"] or "")
                 for row in islice(ledger.items(job, UNDONE), FAILURES_SHOWN)
             ),
+            reasons=tuple(ledger.failure_reasons(job, REASONS_SHOWN)),
         )
         record = ledger.end_run(
             job, record, audit.run_end(report.exit_status, report.counts, sent.by_provider)
