@@ -42,10 +42,13 @@ class Campfire(AdapterBase):
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
-        if response.status == 200 and isinstance(body, dict):
-            if body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"):
-                ref = body.get("voided_journal_entry")  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
+        if (
+            response.status == 200
+            and isinstance(body, dict)
+            and (body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"))
+        ):
+            ref = body.get("voided_journal_entry")  # the usual answer: no reason to word
+            return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
         message: object = None
         if isinstance(body, dict):
             message = body.get("detail") or json.dumps(body, separators=(",", ":"))[:300]
