@@ -17,10 +17,14 @@ import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO
 
 from batchvoid.ledger.ops import Op
 from batchvoid.models import Item, ItemState, RowError, WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 MAX_ERRORS_SHOWN = 20  # bad rows and duplicates an ingest keeps to show; the rest are counted
 
@@ -74,6 +78,7 @@ class Ingest:
     first_duplicates: tuple[Duplicate, ...] = field(default=())
     error_count: int = 0
     errors: tuple[RowError, ...] = field(default=())
+    joined: bool = False  # another worker recorded the job meanwhile (PostgreSQL): join it instead
 
     @property
     def recorded(self) -> bool:
@@ -117,6 +122,13 @@ class WorkQueue(Protocol):
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Record a batch of ops in one transaction, each item's ops in the order given."""
+        ...
+
+    def pace(self, profile: Profile) -> Pace | None:
+        """The pace for a lane of `profile` when the queue keeps its limits across workers.
+
+        None: the lane keeps them itself (one process sends the job, as on SQLite).
+        """
         ...
 
 
@@ -180,10 +192,16 @@ class Reports(Protocol):
 
 
 class RunGuard(Protocol):
-    """One live run per job: who holds it."""
+    """Who runs a job: one live run per job (SQLite), or its live workers (PostgreSQL)."""
 
-    def guard(self, job_id: str, out: TextIO | None = None) -> AbstractContextManager[object]:
-        """Held for a whole run; raises LedgerLockedError when another live run holds the job."""
+    def guard(
+        self, job_id: str, out: TextIO | None = None, *, max_workers: int | None = None
+    ) -> AbstractContextManager[object]:
+        """Held for a whole run; raises LedgerLockedError when the job may take no more runs.
+
+        SQLite: one run per job. PostgreSQL: a run joins the job's live workers, up to
+        `max_workers` (None: any number).
+        """
         ...
 
     def lock_holder(self, job_id: str) -> Holder | None: ...

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import orjson
 
@@ -40,6 +40,10 @@ from batchvoid.ledger.sqlite.dbfile import (
 )
 from batchvoid.ledger.sqlite.lock import RunLock
 from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
 
@@ -467,6 +471,10 @@ class SqliteLedger:
             for row in rows
         ]
 
+    def pace(self, profile: Profile) -> Pace | None:
+        """None: one run holds the job, and each of its lanes keeps its own limits."""
+        return None
+
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]:
         """How many items each provider has in each state."""
         rows = self._sql(
@@ -653,8 +661,8 @@ class SqliteLedger:
             (job_id, holder.pid, holder.host, holder.started_at),
         )
 
-    def guard(self, job_id: str, out: TextIO | None = None) -> RunLock:
-        """The run lock of `job_id` on this ledger (see `lock.RunLock`)."""
+    def guard(self, job_id: str, out: TextIO | None = None, *, max_workers: int | None = None) -> RunLock:
+        """The run lock of `job_id` on this ledger (see `lock.RunLock`): one run, whatever `max_workers`."""
         return RunLock(self, job_id, out=out)
 
     def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Cursor:
