@@ -114,8 +114,8 @@ ledger_option = click.option(
     "--ledger",
     type=_LEDGER,
     default=None,
-    help=f"Checkpoint ledger the runs wrote: a SQLite file, or a postgresql:// URL. Default: ${locations.LEDGER_ENV}, else "
-    f"{DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
+    help="Checkpoint ledger the runs wrote: a SQLite file, or a postgresql:// URL. "
+    f"Default: ${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
 )
 
 
@@ -274,8 +274,9 @@ def run(
     anything was sent (usage, configuration, job file, credential, ledger or log file); 3
     stopped with items left (a provider refused the key, rejected item after item or throttled
     past the pause limits, --max-failures/--max-failure-rate, or a fault such as a full disk);
-    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL); 130 interrupted (SIGINT/SIGTERM): run the same command to
-    resume. A rehearsal (--simulate) keeps its own ledger, rehearsal.sqlite.
+    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL); 130
+    interrupted (SIGINT/SIGTERM): run the same command to resume. A rehearsal (--simulate)
+    keeps its own ledger, rehearsal.sqlite.
 
     \b
     Examples:

@@ -54,7 +54,8 @@ def test_a_url_opens_the_postgresql_ledger_and_ingest_records_keys_and_duplicate
         assert (result.items, result.duplicates) == (3, 1)
         assert [(d.line, d.first_line) for d in result.first_duplicates] == [(4, 2)]
         job = ledger.job("job")
-        assert job is not None and job.items == 3
+        assert job is not None
+        assert job.items == 3
         rows = list(ledger.items(job))
         assert [r["invoice_id"] for r in rows] == ["a", "b", "m"]
         assert rows[0]["idempotency_key"] == idempotency_key("job", "rapyd", "a")
@@ -63,11 +64,14 @@ def test_a_url_opens_the_postgresql_ledger_and_ingest_records_keys_and_duplicate
         assert [j.job_id for j in again.jobs()] == ["job"]
 
 
-def test_a_job_file_with_a_bad_row_leaves_nothing_behind(pg_url: str, tmp_path: Path, profiles: Config) -> None:
+def test_a_job_file_with_a_bad_row_leaves_nothing_behind(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
     path = job_file(tmp_path, [("rapyd", "a"), ("nosuch", "b")])
     with open_ledger(pg_url) as ledger:
         result = ledger.ingest(new_job(path, profiles))
-        assert result.error_count == 1 and not result.recorded
+        assert result.error_count == 1
+        assert not result.recorded
         assert ledger.jobs() == []
 
 
@@ -98,7 +102,8 @@ def test_no_item_is_claimed_twice_by_four_concurrent_claimers(
     for thread in threads:
         thread.join()
     every = [i for ids in claimed for i in ids]
-    assert len(every) == n and len(set(every)) == n
+    assert len(every) == n
+    assert len(set(every)) == n
     assert all(len(ids) > 50 for ids in claimed), [len(ids) for ids in claimed]  # all four took part
     with open_ledger(pg_url, readonly=True) as ledger:
         assert ledger.counts(job) == {("rapyd", ItemState.VOIDED): n}
@@ -133,7 +138,8 @@ def test_a_dead_workers_items_are_reaped_and_resent_with_their_keys_and_its_late
                 ]
             )
             rows = {r["invoice_id"]: r for r in b.items(job)}
-            assert rows["i0"]["state"] == "already_void" and rows["i0"]["reason"] is None
+            assert rows["i0"]["state"] == "already_void"
+            assert rows["i0"]["reason"] is None
             assert rows["i1"]["state"] == "in_flight"  # B's claim, not A's release
             assert a.lease is not None
             assert not a.lease.beat()  # its next heartbeat finds it reaped ...
@@ -156,7 +162,8 @@ def test_a_claim_waits_while_a_live_peer_holds_items_and_ends_when_it_finishes(
             waiter = threading.Thread(target=lambda: result.append(a.claim(job, "rapyd", 0, 10)))
             waiter.start()
             waiter.join(0.8)
-            assert waiter.is_alive() and not result  # still waiting on B
+            assert waiter.is_alive()
+            assert not result
             b.apply([Finish(w.id, ItemState.VOIDED, None, 200, None, 1) for w in held])
             waiter.join(5)
             assert result == [[]]

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from batchvoid.keys import idempotency_key
-from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator import Simulator, SimulatorSettings
+from batchvoid.simulator.credentials import CREDENTIALS
 from tests.conftest import BATCHVOID, job
 from tests.test_run import TRANSIT_S, most_within
 
@@ -88,20 +88,27 @@ def test_three_workers_share_one_job_and_survive_a_kill_9(
     command = [*BATCHVOID, "run", str(path), "--config", str(config(tmp_path, url)), "--ledger", pg_url, "-q"]
     procs = [
         subprocess.Popen(
-            [*command, "--log-file", str(log)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*command, "--log-file", str(log)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for log in logs
     ]
     try:
         deadline = time.monotonic() + 30
         while outcomes_logged(logs[0]) < 15:
-            assert time.monotonic() < deadline and procs[0].poll() is None, "worker 0 did not get going"
+            assert time.monotonic() < deadline, "worker 0 did not get going"
+            assert procs[0].poll() is None, "worker 0 ended before it was killed"
             time.sleep(0.02)
         procs[0].send_signal(signal.SIGKILL)
         killed = time.monotonic()
         procs[0].wait(10)
         with psycopg.connect(pg_url, autocommit=True) as db:
-            (dead,) = db.execute("SELECT id FROM batchvoid.workers WHERE pid = %s", (procs[0].pid,)).fetchone()
+            (dead,) = db.execute(
+                "SELECT id FROM batchvoid.workers WHERE pid = %s", (procs[0].pid,)
+            ).fetchone()
             held = dict(
                 db.execute(
                     "SELECT provider || ':' || invoice_id, idempotency_key FROM batchvoid.items WHERE worker_id = %s",
@@ -137,7 +144,10 @@ def test_three_workers_share_one_job_and_survive_a_kill_9(
     for log in logs[1:]:
         for line in log.read_text().splitlines():
             event = json.loads(line)
-            if event.get("event", "").startswith("void.") and f"{event['provider']}:{event['invoice_id']}" in held:
+            if (
+                event.get("event", "").startswith("void.")
+                and f"{event['provider']}:{event['invoice_id']}" in held
+            ):
                 resent[f"{event['provider']}:{event['invoice_id']}"] = event["idempotency_key"]
     assert resent == held
 
@@ -147,4 +157,24 @@ def test_three_workers_share_one_job_and_survive_a_kill_9(
         for count, period in WINDOWS:
             most = most_within(arrivals, period - TRANSIT_S)
             assert most <= count, f"{provider}: {most} requests within {period - TRANSIT_S:g}s"
+    status = subprocess.run(
+        [*BATCHVOID, "status", "--ledger", pg_url, "--job-id", job_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    shown = json.loads(status.stdout)
+    assert shown["totals"]["voided"] + shown["totals"]["already_void"] == len(rows)
+    assert sorted(w["state"] for w in shown["workers"]) == ["dead", "left", "left"]
+    assert [w["pid"] for w in shown["workers"] if w["state"] == "dead"] == [procs[0].pid]
+    assert sum(w["done"] for w in shown["workers"]) == len(rows)  # each outcome written once, by its owner
+    table = subprocess.run(
+        [*BATCHVOID, "status", "--ledger", pg_url, "--job-id", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "3 workers, 0 live" in table
     print(f"\nkill -9 takeover: {len(held)} items held, taken over {takeover_s:.2f}s after the kill")

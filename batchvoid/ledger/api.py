@@ -95,6 +95,19 @@ class Holder:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A worker that joined a job on a shared (PostgreSQL) ledger, as `status` shows it."""
+
+    id: int
+    host: str
+    pid: int
+    since: str  # UTC, ISO 8601
+    state: str  # live, left (it exited), dead (its lease ran out)
+    done: int  # items it brought to a final state
+    pace: float  # of those, per second, over its time in the job
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """A job file to record: who it is, where its profiles send, and its rows."""
 
@@ -189,6 +202,10 @@ class Reports(Protocol):
     def failure_reasons(self, job: Job, limit: int) -> list[tuple[str, str, int]]: ...
 
     def metadata_keys(self, job: Job, states: Collection[ItemState] | None = None) -> list[str]: ...
+
+    def workers(self, job_id: str) -> list[WorkerRow]:
+        """Every worker that joined the job, oldest first; none on a one-run ledger (SQLite)."""
+        ...
 
 
 class RunGuard(Protocol):

@@ -36,7 +36,17 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from batchvoid.errors import LedgerError
 from batchvoid.keys import idempotency_key
-from batchvoid.ledger.api import JOB_FIELDS, MAX_ERRORS_SHOWN, Duplicate, Holder, Ingest, Job, NewJob, now
+from batchvoid.ledger.api import (
+    JOB_FIELDS,
+    MAX_ERRORS_SHOWN,
+    Duplicate,
+    Holder,
+    Ingest,
+    Job,
+    NewJob,
+    WorkerRow,
+    now,
+)
 from batchvoid.ledger.location import shown
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
 from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
@@ -45,7 +55,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from batchvoid.config import Profile
-    from batchvoid.ledger.postgres.lease import WorkerLease, WorkerRow
+    from batchvoid.ledger.postgres.lease import WorkerLease
     from batchvoid.pace import Pace
 
 SCHEMA_VERSION = 1
@@ -558,7 +568,8 @@ class PostgresLedger:
         where, params = _job_filter(job, states)
         with self._sql("cannot read the job's items") as cur:
             cur.execute(
-                "SELECT m.key FROM items, json_each(items.metadata::json) WITH ORDINALITY AS m (key, value, n)"  # noqa: S608 - placeholders only
+                "SELECT m.key FROM items,"  # noqa: S608 - placeholders only
+                " json_each(items.metadata::json) WITH ORDINALITY AS m (key, value, n)"
                 f" WHERE {where} AND items.metadata IS NOT NULL"
                 " GROUP BY m.key ORDER BY min(items.line), min(m.n)",
                 params,
@@ -573,7 +584,8 @@ class PostgresLedger:
             counts = dict(cur.fetchall())
             cur.execute(
                 "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail)"  # noqa: S608 - placeholders only
-                f" SELECT id, attempts, updated_at, state, http_status, NULL, reason FROM items WHERE {where}",
+                " SELECT id, attempts, updated_at, state, http_status, NULL, reason"
+                f" FROM items WHERE {where}",
                 params,
             )
             cur.execute(
@@ -601,11 +613,10 @@ class PostgresLedger:
 
     def workers(self, job_id: str) -> list[WorkerRow]:
         """Every worker that joined the job, oldest first (live ones as the database's clock sees them)."""
-        from batchvoid.ledger.postgres.lease import WorkerRow
-
         with self._sql("cannot read the job's workers") as cur:
             cur.execute(
-                "SELECT id, host, pid, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+                "SELECT id, host, pid,"
+                " to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
                 " CASE WHEN state = 'live' AND lease_until < clock_timestamp() THEN 'dead' ELSE state END,"
                 " done, done / greatest(extract(epoch FROM coalesce(ended_at, least(clock_timestamp(),"
                 " lease_until)) - started_at), 0.001)::float8 FROM workers WHERE job_id = %s ORDER BY id",

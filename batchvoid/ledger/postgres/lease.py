@@ -22,7 +22,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
@@ -42,19 +41,6 @@ WITH dead AS (
     WHERE state = 'live' AND lease_until < clock_timestamp() RETURNING id)
 UPDATE items SET worker_id = NULL FROM dead WHERE items.worker_id = dead.id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRow:
-    """A worker of a job, as `status` shows it."""
-
-    id: int
-    host: str
-    pid: int
-    since: str
-    state: str  # live, left, dead
-    done: int
-    pace: float  # items finished per second, over its time in the job
 
 
 def lease_seconds(env: dict[str, str] | os._Environ[str] = os.environ) -> float:

@@ -26,7 +26,17 @@ import orjson
 
 from batchvoid.errors import LedgerError, os_cause
 from batchvoid.keys import idempotency_key
-from batchvoid.ledger.api import JOB_FIELDS, MAX_ERRORS_SHOWN, Duplicate, Holder, Ingest, Job, NewJob, now
+from batchvoid.ledger.api import (
+    JOB_FIELDS,
+    MAX_ERRORS_SHOWN,
+    Duplicate,
+    Holder,
+    Ingest,
+    Job,
+    NewJob,
+    WorkerRow,
+    now,
+)
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
 from batchvoid.ledger.sqlite.dbfile import (
     SCHEMA_VERSION,
@@ -634,6 +644,10 @@ class SqliteLedger:
                 (now(), *params),
             )
         return counts
+
+    def workers(self, job_id: str) -> list[WorkerRow]:
+        """None: one run holds a job at a time (`lock_holder` says which)."""
+        return []
 
     def lock_holder(self, job_id: str) -> Holder | None:
         """The process recorded as running `job_id`, if any (it may since have died)."""
