@@ -57,6 +57,17 @@ def spacing(profile: Profile) -> float:
     )
 
 
+def send_window(slot: float, d: float, t0: float, t1: float) -> tuple[float, float]:
+    """When, on the worker's own clock, `slot` (database time) may be sent: (earliest, latest).
+
+    `d` is the database's clock as the reservation read it, `t0` and `t1` the worker's before and
+    after. Any send inside the window happens at database time within [slot, slot + DELTA_S],
+    whatever the offset between the two clocks; when the round trip took longer than DELTA_S
+    the window is empty, and the slot is dropped.
+    """
+    return t1 + (slot - d), t0 + (slot + DELTA_S - d)
+
+
 class _Limiter:
     """The limiter rows' connection, one per ledger, shared by its lanes."""
 
@@ -179,7 +190,7 @@ class SharedPace(Pace):
             self.adaptive.paused_until = max(self.adaptive.paused_until, start if first > d else 0.0)
             self._free_until = t1 + FREE_S
             return
-        self._slots.extend((t1 + (slot - d), t0 + (slot + DELTA_S - d)) for slot in slots)
+        self._slots.extend(send_window(slot, d, t0, t1) for slot in slots)
 
     def share_throttled(self, sent_at: float, pause: float) -> None:
         """A 429 for the request sent at `sent_at`: pause the account for every worker, cut its rate once."""
