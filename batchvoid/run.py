@@ -272,7 +272,8 @@ async def _run_job(
         sent.engine = engine
         try:
             ledger.start_run(job)
-            async with display.watching(engine, counts):
+            shared = bool(ledger.workers(job.job_id))  # other workers may do part of the job
+            async with display.watching(engine, counts, partial(ledger.counts, job) if shared else None):
                 with scope:
                     await engine.run()
             ledger.finish_run(job)
