@@ -85,7 +85,7 @@ def test_no_item_is_claimed_twice_by_four_concurrent_claimers(
         assert isinstance(first, PostgresLedger)
         job = recorded(first, path, profiles)
     claimed: list[list[int]] = [[] for _ in range(4)]
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=30)
 
     def claimer(k: int) -> None:
         with PostgresLedger(pg_url) as ledger, ledger.guard("job"):
@@ -175,7 +175,7 @@ def test_concurrent_ingests_record_the_job_once_and_the_others_join(
     """4 workers start together on a new job: one records it, three are told to join; the items are there once."""
     path = job_file(tmp_path, [("rapyd", f"i{k}") for k in range(3000)])
     results = []
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=30)
 
     def ingester() -> None:
         with PostgresLedger(pg_url) as ledger:
@@ -207,3 +207,24 @@ def test_max_workers_refuses_a_worker_beyond_it(pg_url: str) -> None:
 def test_a_database_without_a_ledger_is_said_so_read_only(pg_url: str) -> None:
     with pytest.raises(LedgerError, match="no batchvoid ledger in this database"):
         open_ledger(pg_url, readonly=True)
+
+
+def test_workers_starting_together_on_an_empty_database_set_it_up_once(pg_url: str) -> None:
+    """8 ledgers opened at once on a new database: one creates the schema, none fails (no deadlock)."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8, timeout=30)
+
+    def opener() -> None:
+        try:
+            start.wait()
+            with PostgresLedger(pg_url) as ledger, ledger.guard("job"):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

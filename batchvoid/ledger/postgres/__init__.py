@@ -62,8 +62,12 @@ SCHEMA_VERSION = 1
 SCHEMA = "batchvoid"
 _SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 _SETUP_LOCK = 0x62_76_00_01  # advisory lock ids: the schema's setup ...
+_HAS_META = f"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = 'meta')"
 _PEER_POLL_S = 0.5  # how often a lane with nothing to claim looks again while a live peer holds items
-_COPY_CHUNK = 1000
+# Items a worker claims at a time, at most, whatever its lane asks: a lane alone claims a second
+# of work (256 without a limit), which among peers would leave them idle and end the job on one
+# worker's long tail; and a dead worker's claim is what gets resent.
+SHARED_CLAIM_MAX = 16
 _ITEM_COLUMNS = (
     "id, job, provider, invoice_id, line, void_date, company_id, store, metadata, idempotency_key,"
     " state, reason, attempts, http_status, reference, created_at, updated_at"
@@ -213,12 +217,14 @@ class PostgresLedger:
         elif not exists:
             with self._sql("cannot set it up", transaction=True) as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-                cur.execute(_SCHEMA_SQL)
-                cur.execute(
-                    "INSERT INTO meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
-                    (str(SCHEMA_VERSION),),
-                )
+                # Another worker may have set it up while this one waited for the lock: then
+                # touch nothing (its tables are in use, and CREATE INDEX would lock them).
+                # (pg_tables, not to_regclass: the catalog cache may not have seen that commit yet)
+                cur.execute(_HAS_META)
+                if not one(cur)[0]:
+                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                    cur.execute(_SCHEMA_SQL)
+                    cur.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
         with self._sql("cannot read its schema version") as cur:
             cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
             row = cur.fetchone()
@@ -427,6 +433,7 @@ class PostgresLedger:
         queue when that peer dies), reaping the dead as it goes.
         """
         me = self._me()
+        limit = min(limit, SHARED_CLAIM_MAX)
         while True:
             rows = self._claim_page(job, provider, after_line, limit, me)
             if not rows and after_line > 0:  # the cursor ran dry: anything given back before it?
