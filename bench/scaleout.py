@@ -1,11 +1,12 @@
 """Part 6, scale-out: 1, 2 and 4 `batchvoid run` workers share one job on one PostgreSQL ledger.
 
 The simulator answers after `scale_latency_ms`, so each worker is bound by its own concurrency,
-not by this machine's cores. Throughput is the job's voids (all workers' logs merged, first to
-last void) per second, over the span in which all N were voiding (so that their start-up, a
-second or so apart on a loaded machine, and the job's tail do not count); efficiency at N is that / (N x one worker's). Then N = 4 workers run
-against a limit set below their total capacity, enforced by the simulator (a sliding window:
-a 429 for any request over it) and configured alike in batchvoid: achieved / limit, and 429s.
+not by this machine's cores. Throughput is the job's voids (all workers' logs merged) per
+second, over the span in which all N were voiding (so that their start-up, a second or so
+apart on a loaded machine, and the job's tail do not count); N workers get N times the items.
+Efficiency at N is that / (N x one worker's). Then 4 workers run against a limit set below
+their total capacity, enforced by the simulator (a sliding window: a 429 for any request
+over it) and configured alike in batchvoid: achieved / limit, and 429s.
 
 The PostgreSQL server is $BATCHVOID_BENCH_PG (a server URL; each run gets a new database in
 it), else $BATCHVOID_TEST_PG, else one started for the part with .ci/postgres and stopped after.

@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 SCHEMA = "batchvoid"
 _SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-_SETUP_LOCK = 0x62_76_00_01  # advisory lock ids: the schema's setup ...
-_HAS_META = f"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = 'meta')"
+_SETUP_LOCK = 0x62_76_00_01  # the advisory lock id of the schema's setup
+_HAS_META = f"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = 'meta')"  # noqa: S608 - a constant
 _PEER_POLL_S = 0.5  # how often a lane with nothing to claim looks again while a live peer holds items
 # Items a worker claims at a time, at most, whatever its lane asks: a lane alone claims a second
 # of work (256 without a limit), which among peers would leave them idle and end the job on one

@@ -8,6 +8,8 @@ block of k slots at a time, spaced I' apart:
     I' = max(the learned 429 interval, max over windows (T * MARGIN + JITTER + DELTA) / N)
     first = greatest(tat, now, paused_until); slots s_j = first + j * I'; tat = first + k * I'
 
+(k is the number of the lane's workers waiting to send, at most a block of BLOCK_S: a lane whose
+workers are busy with slow answers holds no slot it could not send and its peers could)
 and sends slot s only inside [t1 + (s - d), t0 + (s + DELTA - d)] of its own monotonic clock,
 where d is the database's clock read by the reservation and t0, t1 the worker's clock before
 and after it; a slot it cannot send in time is dropped, never sent late. So every send
@@ -118,6 +120,8 @@ class SharedPace(Pace):
         self.adaptive = SharedAdaptive(self, aimd)
         self.successes = 0  # since the last reservation: they raise the shared learned rate
         self.dropped = 0  # slots not sent in time
+        self._block = 1  # slots per reservation
+        self._waiting = 0  # the lane's workers in acquire(): each sends the next slot it gets
         self._ledger = ledger
         self._slots: deque[tuple[float, float]] = deque()  # (earliest, latest) on time.monotonic()
         self._free_until = float("-inf")
@@ -128,6 +132,13 @@ class SharedPace(Pace):
         return True  # every send checks the lease and the shared row
 
     async def acquire(self) -> float:
+        self._waiting += 1
+        try:
+            return await self._acquire()
+        finally:
+            self._waiting -= 1
+
+    async def _acquire(self) -> float:
         async with self._gate:
             while True:
                 if self._ledger.lease is not None:
@@ -147,6 +158,9 @@ class SharedPace(Pace):
             return self.adaptive.sent()
 
     def _reserve(self) -> None:
+        # A slot no worker of the lane is free to send in time is lost to every worker: reserve
+        # as many as the lane has workers waiting to send now.
+        self._block = max(1, min(MAX_BLOCK, self._waiting))
         limiter = _limiter(self._ledger)
         s = self._settings
         with limiter.lock:
@@ -175,7 +189,7 @@ class SharedPace(Pace):
                     if interval == 0:
                         k, slots = 0, []
                     else:
-                        k = max(1, min(MAX_BLOCK, math.ceil(BLOCK_S / interval)))
+                        k = max(1, min(self._block, MAX_BLOCK, math.ceil(BLOCK_S / interval)))
                         slots = [first + j * interval for j in range(k)]
                     cur.execute(
                         "UPDATE limiter SET tat = %s, adaptive_interval = %s, ceiling = %s WHERE key = %s",
