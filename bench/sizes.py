@@ -86,6 +86,6 @@ SMOKE = Sizes(
     resume_left=50,
     scale_latency_ms=100,
     scale_concurrency=2,
-    scale_seconds=1.5,
-    scale_limit_seconds=2,
+    scale_seconds=1,
+    scale_limit_seconds=1,
 )
