@@ -177,4 +177,8 @@ def test_three_workers_share_one_job_and_survive_a_kill_9(
         check=True,
     ).stdout
     assert "3 workers, 0 live" in table
-    print(f"\nkill -9 takeover: {len(held)} items held, taken over {takeover_s:.2f}s after the kill")
+    totals = stats["totals"]
+    print(
+        f"\nkill -9: {len(held)} items held, taken over {takeover_s:.2f}s after the kill; "
+        f"{totals['requests']} requests for {len(rows)} invoices, {totals['idempotent_replays']} replays of a key"
+    )
