@@ -161,7 +161,9 @@ async def _run(
     try:
         with (
             open_ledger(options.ledger) as ledger,
-            ledger.guard(options.job_name, out=out, max_workers=options.max_workers),
+            ledger.guard(
+                options.job_name, out=out, max_workers=options.max_workers, stopping=signals.cancelled
+            ),
             open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
         ):
             try:

@@ -169,6 +169,24 @@ def test_a_claim_waits_while_a_live_peer_holds_items_and_ends_when_it_finishes(
             assert result == [[]]
 
 
+def test_a_signal_ends_a_claims_wait_for_a_peer(pg_url: str, tmp_path: Path, profiles: Config) -> None:
+    """B holds the items; A's claim waits, until A's run is told to stop: then it returns nothing at once."""
+    path = job_file(tmp_path, [("rapyd", "x")])
+    stopping = threading.Event()
+    with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b:
+        job = recorded(a, path, profiles)
+        with a.guard("job", stopping=stopping), b.guard("job"):
+            assert len(b.claim(job, "rapyd", 0, 10)) == 1
+            result: list[object] = []
+            waiter = threading.Thread(target=lambda: result.append(a.claim(job, "rapyd", 0, 10)))
+            waiter.start()
+            waiter.join(0.6)
+            assert waiter.is_alive()
+            stopping.set()
+            waiter.join(1)
+            assert result == [[]]
+
+
 def test_concurrent_ingests_record_the_job_once_and_the_others_join(
     pg_url: str, tmp_path: Path, profiles: Config
 ) -> None:

@@ -14,6 +14,7 @@ wrong with the ledger and what to do.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -212,12 +213,18 @@ class RunGuard(Protocol):
     """Who runs a job: one live run per job (SQLite), or its live workers (PostgreSQL)."""
 
     def guard(
-        self, job_id: str, out: TextIO | None = None, *, max_workers: int | None = None
+        self,
+        job_id: str,
+        out: TextIO | None = None,
+        *,
+        max_workers: int | None = None,
+        stopping: threading.Event | None = None,
     ) -> AbstractContextManager[object]:
         """Held for a whole run; raises LedgerLockedError when the job may take no more runs.
 
         SQLite: one run per job. PostgreSQL: a run joins the job's live workers, up to
-        `max_workers` (None: any number).
+        `max_workers` (None: any number). `stopping` (set by a signal) ends a claim's wait for
+        the items a peer holds: a run being stopped waits for nobody.
         """
         ...
 

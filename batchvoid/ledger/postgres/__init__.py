@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
@@ -154,6 +153,7 @@ class PostgresLedger:
         self.worker_id: int | None = None  # once this process joined a job as a worker (guard)
         self.lease: WorkerLease | None = None
         self._claims: dict[int, int] = {}  # item id -> the claim epoch this worker holds it by
+        self.stopping = threading.Event()  # set by a signal (see guard): a claim stops waiting on peers
         try:
             self._prepare_schema()
         except BaseException:
@@ -450,7 +450,8 @@ class PostgresLedger:
                 cur.execute(_PEERS_HOLD, params)
                 if not one(cur)[0]:
                     return []
-            time.sleep(_PEER_POLL_S)
+            if self.stopping.wait(_PEER_POLL_S):
+                return []  # the run is being stopped (a signal): it waits for nobody
             after_line = 0
         rows.sort(key=lambda row: row[1])
         taken = []
@@ -604,10 +605,18 @@ class PostgresLedger:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def guard(self, job_id: str, out: TextIO | None = None, *, max_workers: int | None = None) -> WorkerLease:
+    def guard(
+        self,
+        job_id: str,
+        out: TextIO | None = None,
+        *,
+        max_workers: int | None = None,
+        stopping: threading.Event | None = None,
+    ) -> WorkerLease:
         """This process as a worker of `job_id` (see `lease.WorkerLease`): join, or refuse at max_workers."""
         from batchvoid.ledger.postgres.lease import WorkerLease
 
+        self.stopping = stopping or threading.Event()
         return WorkerLease(self, job_id, out=out, max_workers=max_workers)
 
     def lock_holder(self, job_id: str) -> Holder | None:

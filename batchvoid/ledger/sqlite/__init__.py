@@ -675,8 +675,18 @@ class SqliteLedger:
             (job_id, holder.pid, holder.host, holder.started_at),
         )
 
-    def guard(self, job_id: str, out: TextIO | None = None, *, max_workers: int | None = None) -> RunLock:
-        """The run lock of `job_id` on this ledger (see `lock.RunLock`): one run, whatever `max_workers`."""
+    def guard(
+        self,
+        job_id: str,
+        out: TextIO | None = None,
+        *,
+        max_workers: int | None = None,
+        stopping: threading.Event | None = None,
+    ) -> RunLock:
+        """The run lock of `job_id` on this ledger (see `lock.RunLock`): one run, whatever `max_workers`.
+
+        A claim never waits here, so `stopping` has nothing to cut short.
+        """
         return RunLock(self, job_id, out=out)
 
     def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Cursor:
