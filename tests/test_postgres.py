@@ -246,3 +246,26 @@ def test_workers_starting_together_on_an_empty_database_set_it_up_once(pg_url: s
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_a_429_pauses_and_slows_every_worker_of_the_account_once(pg_url: str, profiles: Config) -> None:
+    """A's 429 (Retry-After 0.5 s) pauses the account's row: B's next slots start after it; the rate is cut once per event."""
+    import time
+
+    from batchvoid.ledger.postgres.pace import SharedPace, spacing
+
+    profile = profiles.profiles["rapyd"]
+    with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b:
+        pa, pb = SharedPace(a, profile), SharedPace(b, profile)
+        assert pa.key == pb.key  # one row per provider account
+        pb._reserve()
+        assert pb._slots[0][0] - time.monotonic() < 0.2  # not paused: its first slot is now
+        sent = time.monotonic()
+        pa.adaptive.throttled(sent, 0.5)
+        pa.adaptive.throttled(sent, 0.5)  # a second 429 of the same burst: no second cut
+        pb._slots.clear()
+        pb._reserve()
+        assert pb._slots[0][0] - time.monotonic() > 0.4  # B waits out A's pause
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            (learned,) = db.execute("SELECT adaptive_interval FROM batchvoid.limiter").fetchone()
+        assert learned == pytest.approx(spacing(profile) / 0.85)  # cut by one step, not two
