@@ -22,13 +22,23 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import orjson
 
 from batchvoid.errors import LedgerError, os_cause
 from batchvoid.keys import idempotency_key
-from batchvoid.ledger.api import JOB_FIELDS, MAX_ERRORS_SHOWN, Duplicate, Holder, Ingest, Job, NewJob, now
+from batchvoid.ledger.api import (
+    JOB_FIELDS,
+    MAX_ERRORS_SHOWN,
+    Duplicate,
+    Holder,
+    Ingest,
+    Job,
+    NewJob,
+    WorkerRow,
+    now,
+)
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
 from batchvoid.ledger.sqlite.dbfile import (
     SCHEMA_VERSION,
@@ -42,6 +52,10 @@ from batchvoid.ledger.sqlite.dbfile import (
 )
 from batchvoid.ledger.sqlite.lock import RunLock
 from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
 
@@ -530,6 +544,10 @@ class SqliteLedger:
             for row in rows
         ]
 
+    def pace(self, profile: Profile) -> Pace | None:
+        """None: one run holds the job, and each of its lanes keeps its own limits."""
+        return None
+
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]:
         """How many items each provider has in each state."""
         rows = self._sql(
@@ -690,6 +708,10 @@ class SqliteLedger:
             )
         return counts
 
+    def workers(self, job_id: str) -> list[WorkerRow]:
+        """None: one run holds a job at a time (`lock_holder` says which)."""
+        return []
+
     def lock_holder(self, job_id: str) -> Holder | None:
         """The process recorded as running `job_id`, if any (it may since have died)."""
         try:
@@ -716,8 +738,18 @@ class SqliteLedger:
             (job_id, holder.pid, holder.host, holder.started_at),
         )
 
-    def guard(self, job_id: str, out: TextIO | None = None) -> RunLock:
-        """The run lock of `job_id` on this ledger (see `lock.RunLock`)."""
+    def guard(
+        self,
+        job_id: str,
+        out: TextIO | None = None,
+        *,
+        max_workers: int | None = None,
+        stopping: threading.Event | None = None,
+    ) -> RunLock:
+        """The run lock of `job_id` on this ledger (see `lock.RunLock`): one run, whatever `max_workers`.
+
+        A claim never waits here, so `stopping` has nothing to cut short.
+        """
         return RunLock(self, job_id, out=out)
 
     def _sql(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Cursor:
