@@ -265,7 +265,7 @@ def builtin() -> Config:
                 key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
                 for key, var in spec.credentials.items()
             },
-            options={"company_id": "cmp_simulated"} if "company_id" in spec.options else {},
+            options={f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
             source=f"built-in simulator configuration: [providers.{spec.type}]",
@@ -331,8 +331,12 @@ def _profile(
             if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
                 raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
-    if "company_id" in options and not options["company_id"].startswith("cmp_"):
-        raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
+    for row_field in spec.row_fields:
+        value = options.get(row_field.name)
+        if value is not None and row_field.prefix is not None and not value.startswith(row_field.prefix):
+            raise ConfigError(
+                f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
+            )
     _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))

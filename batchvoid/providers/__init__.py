@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from batchvoid.providers import campfire, chargeover, maple, rapyd, sellapp
-from batchvoid.providers.base import Adapter, ProviderSpec
+from batchvoid.providers.base import Adapter
+from batchvoid.providers.facts import ProviderSpec
 
 REGISTRY: dict[str, ProviderSpec] = {
     spec.type: spec

@@ -9,10 +9,9 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -39,23 +38,6 @@ class Adapter(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """A provider type: what its config needs and how to build its adapter."""
-
-    type: str
-    title: str
-    credentials: Mapping[str, str]  # config key (e.g. "access_key_env") -> default env var
-    options: Mapping[str, str]  # further config keys -> what they mean
-    default_base_url: str | None  # None: every account has its own URL, so it is required
-    documented_limits: tuple[str, ...]  # as FACTS.md gives them; () when none is documented
-    example_limits: tuple[str, ...]  # what the example config uses
-    limits_note: str
-    idempotency_header: str | None
-    build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
-    # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
-
-
 class AdapterBase:
     """Defaults for adapters whose 'not voidable' answers are unambiguous."""
 
@@ -75,11 +57,6 @@ def says_already_void(message: object) -> bool:
     No provider documents its answer to voiding a void invoice, so the message is what there is.
     """
     return bool(message) and _ALREADY_VOID.search(str(message)) is not None
-
-
-def path_segment(value: str) -> str:
-    """Percent-encode one path segment, '/' included, so an id can never change the path."""
-    return quote(value, safe="")
 
 
 def json_body(response: Response) -> Any:

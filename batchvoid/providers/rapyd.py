@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+from batchvoid.providers.base import describe, header, json_body, transient
+from batchvoid.providers.facts import Idempotency, ProviderSpec, Route
 
 TIMESTAMP_WINDOW_S = 60  # Rapyd refuses a request whose timestamp is further off its clock
 CLOCK_NOTICE_S = 5  # a clock further off the provider's Date than this is named in a 401's reason
@@ -47,7 +48,8 @@ class Rapyd:
     salt: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(12), repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
-    def _signed(self, method: str, path: str, idempotency_key: str | None) -> Request:
+    def _signed(self, route: Route, item: Item, idempotency_key: str | None) -> Request:
+        method, path = route.method, route.url("", invoice_id=item.invoice_id)
         salt, timestamp = self.salt(), int(self.clock())
         signed = signature(
             method=method,
@@ -65,14 +67,13 @@ class Rapyd:
             "Content-Type": "application/json",
         }
         if idempotency_key is not None:
-            headers["idempotency"] = idempotency_key
+            headers[_IDEMPOTENCY_HEADER] = idempotency_key
         # The salt too: with the signature and the timestamp it is all a replay needs.
         hidden = (self.access_key, self.secret_key, signed, salt)
         return Request(method, self.base_url + path, headers, secrets=hidden)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
-        path = f"/v1/invoices/{path_segment(item.invoice_id)}/void"
-        return self._signed("POST", path, idempotency_key)
+        return self._signed(SPEC.void, item, idempotency_key)
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         status, data = _envelope(response)
@@ -91,7 +92,7 @@ class Rapyd:
         return Outcome(OutcomeKind.REJECTED, reason, response.status, reference, check_status=ambiguous)
 
     def lookup_request(self, item: Item) -> Request | None:
-        return self._signed("GET", f"/v1/invoices/{path_segment(item.invoice_id)}", None)
+        return self._signed(_LOOKUP, item, None)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         status, data = _envelope(response)
@@ -150,9 +151,13 @@ SPEC = ProviderSpec(
     credentials={"access_key_env": "RAPYD_ACCESS_KEY", "secret_key_env": "RAPYD_SECRET_KEY"},
     options={},
     default_base_url="https://sandboxapi.rapyd.net",
+    void=Route("POST", "/v1/invoices/{invoice_id}/void"),
+    lookup=Route("GET", "/v1/invoices/{invoice_id}"),
     documented_limits=("200/60s", "1000/300s"),
     example_limits=("200/60s", "1000/300s"),
     limits_note="documented: 200 per minute and 1000 per 5 minutes, both at once (about 3.3/s)",
-    idempotency_header="idempotency",
+    idempotency=Idempotency("idempotency"),
     build=_build,
 )
+_LOOKUP = SPEC.lookup or SPEC.void
+_IDEMPOTENCY_HEADER = SPEC.idempotency_header or "idempotency"

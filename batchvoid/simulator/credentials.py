@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+from batchvoid.providers import REGISTRY
+
+PROVIDER_TYPES = tuple(REGISTRY)
 
 CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
