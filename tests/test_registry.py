@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ from batchvoid import catalog
 from batchvoid.config import builtin, load
 from batchvoid.errors import ConfigError
 from batchvoid.jobfile import read
-from batchvoid.models import Item, RowError
+from batchvoid.models import Item, OutcomeKind, Response, RowError
 from batchvoid.providers import REGISTRY
+from batchvoid.providers.base import maybe_already_void, settled
 from batchvoid.providers.facts import Route
 from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES
 from batchvoid.simulator.providers import SIMULATED, simulated_providers
@@ -87,3 +89,22 @@ def test_a_row_fields_prefix_is_checked_in_the_config_and_the_job_file(tmp_path:
     assert "no company_id" in got[1].message
     assert isinstance(got[2], Item)
     assert got[2].company_id == "cmp_9"
+
+
+def test_a_state_error_that_may_mean_already_void_is_read_or_fails_saying_it_could_not_be_confirmed() -> None:
+    """With a documented read the engine is asked to read the invoice; without one, the outcome
+    is a failure in the provider's words that says why it was not confirmed."""
+    rapyd = REGISTRY["rapyd"]
+    answer = Response(400, {}, b"{}")
+    asked = maybe_already_void(rapyd, answer, "HTTP 400: ERROR_VOID_NOT_UNCOLLECTIBLE_OR_OPEN_INVOICE")
+    assert asked.kind is OutcomeKind.REJECTED
+    assert asked.check_status
+    assert settled(rapyd, asked, "void").kind is OutcomeKind.ALREADY_VOID
+    paid = settled(rapyd, asked, "paid")
+    assert paid.kind is OutcomeKind.REJECTED
+    assert not paid.check_status
+    assert paid.reason.endswith("(invoice status: paid)")
+    unread = maybe_already_void(replace(rapyd, lookup=None), answer, "HTTP 400: not open")
+    assert unread.kind is OutcomeKind.REJECTED
+    assert not unread.check_status
+    assert unread.reason.startswith("HTTP 400: not open; it may be void already, but Rapyd documents no read")

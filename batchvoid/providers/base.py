@@ -10,12 +10,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.providers.facts import ProviderSpec
 
 
 class Adapter(Protocol):
@@ -57,6 +59,29 @@ def says_already_void(message: object) -> bool:
     No provider documents its answer to voiding a void invoice, so the message is what there is.
     """
     return bool(message) and _ALREADY_VOID.search(str(message)) is not None
+
+
+def maybe_already_void(
+    spec: ProviderSpec, response: Response, reason: str, reference: str | None = None
+) -> Outcome:
+    """A void's state error that could mean "already void" (the provider answers a second void
+    like one of a paid or draft invoice): read the invoice to decide, through the provider's
+    documented read (`spec.lookup`, judged by `settled`); with no read, fail, saying so."""
+    if spec.lookup is not None:
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference, check_status=True)
+    reason = (
+        f"{reason}; it may be void already, but {spec.title} documents no read of an invoice to "
+        f"confirm it: check the invoice in {spec.title}"
+    )
+    return Outcome(OutcomeKind.REJECTED, reason, response.status, reference)
+
+
+def settled(spec: ProviderSpec, rejected: Outcome, status: object) -> Outcome:
+    """The outcome of a state error once the read gave the invoice's `status`: already void when
+    it is the provider's void status, else the rejection, naming the status."""
+    if spec.void_status is not None and status == spec.void_status:
+        return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
+    return replace(rejected, reason=f"{rejected.reason} (invoice status: {status})", check_status=False)
 
 
 def json_body(response: Response) -> Any:

@@ -73,6 +73,7 @@ class ProviderSpec:
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
     lookup: Route | None = None  # the documented read of one invoice, if the adapter uses one
+    void_status: str | None = None  # the read's status of a void invoice (e.g. "void")
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
 

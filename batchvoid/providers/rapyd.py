@@ -9,11 +9,11 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import describe, header, json_body, transient
+from batchvoid.providers.base import describe, header, json_body, maybe_already_void, settled, transient
 from batchvoid.providers.facts import Idempotency, ProviderSpec, Route
 
 TIMESTAMP_WINDOW_S = 60  # Rapyd refuses a request whose timestamp is further off its clock
@@ -87,9 +87,9 @@ class Rapyd:
         reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         if (shared := transient(response, reason)) is not None:
             return shared
-        # Rapyd answers a void of a void invoice like one of a paid invoice: read the status.
-        ambiguous = status.get("error_code") == _NOT_VOIDABLE
-        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference, check_status=ambiguous)
+        if status.get("error_code") == _NOT_VOIDABLE:  # also its answer to a void of a void invoice
+            return maybe_already_void(SPEC, response, reason, reference)
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference)
 
     def lookup_request(self, item: Item) -> Request | None:
         return self._signed(_LOOKUP, item, None)
@@ -97,10 +97,7 @@ class Rapyd:
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         status, data = _envelope(response)
         if response.status == 200 and status.get("status") == "SUCCESS":
-            if data.get("status") == "void":
-                return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
-            reason = f"{rejected.reason} (invoice status: {data.get('status')})"
-            return replace(rejected, reason=reason, check_status=False)
+            return settled(SPEC, rejected, data.get("status"))
         reason = describe(response, status.get("error_code")) + self._clock(response)
         return transient(response, f"status lookup: {reason}") or rejected
 
@@ -153,6 +150,7 @@ SPEC = ProviderSpec(
     default_base_url="https://sandboxapi.rapyd.net",
     void=Route("POST", "/v1/invoices/{invoice_id}/void"),
     lookup=Route("GET", "/v1/invoices/{invoice_id}"),
+    void_status="void",
     documented_limits=("200/60s", "1000/300s"),
     example_limits=("200/60s", "1000/300s"),
     limits_note="documented: 200 per minute and 1000 per 5 minutes, both at once (about 3.3/s)",
