@@ -27,6 +27,7 @@ from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.network import is_loopback, tls_context
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
+from batchvoid.simulator.credentials import provider_url
 from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -130,8 +131,11 @@ class Config:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def pointed_at(self, base_url: str) -> Config:
-        """The same profiles, every one sending to `base_url` (the simulator)."""
-        profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
+        """The same profiles, every one sending to the simulator at `base_url` (its own part)."""
+        profiles = {
+            name: replace(p, base_url=provider_url(base_url, p.spec.type))
+            for name, p in self.profiles.items()
+        }
         return replace(self, profiles=profiles)
 
     def rehearsal(self) -> Config:

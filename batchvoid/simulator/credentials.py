@@ -9,6 +9,13 @@ from batchvoid.providers import REGISTRY
 
 PROVIDER_TYPES = tuple(REGISTRY)
 
+
+def provider_url(url: str, provider_type: str) -> str:
+    """Where the simulator at `url` serves one provider: under its type, since two providers
+    may document the same path (Rapyd's and Stripe's `/v1/invoices/{id}/void`)."""
+    return f"{url}/{provider_type}"
+
+
 CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         "chargeover": MappingProxyType({"username": "sim_co_public", "password": "sim_co_private"}),
@@ -16,5 +23,6 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "campfire": MappingProxyType({"api_key": "sim_campfire_token"}),
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
+        "stripe": MappingProxyType({"secret_key": "sk_test_SIMULATOR"}),
     }
 )

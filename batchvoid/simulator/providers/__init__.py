@@ -13,6 +13,7 @@ from batchvoid.simulator.providers.chargeover import ChargeOver
 from batchvoid.simulator.providers.maple import Maple
 from batchvoid.simulator.providers.rapyd import Rapyd
 from batchvoid.simulator.providers.sellapp import SellApp
+from batchvoid.simulator.providers.stripe import Stripe
 
 # Provider type -> its simulated twin, built from the account's credentials (role -> value).
 SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
@@ -22,6 +23,7 @@ SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
         "campfire": Campfire,
         "maple": Maple,
         "sellapp": SellApp,
+        "stripe": Stripe,
     }
 )
 

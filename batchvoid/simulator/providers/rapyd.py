@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from batchvoid.providers.rapyd import SPEC, TIMESTAMP_WINDOW_S, signature
+from batchvoid.simulator.credentials import provider_url
 from batchvoid.simulator.exchange import Action, Answer, Incoming, dump
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
@@ -121,7 +122,7 @@ class Rapyd:
             return self.unauthorized()
         expected = signature(
             method=incoming.method,
-            path=incoming.raw_path,
+            path=incoming.raw_path.removeprefix(provider_url("", self.name)),  # signed from /v1
             salt=salt,
             timestamp=seconds,
             access_key=access_key,
