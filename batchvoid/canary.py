@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from batchvoid.ledger import Job, WorkQueue
 from batchvoid.ledger.ops import Op
 from batchvoid.models import WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 
 class LimitedQueue:
@@ -36,3 +41,6 @@ class LimitedQueue:
 
     def apply(self, ops: Sequence[Op]) -> None:
         self._queue.apply(ops)
+
+    def pace(self, profile: Profile) -> Pace | None:
+        return self._queue.pace(profile)

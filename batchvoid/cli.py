@@ -20,7 +20,7 @@ from batchvoid import __version__, catalog, locations, plan, report, results
 from batchvoid import config as configuration
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
-from batchvoid.ledger import open_ledger
+from batchvoid.ledger import is_url, open_ledger
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.preflight import RunOptions
 from batchvoid.progress import ProgressOptions
@@ -102,12 +102,25 @@ time_scale_option = click.option(
 )
 
 
+class _LedgerParam(click.ParamType):  # type: ignore[type-arg]
+    """A ledger location: a `postgresql://` URL stays text, anything else is a file path."""
+
+    name = "FILE|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path) or not is_url(value):
+            return click.Path(path_type=Path, dir_okay=False).convert(value, param, ctx)
+        return str(value)
+
+
+_LEDGER = _LedgerParam()
+
 ledger_option = click.option(
     "--ledger",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=_LEDGER,
     default=None,
-    help=f"Checkpoint ledger (SQLite) the runs wrote. Default: ${locations.LEDGER_ENV}, else "
-    f"{DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
+    help="Checkpoint ledger the runs wrote: a SQLite file, or a postgresql:// URL. "
+    f"Default: ${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
 )
 
 
@@ -127,9 +140,10 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
             ),
             click.option(
                 "--ledger",
-                type=click.Path(path_type=Path, dir_okay=False),
+                type=_LEDGER,
                 default=None,
-                help=f"Checkpoint ledger (SQLite). The same file resumes the job. Default: "
+                help=f"Checkpoint ledger: a SQLite file, or a postgresql:// URL that many workers share. "
+                "The same ledger resumes the job. Default: "
                 f"${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; with --simulate, {REHEARSAL_LEDGER} "
                 f"(or NAME.rehearsal.sqlite next to ${locations.LEDGER_ENV}: a rehearsal keeps its own).",
             ),
@@ -148,7 +162,7 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _ledger(ledger: Path | None, simulate: bool) -> Path:
+def _ledger(ledger: Path | str | None, simulate: bool) -> Path | str:
     return locations.ledger_path(ledger, os.environ, simulate=simulate)
 
 
@@ -194,6 +208,13 @@ def main() -> None:
 @fault_option
 @seed_option
 @time_scale_option
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With a postgresql:// ledger: join the job only while it has fewer than N live workers "
+    "(exit 4 otherwise). Default: any number. A SQLite ledger always takes one run per job.",
+)
 @click.option(
     "--max-failures",
     type=click.IntRange(min=0),
@@ -277,7 +298,7 @@ def main() -> None:
 def run(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path | None,
+    ledger: Path | str | None,
     job_id: str | None,
     allow_target_change: bool,
     log_file: Path | None,
@@ -285,6 +306,7 @@ def run(
     faults: tuple[str, ...],
     seed: int | None,
     time_scale: float,
+    max_workers: int | None,
     max_failures: int | None,
     max_failure_rate: float | None,
     dry_run: bool,
@@ -306,8 +328,9 @@ def run(
     confirmed); 3 stopped with items left (--limit or --provider, a provider refused the key,
     rejected item after item or throttled past the pause limits,
     --max-failures/--max-failure-rate, or a fault such as a full disk);
-    4 another run holds the job; 130 interrupted (SIGINT/SIGTERM): run the same command to
-    resume. A rehearsal (--simulate) keeps its own ledger, rehearsal.sqlite.
+    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL);
+    130 interrupted (SIGINT/SIGTERM): run the same command to resume. A rehearsal (--simulate)
+    keeps its own ledger, rehearsal.sqlite.
 
     \b
     Examples:
@@ -334,6 +357,7 @@ def run(
         command=("batchvoid", *sys.argv[1:]),
         limit=limit,
         providers=providers,
+        max_workers=max_workers,
     )
     if dry_run:
         _show_plan(options)
@@ -455,7 +479,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None, as_json
 def plan_command(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path | None,
+    ledger: Path | str | None,
     job_id: str | None,
     allow_target_change: bool,
     simulate: bool,
@@ -494,7 +518,7 @@ def plan_command(
 @ledger_option
 @click.option("--job-id", default=None, help="Show this job in detail. Default: list every job.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts and monitoring.")
-def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
+def status(ledger: Path | str | None, job_id: str | None, as_json: bool) -> None:
     """Show the jobs in a ledger, or one job: its counts, runs, attempts and top failure reasons.
 
     Reads the ledger read-only, so it is safe while a run is going.
@@ -551,7 +575,7 @@ def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
     help="Write to this file instead of stdout.",
 )
 def report_command(
-    ledger: Path | None,
+    ledger: Path | str | None,
     job_id: str | None,
     states: tuple[str, ...],
     run_id: str | None,

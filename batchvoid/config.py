@@ -27,6 +27,7 @@ from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.network import is_loopback, tls_context
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
+from batchvoid.simulator.credentials import provider_url
 from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -130,8 +131,11 @@ class Config:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def pointed_at(self, base_url: str) -> Config:
-        """The same profiles, every one sending to `base_url` (the simulator)."""
-        profiles = {name: replace(p, base_url=base_url) for name, p in self.profiles.items()}
+        """The same profiles, every one sending to the simulator at `base_url` (its own part)."""
+        profiles = {
+            name: replace(p, base_url=provider_url(base_url, p.spec.type))
+            for name, p in self.profiles.items()
+        }
         return replace(self, profiles=profiles)
 
     def rehearsal(self) -> Config:
@@ -265,7 +269,7 @@ def builtin() -> Config:
                 key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
                 for key, var in spec.credentials.items()
             },
-            options={"company_id": "cmp_simulated"} if "company_id" in spec.options else {},
+            options={f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
             source=f"built-in simulator configuration: [providers.{spec.type}]",
@@ -331,8 +335,12 @@ def _profile(
             if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
                 raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
-    if "company_id" in options and not options["company_id"].startswith("cmp_"):
-        raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
+    for row_field in spec.row_fields:
+        value = options.get(row_field.name)
+        if value is not None and row_field.prefix is not None and not value.startswith(row_field.prefix):
+            raise ConfigError(
+                f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
+            )
     _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))

@@ -166,7 +166,12 @@ class Engine:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and locks belong to the running loop: create them here.
         self.lanes = {
-            name: self._new_lane(self._profiles[name], adapter, self._routes.get(name, DIRECT))
+            name: self._new_lane(
+                self._profiles[name],
+                adapter,
+                self._routes.get(name, DIRECT),
+                self.queue.pace(self._profiles[name]),
+            )
             for name, adapter in self._adapters.items()
         }
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
@@ -179,8 +184,9 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter, route: Route) -> Lane:
-        settings, pace = profile.settings, Pace(profile.rate_limits)
+    def _new_lane(profile: Profile, adapter: Adapter, route: Route, shared: Pace | None) -> Lane:
+        """`shared`: the queue's pace for the profile, when its limits are kept across workers."""
+        settings, pace = profile.settings, shared or Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)

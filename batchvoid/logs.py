@@ -39,10 +39,10 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 CONSOLE_EVENTS = frozenset({"run.started", "run.finished", "job.ingested", "job.resumed", "job.redriven"})
 
 
-def default_log_path(ledger: Path, job_id: str) -> Path:
-    """Next to the ledger, named after the job."""
+def default_log_path(ledger: Path | str, job_id: str) -> Path:
+    """Next to the ledger file (a database's: in the working directory), named after the job."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
-    return ledger.parent / f"{safe}.log"
+    return (ledger.parent if isinstance(ledger, Path) else Path()) / f"{safe}.log"
 
 
 class _Stamp:

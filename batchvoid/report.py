@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TextIO
 
 from rich.console import Console
@@ -21,6 +21,7 @@ from rich.text import Text
 
 from batchvoid.errors import LedgerError
 from batchvoid.ledger import Holder, Job, Ledger, Run
+from batchvoid.ledger.api import WorkerRow
 from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
@@ -83,6 +84,7 @@ class JobStatus:
     reasons: Sequence[tuple[str, str, int]]  # (provider, reason, items), most frequent first
     holder: Holder | None  # the run recorded as holding the job, if any
     runs: Sequence[Run] = ()  # its run records, oldest first
+    workers: Sequence[WorkerRow] = ()  # on a shared ledger: every worker that joined the job
 
     @classmethod
     def read(cls, ledger: Ledger, job: Job, *, reasons: int = REASONS_SHOWN) -> JobStatus:
@@ -93,6 +95,7 @@ class JobStatus:
             reasons=ledger.failure_reasons(job, reasons),
             holder=ledger.lock_holder(job.job_id),
             runs=ledger.runs(job),
+            workers=ledger.workers(job.job_id),
         )
 
     def totals(self) -> dict[str, int]:
@@ -136,6 +139,7 @@ class JobStatus:
             ],
             "running": self.running(),
             "run_records": [run_json(run) for run in self.runs],
+            **({"workers": [asdict(w) for w in self.workers]} if self.workers else {}),
         }
 
 
@@ -238,6 +242,8 @@ def render_job(status: JobStatus, console: Console) -> None:
     )
     if (running := _running_text(status.running())) is not None:
         console.print(f"  {running}", highlight=False, markup=False, soft_wrap=True)
+    if status.workers:
+        console.print(workers_table(status.workers))
     console.print(counts_table(status.counts))
     if status.runs:
         render_runs(status.runs, console)
@@ -293,6 +299,29 @@ def pick_run(ledger: Ledger, job: Job, run_id: str | None) -> str | None:
             f"`batchvoid status --job-id {job.job_id}` lists them"
         )
     return run_id
+
+
+def workers_table(workers: Sequence[WorkerRow]) -> Table:
+    """The workers of a job on a shared ledger: who, since when, how far, how fast."""
+    live = sum(w.state == "live" for w in workers)
+    table = Table(title=f"{len(workers)} workers, {live} live", title_justify="left")
+    for name, justify in (("worker", "right"), ("host", "left"), ("pid", "right"), ("since", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in ("state", "done", "pace"):
+        table.add_column(name, justify="right")
+    for w in workers:
+        since = _when(w.since.replace("Z", "+00:00"))
+        table.add_row(str(w.id), Text(w.host), str(w.pid), since, w.state, str(w.done), f"{w.pace:.1f}/s")
+    table.add_row(
+        "",
+        "total",
+        "",
+        "",
+        "",
+        str(sum(w.done for w in workers)),
+        f"{sum(w.pace for w in workers if w.state == 'live'):.1f}/s",
+    )
+    return table
 
 
 # -- report -------------------------------------------------------------------------------

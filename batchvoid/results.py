@@ -18,13 +18,14 @@ from typing import Any
 
 from batchvoid.errors import ResultFileError, os_cause
 from batchvoid.ledger import Run
+from batchvoid.ledger.location import LedgerLocation, shown
 from batchvoid.models import UNDONE, ItemState
 from batchvoid.run import RunReport
 
 SUMMARY_SCHEMA_VERSION = 1
 
 
-def summary_json(report: RunReport, *, ledger: Path) -> dict[str, Any]:
+def summary_json(report: RunReport, *, ledger: LedgerLocation) -> dict[str, Any]:
     """The end-of-run summary of a `RunReport`, as JSON-ready data."""
     run = report.run
     by_provider: dict[str, dict[str, int]] = {}
@@ -36,7 +37,7 @@ def summary_json(report: RunReport, *, ledger: Path) -> dict[str, Any]:
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "job_id": report.job.job_id,
         "job_file": report.job.job_file,
-        "ledger": str(ledger),
+        "ledger": shown(ledger),
         "log_file": str(report.log_file),
         "run_id": None if run is None else run.run_id,
         "simulated": None if run is None else run.new.simulated,

@@ -16,17 +16,19 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings
+from batchvoid.providers import REGISTRY
+from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings, provider_url
 
-# The default credential variable of each provider's key roles.
+# The default credential variable of each provider's key roles, from the registry.
 VARIABLES = {
-    ("chargeover", "username"): "CHARGEOVER_USERNAME",
-    ("chargeover", "password"): "CHARGEOVER_PASSWORD",
-    ("rapyd", "access_key"): "RAPYD_ACCESS_KEY",
-    ("rapyd", "secret_key"): "RAPYD_SECRET_KEY",
-    ("campfire", "api_key"): "CAMPFIRE_API_KEY",
-    ("maple", "api_token"): "MAPLE_API_TOKEN",
-    ("sellapp", "api_key"): "SELLAPP_API_KEY",
+    (kind, key.removesuffix("_env")): var
+    for kind, spec in REGISTRY.items()
+    for key, var in spec.credentials.items()
+}
+# The settings a profile must have for its rows to need no column (Maple's company_id).
+REQUIRED = {
+    kind: "".join(f'{f.name} = "{f.prefix or ""}simulated"\n' for f in spec.row_fields if f.required)
+    for kind, spec in REGISTRY.items()
 }
 
 
@@ -41,8 +43,8 @@ class Served:
     def config(self, path: Path, *, defaults: str = "max_attempts = 1\nconcurrency = 1") -> str:
         """A configuration with every provider at this simulator, unlimited, default variables."""
         tables = "".join(
-            f'\n[providers.{name}]\ntype = "{name}"\nbase_url = "{self.url}"\nrate_limits = []\n'
-            + ('company_id = "cmp_simulated"\n' if name == "maple" else "")
+            f'\n[providers.{name}]\ntype = "{name}"\nbase_url = "{provider_url(self.url, name)}"\nrate_limits = []\n'
+            + REQUIRED[name]
             for name in PROVIDER_TYPES
         )
         path.write_text(f"[defaults]\n{defaults}\n{tables}", encoding="utf-8")

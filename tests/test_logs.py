@@ -34,10 +34,12 @@ def test_each_event_is_one_json_line_with_its_context_level_and_utc_time(tmp_pat
         "level": "info",
         "timestamp": first["timestamp"],
     }
-    assert second["level"] == "warning" and second["reason"] == "HTTP 409: paid"
+    assert second["level"] == "warning"
+    assert second["reason"] == "HTTP 409: paid"
     for line in (first, second):
         stamp = str(line["timestamp"])
-        assert stamp.endswith("Z") and len(stamp) == len("2026-12-02T21:08:11.227131Z")
+        assert stamp.endswith("Z")
+        assert len(stamp) == len("2026-12-02T21:08:11.227131Z")
         when = dt.datetime.fromisoformat(stamp)
         assert before - dt.timedelta(milliseconds=1) <= when <= after + dt.timedelta(milliseconds=1)
 
@@ -61,9 +63,11 @@ def test_keys_that_name_a_secret_are_blanked_in_the_file_and_on_the_console(tmp_
     with open_log(path, console=console, job_id="j") as log:
         log.warning("lane.odd", provider="rapyd", secret_key="s3cr3t-value", Signature="x", token="t0k3n")
     (line,) = lines(path)
-    assert line["secret_key"] == "[redacted]" and line["token"] == "[redacted]"
+    assert line["secret_key"] == "[redacted]"
+    assert line["token"] == "[redacted]"
     text = path.read_text() + console.getvalue()
-    assert "s3cr3t-value" not in text and "t0k3n" not in text
+    assert "s3cr3t-value" not in text
+    assert "t0k3n" not in text
     assert "lane.odd" in console.getvalue()
 
 
@@ -71,10 +75,12 @@ def test_a_traceback_goes_to_the_file_and_never_to_the_console(tmp_path: Path) -
     path, console = tmp_path / "run.log", io.StringIO()
     with open_log(path, console=console, job_id="j") as log:
         try:
-            raise RuntimeError("boom inside")
+            raise RuntimeError("boom inside")  # noqa: TRY301 - a real traceback to render
         except RuntimeError as exc:
-            log.error("run.aborted", reason="RuntimeError: boom inside", exc_info=exc)
+            log.error("run.aborted", reason="RuntimeError: boom inside", exc_info=exc)  # noqa: TRY400
     (line,) = lines(path)
-    assert "Traceback" in str(line["exception"]) and "exc_info" not in line
+    assert "Traceback" in str(line["exception"])
+    assert "exc_info" not in line
     assert line["level"] == "error"
-    assert "run.aborted" in console.getvalue() and "Traceback" not in console.getvalue()
+    assert "run.aborted" in console.getvalue()
+    assert "Traceback" not in console.getvalue()

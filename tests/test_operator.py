@@ -646,7 +646,14 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
     ):
         assert needle in text.stdout
     data = json.loads(runner.invoke(main, ["providers", "--json"]).stdout)
-    assert [p["type"] for p in data["providers"]] == ["chargeover", "rapyd", "campfire", "maple", "sellapp"]
+    assert [p["type"] for p in data["providers"]] == [
+        "chargeover",
+        "rapyd",
+        "campfire",
+        "maple",
+        "sellapp",
+        "stripe",
+    ]
     assert data["providers"][1]["credentials"] == {
         "access_key_env": "RAPYD_ACCESS_KEY",
         "secret_key_env": "RAPYD_SECRET_KEY",

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from batchvoid.cli import main
 from batchvoid.models import Item, Request
 from batchvoid.providers import REGISTRY
-from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings
+from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings, provider_url
 from batchvoid.transport import REDACTED, Secrets, TransportError, send
 from tests.served import served, set_credentials
 
@@ -133,7 +133,7 @@ def anyio_backend() -> str:
 def real_request(provider: str, base_url: str) -> Request:
     spec = REGISTRY[provider]
     roles = dict(CREDENTIALS[provider])
-    adapter = spec.build(base_url, roles, {"company_id": "cmp_simulated"})
+    adapter = spec.build(provider_url(base_url, provider), roles, {"company_id": "cmp_simulated"})
     return adapter.void_request(Item(1, provider, "inv_1", void_date="2026-11-30"), KEY)
 
 
@@ -141,6 +141,8 @@ def all_forms(provider: str) -> list[str]:
     values = list(CREDENTIALS[provider].values())
     if provider == "chargeover":
         values.append(basic(*CREDENTIALS["chargeover"].values()))
+    if provider == "stripe":  # the secret key as a Basic username, with an empty password
+        values.append(basic(CREDENTIALS["stripe"]["secret_key"], ""))
     return values
 
 
@@ -274,8 +276,8 @@ def test_no_echoed_credential_reaches_ledger_log_terminal_report_or_status(
         assert second.exit_code == 1, second.output
         stats = sim.simulator.stats()["totals"]
         requests = list(sim.requests)
-    assert stats["auth_failed"] == 5
-    assert stats["faults"]["error"] == 10
+    assert stats["auth_failed"] == len(PROVIDER_TYPES)
+    assert stats["faults"]["error"] == 2 * len(PROVIDER_TYPES)
     shown = [first.stdout, first.stderr, second.stdout, second.stderr]
     for args in (
         ["report"],
@@ -295,5 +297,5 @@ def test_no_echoed_credential_reaches_ledger_log_terminal_report_or_status(
     for output in (first.stdout, second.stdout, second.stderr, shown[4]):
         assert REDACTED in output
     assert (tmp_path / "job.csv.log").read_text().count(REDACTED) >= 15
-    assert len(requests) == 15
+    assert len(requests) == 3 * len(PROVIDER_TYPES)  # one refused, then two gateway pages, per provider
     assert leaked(sent_secrets(requests), blob) == []

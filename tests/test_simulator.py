@@ -173,6 +173,24 @@ class Client:
             headers["X-STORE"] = store
         return await self.send("PATCH", f"/api/v2/invoices/{invoice_id}/mark-voided", headers=headers)
 
+    async def stripe(
+        self,
+        invoice_id: str,
+        *,
+        secret_key: str = CREDENTIALS["stripe"]["secret_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {
+            "Authorization": basic(secret_key, ""),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        path = f"/stripe/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -184,6 +202,8 @@ class Client:
                 return await self.campfire(invoice_id)
             case "maple":
                 return await self.maple(invoice_id)
+            case "stripe":
+                return await self.stripe(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
 
@@ -199,6 +219,8 @@ class Client:
                 return await self.campfire(invoice_id, authorization=f"Token {other}")
             case "maple":
                 return await self.maple(invoice_id, token=other)
+            case "stripe":
+                return await self.stripe(invoice_id, secret_key=other)
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -252,6 +274,10 @@ def sellapp_error(message: str, error_type: str, code: str) -> dict[str, Any]:
 
 
 # provider -> case -> (invoice id, status, expected subset of the JSON body)
+def stripe_error(error_type: str, code: str) -> dict[str, Any]:
+    return {"error": {"type": error_type, "code": code}}
+
+
 ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
     "chargeover": {
         "voided": ("inv-1", 200, chargeover_body(200, "")),
@@ -340,6 +366,13 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
             sellapp_error("Unauthenticated.", "authentication_error", "unauthenticated"),
         ),
     },
+    "stripe": {
+        "voided": ("in_1", 200, {"id": "in_1", "object": "invoice", "status": "void"}),
+        "already_void": ("void_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
+        "paid": ("paid_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
+        "missing": ("missing_1", 404, stripe_error("invalid_request_error", "resource_missing")),
+        "wrong_credentials": ("in_1", 401, stripe_error("invalid_request_error", "api_key_invalid")),
+    },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
 
@@ -403,7 +436,7 @@ async def test_credentials_of_another_account_are_refused() -> None:
             assert reply.status == 401, provider
         reply = await client.campfire("1", authorization=None)
         assert reply.json == {"detail": "Authentication credentials were not provided."}
-        assert client.sim.stats()["totals"]["auth_failed"] == 6
+        assert client.sim.stats()["totals"]["auth_failed"] == len(PROVIDER_TYPES) + 1
 
 
 # Rapyd.
@@ -626,6 +659,7 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "campfire": {"detail": "Request was throttled. Expected available in 10 seconds."},
             "maple": maple_error(429, "rate_limit_error", "rate_limited", "Rate limit exceeded"),
             "sellapp": sellapp_error("Too Many Attempts.", "rate_limit", "too_many_requests"),
+            "stripe": stripe_error("invalid_request_error", "rate_limit"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -729,11 +763,11 @@ async def test_revoke_and_restore() -> None:
         assert (await client.sellapp("1")).status == 401
         assert (await client.send("POST", "/_sim/restore?provider=sellapp")).status == 200
         assert (await client.sellapp("1")).status == 200
-        unknown = await client.send("POST", "/_sim/revoke?provider=stripe")
+        unknown = await client.send("POST", "/_sim/revoke?provider=nosuch")
         assert unknown.status == 400
-        assert "stripe" in unknown.json["error"]
-        with pytest.raises(ValueError, match="stripe"):
-            client.sim.revoke("stripe")
+        assert "nosuch" in unknown.json["error"]
+        with pytest.raises(ValueError, match="nosuch"):
+            client.sim.revoke("nosuch")
 
 
 async def test_revoke_after_n_accepted_voids() -> None:
@@ -858,6 +892,7 @@ OWN_ECHO = {
     "campfire": ["Invalid token: Token sim_campfire_token."],
     "maple": ["Invalid API token sim_maple_token"],
     "sellapp": ["no account has the key <sim_sellapp_key>"],
+    "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -866,6 +901,7 @@ WRONG_ECHO = {
     "campfire": ["Token sim_sellapp_key"],
     "maple": ["sim_sellapp_key"],
     "sellapp": ["sim_maple_token"],
+    "stripe": ["Invalid API Key provided: sim_sellapp_key"],
 }
 
 
@@ -1061,8 +1097,8 @@ def test_settings_validate_directly() -> None:
     """Faults and settings built in code are checked like specs, and faults are read-only."""
     with pytest.raises(ValueError, match="timeout_rate"):
         Faults(timeout_rate=2)
-    with pytest.raises(ValueError, match="stripe"):
-        SimulatorSettings(faults={"stripe": Faults()})
+    with pytest.raises(ValueError, match="nosuch"):
+        SimulatorSettings(faults={"nosuch": Faults()})
     with pytest.raises(ValueError, match="time_scale"):
         SimulatorSettings(time_scale=0)
     given = {"maple": Faults(error_rate=0.5)}
@@ -1121,8 +1157,8 @@ def test_invoice_states_from_ids() -> None:
     assert sim.invoice_state("sellapp", "draft-1") == "open"
     assert sim.invoice_state("campfire", "missing-9") == "missing"
     assert sim.invoice_state("chargeover", "paid") == "paid"
-    with pytest.raises(ValueError, match="stripe"):
-        sim.invoice_state("stripe", "1")
+    with pytest.raises(ValueError, match="nosuch"):
+        sim.invoice_state("nosuch", "1")
 
 
 async def test_serve_forever_reports_its_url() -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+from batchvoid.providers import REGISTRY
+
+PROVIDER_TYPES = tuple(REGISTRY)
+
+
+def provider_url(url: str, provider_type: str) -> str:
+    """Where the simulator at `url` serves one provider: under its type, since two providers
+    may document the same path (Rapyd's and Stripe's `/v1/invoices/{id}/void`)."""
+    return f"{url}/{provider_type}"
+
 
 CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
@@ -14,5 +23,6 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "campfire": MappingProxyType({"api_key": "sim_campfire_token"}),
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
+        "stripe": MappingProxyType({"secret_key": "sk_test_SIMULATOR"}),
     }
 )

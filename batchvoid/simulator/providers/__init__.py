@@ -1,7 +1,11 @@
-"""The five simulated providers, holding the simulator's credentials; one line each."""
+"""The simulated providers, holding the simulator's credentials; one line each."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from batchvoid.providers import REGISTRY
 from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator.providers.base import Provider, Route
 from batchvoid.simulator.providers.campfire import Campfire
@@ -9,17 +13,24 @@ from batchvoid.simulator.providers.chargeover import ChargeOver
 from batchvoid.simulator.providers.maple import Maple
 from batchvoid.simulator.providers.rapyd import Rapyd
 from batchvoid.simulator.providers.sellapp import SellApp
+from batchvoid.simulator.providers.stripe import Stripe
+
+# Provider type -> its simulated twin, built from the account's credentials (role -> value).
+SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
+    {
+        "chargeover": ChargeOver,
+        "rapyd": Rapyd,
+        "campfire": Campfire,
+        "maple": Maple,
+        "sellapp": SellApp,
+        "stripe": Stripe,
+    }
+)
 
 
 def simulated_providers() -> tuple[Provider, ...]:
-    """One simulated provider per provider type, in `PROVIDER_TYPES` order."""
-    return (
-        ChargeOver(**CREDENTIALS["chargeover"]),
-        Rapyd(**CREDENTIALS["rapyd"]),
-        Campfire(**CREDENTIALS["campfire"]),
-        Maple(**CREDENTIALS["maple"]),
-        SellApp(**CREDENTIALS["sellapp"]),
-    )
+    """One simulated provider per provider type, in registry (`PROVIDER_TYPES`) order."""
+    return tuple(SIMULATED[kind](**CREDENTIALS[kind]) for kind in REGISTRY)
 
 
-__all__ = ["Provider", "Route", "simulated_providers"]
+__all__ = ["SIMULATED", "Provider", "Route", "simulated_providers"]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from batchvoid.providers.facts import ProviderSpec
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook
@@ -20,6 +21,14 @@ class Route:
     method: str
     path: str  # an aiohttp route pattern; path parameters are `{invoice_id}`, `{company_id}`
     action: Action
+
+
+def routes(spec: ProviderSpec) -> tuple[Route, ...]:
+    """The provider's documented void (and read, if it has one), from its facts."""
+    found = [Route(spec.void.method, spec.void.path, Action.VOID)]
+    if spec.lookup is not None:
+        found.append(Route(spec.lookup.method, spec.lookup.path, Action.LOOKUP))
+    return tuple(found)
 
 
 class Provider(Protocol):
