@@ -23,6 +23,7 @@ from batchvoid.models import ItemState
 
 # A URL's user:password, and an option that names a secret, wherever they are on a command line.
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&\s]+", re.IGNORECASE)  # postgresql://h/db?password=
 _SECRET_OPTION = re.compile(
     r"^(--?[\w-]*(?:password|secret|token|key|credential)[\w-]*)(=.*)?$", re.IGNORECASE
 )
@@ -55,7 +56,7 @@ def scrub_command(argv: Sequence[str]) -> str:
                 words.append(word)
                 hide_next = True
             continue
-        words.append(_USERINFO.sub("***@", word))
+        words.append(_QUERY_PASSWORD.sub("***", _USERINFO.sub("***@", word)))
     return shlex.join(words)
 
 

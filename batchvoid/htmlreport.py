@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from batchvoid.ledger import Job, Ledger
 from batchvoid.models import DONE, UNDONE, ItemState
+from batchvoid.report import run_exit
 
 MAX_ITEMS = 50_000  # rows in the page's table; the page stays a few MB
 PAGE = 100
@@ -179,7 +180,7 @@ def write_html(
                 f"<td>{_e(_when(record.finished_at))}</td>"
                 f"<td>{_e(record.new.user)}@{_e(record.new.host)} pid {record.new.pid}</td>"
                 f"<td>{'rehearsal' if record.new.simulated else 'real'}</td>"
-                f'<td class="n">{"-" if end is None else end.exit_status}</td>'
+                f'<td class="n">{run_exit(record, last=record is runs[-1])}</td>'
                 f'<td class="n">{"-" if end is None else sum(end.requests.values())}</td>'
                 f'<td class="n">{"-" if end is None else sum(end.throttled.values())}</td>'
                 f"<td><code>{_e(record.new.command)}</code></td></tr>"

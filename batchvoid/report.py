@@ -161,6 +161,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "counts": None if end is None else end.counts,
         "requests": None if end is None else end.requests,
         "throttled": None if end is None else end.throttled,
+        "alive": None if end is not None else run.alive,
     }
 
 
@@ -277,7 +278,7 @@ def render_runs(runs: Sequence[Run], console: Console) -> None:
             took,
             Text(f"{run.new.user}@{run.new.host}:{run.new.pid}"),
             "sim" if run.new.simulated else "real",
-            "died" if end is None and run is not runs[-1] else "-" if end is None else str(end.exit_status),
+            run_exit(run, last=run is runs[-1]),
             "-" if end is None else str(sum(end.requests.values())),
             "-" if end is None else str(sum(end.throttled.values())),
         )
@@ -285,6 +286,15 @@ def render_runs(runs: Sequence[Run], console: Console) -> None:
     console.print(
         "The items a run finished: batchvoid report --job-id JOB --run RUN_ID", highlight=False, markup=False
     )
+
+
+def run_exit(run: Run, *, last: bool) -> str:
+    """A run's exit status; with no end, whether it runs ('-' when the ledger cannot tell) or died."""
+    if run.end is not None:
+        return str(run.end.exit_status)
+    if run.alive is None:  # one run per job (SQLite): only the last one may still be running
+        return "-" if last else "died"
+    return "running" if run.alive else "died"
 
 
 def pick_run(ledger: Ledger, job: Job, run_id: str | None) -> str | None:

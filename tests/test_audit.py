@@ -177,13 +177,16 @@ def test_a_version_2_ledger_gains_run_records_in_place(tmp_path: Path) -> None:
 def test_the_command_line_keeps_no_secret() -> None:
     """A URL's user:password and the value of an option named for a secret are not recorded."""
     argv = ["batchvoid", "run", "j.csv", "--proxy", "http://u:hunter2@proxy:3128", "--api-key", "sk_live_1",
-            "--token=abc", "--job-id", "it's mine"]  # fmt: skip
+            "--token=abc", "--job-id", "it's mine",
+            "--ledger", "postgresql://db/billing?sslmode=require&Password=pw9"]  # fmt: skip
     line = scrub_command(argv)
     assert "hunter2" not in line
     assert "sk_live_1" not in line
     assert "abc" not in line
+    assert "pw9" not in line
     assert line == (
         "batchvoid run j.csv --proxy 'http://***@proxy:3128' --api-key '***' '--token=***' --job-id 'it'\"'\"'s mine'"
+        " --ledger 'postgresql://db/billing?sslmode=require&Password=***'"
     )
 
 

@@ -243,13 +243,18 @@ class RunEnd:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One run of a job as the ledger recorded it; `end` is None while it runs, or if it died."""
+    """One run of a job as the ledger recorded it; `end` is None while it runs, or if it died.
+
+    `alive`, for a run with no end: whether its process still runs (True), died (False), or
+    the ledger cannot tell (None).
+    """
 
     job_id: str
     started_at: str
     new: NewRun
     finished_at: str | None = None
     end: RunEnd | None = None
+    alive: bool | None = None
 
     @property
     def run_id(self) -> str:
