@@ -19,12 +19,13 @@ from rich.console import Console
 
 from batchvoid import __version__, catalog, locations, plan, report, results
 from batchvoid import config as configuration
+from batchvoid.consolelog import LEVELS, ConsoleLog, Format
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
 from batchvoid.ledger import is_url, open_ledger
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.preflight import RunOptions
-from batchvoid.progress import ProgressOptions
+from batchvoid.progress import MODES, Mode, ProgressOptions
 from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
@@ -251,8 +252,17 @@ def main() -> None:
     "--quiet",
     "-q",
     is_flag=True,
-    help="Show only the final summary: no progress, and on stderr only errors and warnings about "
-    "the run itself (a long pause, a stopped provider, a signal).",
+    help="Show only the final summary: no progress, and on stderr only the start and end lines "
+    "(times, exit status) and the errors and warnings about the run itself (a long pause, a "
+    "stopped provider, a signal).",
+)
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(MODES),
+    default=None,
+    help="How progress shows on stderr: bars (a terminal's), plain lines, or none; auto: bars "
+    "on a terminal, else plain lines.  [default: auto; none with --quiet]",
 )
 @click.option(
     "--progress-interval",
@@ -260,7 +270,23 @@ def main() -> None:
     default=10.0,
     show_default=True,
     metavar="SECONDS",
-    help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
+    help="Between plain progress lines (cron, CI, a pipe).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(tuple(LEVELS)),
+    default="info",
+    show_default=True,
+    help="Which log lines show on stderr: debug shows every event the log file gets, each "
+    "item's too; info the run's own events and its warnings (single items' for the first few "
+    "only); warning or error only those. The log file always gets every event.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="The log lines on stderr: for a person, or as the log file's JSON lines (for a log pipeline).",
 )
 @click.option(
     "--yes",
@@ -321,7 +347,10 @@ def run(
     dry_run: bool,
     retry_failed: bool,
     quiet: bool,
+    progress_mode: Mode | None,
     progress_interval: float,
+    log_level: str,
+    log_format: Format,
     assume_yes: bool,
     limit: int | None,
     providers: tuple[str, ...],
@@ -362,7 +391,10 @@ def run(
         failure_limits=FailureLimits(max_failures, max_failure_rate),
         retry_failed=retry_failed,
         allow_target_change=allow_target_change,
-        progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
+        progress=ProgressOptions(
+            progress_mode or ("none" if quiet else "auto"), interval_s=progress_interval
+        ),
+        console=ConsoleLog(log_level, log_format, quiet=quiet),
         command=("batchvoid", *sys.argv[1:]),
         limit=limit,
         providers=providers,

@@ -172,7 +172,11 @@ async def _run(
                 options.job_name, out=out, max_workers=options.max_workers, stopping=signals.cancelled
             ),
             open_log(
-                log_file, console=display.log_stream, job_id=options.job_name, run_id=sent.run_id
+                log_file,
+                console=display.log_stream,
+                console_log=options.console,
+                job_id=options.job_name,
+                run_id=sent.run_id,
             ) as log,
         ):
             try:

@@ -15,10 +15,10 @@ import anyio
 import pytest
 
 from batchvoid.config import Config, Settings, from_dict
+from batchvoid.consolelog import ConsoleLog
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import ConfigError, LedgerError, RunAborted
 from batchvoid.models import Item, ItemState, Request
-from batchvoid.progress import ProgressOptions
 from batchvoid.providers import Adapter
 from batchvoid.run import EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import Simulator, SimulatorSettings
@@ -227,7 +227,7 @@ async def test_a_long_pause_is_a_warning_on_the_quiet_console(
             job(tmp_path, rows),
             tmp_path,
             out=out,
-            progress=ProgressOptions("quiet"),
+            console=ConsoleLog(quiet=True),
         )
     assert report.counts[("campfire", ItemState.VOIDED)] == 3
     lines = out.getvalue().splitlines()
@@ -236,8 +236,14 @@ async def test_a_long_pause_is_a_warning_on_the_quiet_console(
     assert all(e["level"] == "warning" and e["provider"] == "campfire" for e in paused)
     until = dt.datetime.strptime(str(paused[0]["until"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert before <= until <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
-    assert len(lines) == len(paused)
-    assert all(re.search(r"lane\.paused .*provider=campfire pause_s=\d+ until=\S+Z$", line) for line in lines)
+    assert [line.split("] ")[1].split()[0] for line in lines] == [
+        "run.started",
+        *(["lane.paused"] * len(paused)),
+        "run.finished",
+    ]
+    assert all(
+        re.search(r"lane\.paused .*provider=campfire pause_s=\d+ until=\S+Z$", line) for line in lines[1:-1]
+    )
     assert "void.failed" in (tmp_path / "job.csv.log").read_text()  # in the file, not on the console
 
 
