@@ -149,6 +149,8 @@ def test_a_version_2_ledger_gains_run_records_in_place(tmp_path: Path) -> None:
     assert subprocess.run(command, capture_output=True, check=False).returncode == 1
     with sqlite3.connect(ledger) as db:  # what batchvoid wrote before run records: schema 2
         db.execute("DROP TABLE runs")
+        db.execute("DROP TRIGGER items_counted")  # it and its table came with schema 4
+        db.execute("DROP TABLE item_counts")
         db.execute("ALTER TABLE items DROP COLUMN run")
         db.execute("ALTER TABLE attempts DROP COLUMN run")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")

@@ -251,6 +251,8 @@ def test_an_older_ledger_is_upgraded_in_place_and_keeps_its_jobs(tmp_path: Path)
         db.execute("DROP TABLE targets")
         db.execute("ALTER TABLE jobs DROP COLUMN simulated")
         db.execute("DROP TABLE runs")
+        db.execute("DROP TRIGGER items_counted")  # it and its table came with schema 4
+        db.execute("DROP TABLE item_counts")
         db.execute("ALTER TABLE items DROP COLUMN run")
         db.execute("ALTER TABLE attempts DROP COLUMN run")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")

@@ -64,15 +64,25 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
 
 _SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-# The indexes a run reads by (claims, counts), as schema.sql creates them: an ingest into an
-# empty ledger builds them after its rows.
+# The index claims read by, as schema.sql creates it: an ingest into an empty ledger builds it
+# after its rows.
 _WORK_INDEXES = {
     name: statement
     for statement in _SCHEMA.split(";")
-    for name in ("items_todo", "items_state")
+    for name in ("items_todo",)
     if f"CREATE INDEX IF NOT EXISTS {name} " in statement
 }
-assert len(_WORK_INDEXES) == 2, "schema.sql lost a work index"
+assert len(_WORK_INDEXES) == 1, "schema.sql lost the work index"
+
+
+def _statement(start: str, end: str) -> str:
+    """The statement of schema.sql that begins with `start`, through `end`."""
+    at = _SCHEMA.index(start)
+    return _SCHEMA[at : _SCHEMA.index(end, at) + len(end)]
+
+
+_COUNTS_TABLE = _statement("CREATE TABLE IF NOT EXISTS item_counts", ") WITHOUT ROWID;")
+_COUNTS_TRIGGER = _statement("CREATE TRIGGER IF NOT EXISTS items_counted", "END;")
 _VERSION_ROW = f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"  # noqa: S608 - a constant
 
 # Statements that bring a ledger of the version before up to each version.
@@ -89,6 +99,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 assert len(_MIGRATIONS[3]) == 4, "schema.sql lost the runs table or its index"
+_MIGRATIONS[4] = (
+    "DROP INDEX IF EXISTS items_state",
+    _COUNTS_TABLE,
+    _COUNTS_TRIGGER,
+    "INSERT OR REPLACE INTO item_counts"
+    " SELECT job, provider, state, count(*) FROM items GROUP BY job, provider, state",
+)
 
 # Batches cross into Python as one JSON value, not row by row: the sqlite3 module lets go of the
 # GIL and takes it back for every row, which costs more than the row itself while the event loop
@@ -368,7 +385,11 @@ class SqliteLedger:
         A pending item has none, even after attempts: a 401 or a 5xx voided nothing.
         """
         rows = self._sql(
-            self._db, "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'", (job.id,)
+            self._db,
+            "SELECT DISTINCT provider FROM item_counts WHERE job = ? AND state != 'pending' AND n > 0"
+            if self._has_table("item_counts")
+            else "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'",
+            (job.id,),
         )
         return {provider for (provider,) in rows}
 
@@ -437,8 +458,15 @@ class SqliteLedger:
                 if rebuild:
                     for statement in _WORK_INDEXES.values():
                         db.execute(statement)
+                by_provider = Counter[str]()
+                for (provider, _), n in found.void_dates.items():
+                    by_provider[provider] += n
+                db.executemany(
+                    "INSERT INTO item_counts VALUES (?, ?, 'pending', ?)",
+                    [(job, provider, n) for provider, n in by_provider.items() if n],
+                )
                 if accept is not None:
-                    accept({provider for (provider, _), n in found.void_dates.items() if n})
+                    accept({provider for provider, n in by_provider.items() if n})
                 db.execute(
                     "UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?",
                     (found.items, found.duplicate_count, job),
@@ -628,8 +656,10 @@ class SqliteLedger:
         """How many items each provider has in each state."""
         rows = self._sql(
             self._db,
-            "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
-            (job.id,),
+            "SELECT provider, state, n FROM item_counts WHERE job = ? AND n > 0"
+            if self._has_table("item_counts")
+            else "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
+            (job.id,),  # (a ledger from before version 4, read as it is, has no counts)
         )
         return {(provider, self._state(state)): n for provider, state, n in rows}
 
