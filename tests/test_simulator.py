@@ -981,7 +981,9 @@ async def test_echo_credentials_quotes_the_presented_key_in_the_401(provider: st
         stats = client.sim.stats()[provider]
     for reply, quoted in ((wrong, WRONG_ECHO[provider]), (revoked, OWN_ECHO[provider])):
         assert reply.status == 401
-        shape = {k: v for k, v in expected.items() if k not in ("message", "error_message", "detail", "errors")}
+        shape = {
+            k: v for k, v in expected.items() if k not in ("message", "error_message", "detail", "errors")
+        }
         assert contains(reply.json, shape), reply.json
         for text in quoted:
             assert text in reply.text, reply.text

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from batchvoid.providers.maxio import SPEC
+from batchvoid.providers.maxio import PASSWORD, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
@@ -50,6 +50,7 @@ def _invoice(invoice_id: str, status: str) -> dict[str, Any]:
         "status": status,
         "currency": "USD",
         "total_amount": f"{amount_cents(invoice_id) / 100:.2f}",
+        "tax_amount": "0.00",  # an "x" in every answer: the Basic password "x" is not scrubbed from it
         "site_id": 1,
     }
 
@@ -83,7 +84,7 @@ class Maxio:
         return user, password
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
-        return None if self._user(incoming) == (self.api_key, "x") else _UNAUTHORIZED
+        return None if self._user(incoming) == (self.api_key, PASSWORD) else _UNAUTHORIZED
 
     def unauthorized(self) -> Answer:
         return _UNAUTHORIZED
