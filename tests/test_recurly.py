@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchvoid.cli import main
-from batchvoid.models import Item, Outcome, OutcomeKind, Response
+from batchvoid.config import load
+from batchvoid.jobfile import read
+from batchvoid.models import Item, Outcome, OutcomeKind, Response, RowError
 from batchvoid.providers import REGISTRY
 from batchvoid.providers.recurly import ACCEPT, Recurly
 from batchvoid.simulator import Faults, Simulator, SimulatorSettings
@@ -254,3 +256,19 @@ def test_the_example_job_rehearses_every_case(tmp_path: Path, monkeypatch: pytes
     assert lines["maxio"] == ["│", "2", "│", "1", "│", "1", "│", "4", "│"]
     assert "recurly paid_e28zov4fw0v8: HTTP 422: validation:" in result.stdout
     assert "13 requests" in result.stdout
+
+
+def test_a_row_s_invoice_type_is_checked_when_the_job_is_read(tmp_path: Path) -> None:
+    """charge or credit (any case), or empty; anything else is a bad row, in CSV and JSONL alike."""
+    config = load(write(tmp_path / "c.toml", '[providers.r]\ntype = "recurly"\n'))
+    rows = "provider,invoice_id,invoice_type\nr,e1,Credit\nr,e2,\nr,e3,refund\n"
+    got = list(read(write(tmp_path / "j.csv", rows), config.profiles))
+    assert [g.metadata.get("invoice_type") if isinstance(g, Item) else g for g in got] == [
+        "Credit",
+        "",
+        RowError(4, "invoice_type 'refund' must be charge or credit, or empty"),
+    ]
+    lines = '{"provider": "r", "invoice_id": "e1", "invoice_type": "void"}\n'
+    assert list(read(write(tmp_path / "j.jsonl", lines), config.profiles)) == [
+        RowError(1, "invoice_type 'void' must be charge or credit, or empty")
+    ]
