@@ -41,7 +41,8 @@ class Simulator:
 
     Inspect it in-process: `void_requests` counts the requests the invoice logic saw,
     `voids_applied` the times an invoice went from voidable to void (0 or 1 each),
-    `arrivals` the `time.monotonic()` of every provider request before any check.
+    `arrivals` the `time.monotonic()` of every provider request before any check,
+    `peak_in_flight` the most requests each provider had in hand at once.
     """
 
     def __init__(self, settings: SimulatorSettings | None = None) -> None:
