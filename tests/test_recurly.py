@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
@@ -272,3 +273,25 @@ def test_a_row_s_invoice_type_is_checked_when_the_job_is_read(tmp_path: Path) ->
     assert list(read(write(tmp_path / "j.jsonl", lines), config.profiles)) == [
         RowError(1, "invoice_type 'void' must be charge or credit, or empty")
     ]
+
+
+async def test_the_simulator_answers_on_its_own_terms() -> None:
+    """Without the version Accept it answers 406; the wrong call for the type is a 422 that changes
+    nothing; its read gives type and state in Recurly's words."""
+    simulator = Simulator()
+    auth = {"Authorization": "Basic " + base64.b64encode(b"sim_recurly_private_key:").decode()}
+    async with simulator.serve() as url, aiohttp.ClientSession(base_url=url) as session:
+        async with session.put("/recurly/invoices/e1/mark_failed", headers=auth) as reply:
+            assert reply.status == 406
+            assert (await reply.json())["error"]["type"] == "invalid_api_version"
+        versioned = {**auth, "Accept": f"{ACCEPT}+json"}
+        async with session.put("/recurly/invoices/e1/void", headers=versioned) as reply:
+            assert reply.status == 422
+        async with session.put("/recurly/invoices/credit_e2/mark_failed", headers=versioned) as reply:
+            assert reply.status == 422
+        async with session.get("/recurly/invoices/credit_e2", headers=versioned) as reply:
+            assert reply.headers["Recurly-Version"] == "recurly.v2021-02-25"
+            body = await reply.json()
+        assert (body["type"], body["state"]) == ("credit", "open")
+        assert simulator.invoice_state("recurly", "e1") == "open"
+        assert simulator.voids_applied == {}
