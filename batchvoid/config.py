@@ -341,6 +341,10 @@ def _profile(
             raise ConfigError(
                 f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
             )
+        if value is not None and row_field.choices and value.lower() not in row_field.choices:
+            raise ConfigError(
+                f"{where}: {row_field.name} must be {' or '.join(row_field.choices)}, got {value!r}"
+            )
     _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))
@@ -358,7 +362,7 @@ def _profile(
         credentials=credentials,
         options=options,
         rate_limits=limits,
-        settings=_settings(table, defaults, where),
+        settings=_in_flight(spec, _settings(table, defaults, where), "concurrency" in table, where),
         ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
     )
@@ -463,6 +467,21 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )
+
+
+def _in_flight(spec: ProviderSpec, settings: Settings, own: bool, where: str) -> Settings:
+    """The settings with concurrency within the provider's documented most in flight: a profile's
+    own concurrency above it is an error, the [defaults] one is lowered to it."""
+    most = spec.max_in_flight
+    if most is None or settings.concurrency <= most:
+        return settings
+    if own:
+        raise ConfigError(
+            f"{where}: concurrency = {settings.concurrency}, but {spec.title} takes at most {most} "
+            f"requests in flight per account (it queues, slows and then refuses more): set "
+            f"concurrency to {most} or less"
+        )
+    return replace(settings, concurrency=most)
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

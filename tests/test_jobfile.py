@@ -56,7 +56,8 @@ def test_jsonl_rows_become_items(tmp_path: Path, profiles: Config) -> None:
     [
         (
             "rapid,inv_1,",
-            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp, stripe); "
+            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp, stripe, "
+            "recurly, maxio); "
             "did you mean 'rapyd'?",
         ),
         ("rapyd,,", "empty invoice_id"),

@@ -11,7 +11,9 @@ from batchvoid.simulator.providers.base import Provider, Route
 from batchvoid.simulator.providers.campfire import Campfire
 from batchvoid.simulator.providers.chargeover import ChargeOver
 from batchvoid.simulator.providers.maple import Maple
+from batchvoid.simulator.providers.maxio import Maxio
 from batchvoid.simulator.providers.rapyd import Rapyd
+from batchvoid.simulator.providers.recurly import Recurly
 from batchvoid.simulator.providers.sellapp import SellApp
 from batchvoid.simulator.providers.stripe import Stripe
 
@@ -24,6 +26,8 @@ SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
         "maple": Maple,
         "sellapp": SellApp,
         "stripe": Stripe,
+        "recurly": Recurly,
+        "maxio": Maxio,
     }
 )
 
