@@ -316,12 +316,15 @@ class _CsvRow:
             company_id = None if company_at is None else cells[company_at].strip() or None
             store = None if store_at is None else cells[store_at].strip() or None
             default_date, checks = rule
+            metadata = {name: cells[n] for n, name in self._extra} if self._extra else {}
             if checks:
                 given = {"void_date": void_date, "company_id": company_id, "store": store}
                 fields_ok = all(
-                    ((value := given[name]) is None and not needed)
-                    or (value is not None and (prefix is None or value.startswith(prefix)))
-                    for name, prefix, needed in checks
+                    _field_problem(
+                        check, given[check[0]] if check[0] in given else _cell(metadata, check[0]), provider
+                    )
+                    is None
+                    for check in checks
                 )
             else:
                 fields_ok = True
@@ -331,20 +334,40 @@ class _CsvRow:
                 and (company_id is None or _fits(company_id))
                 and (store is None or _fits(store))
             ):
-                metadata = {name: cells[n] for n, name in self._extra} if self._extra else {}
                 return Item(
                     line, provider, invoice_id, void_date or default_date, company_id, store, metadata
                 )
         return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
 
 
-def _row_checks(profile: Profile) -> tuple[tuple[str, str | None, bool], ...]:
-    """The provider's row fields that are checked: (name, required prefix, needed in the row)."""
+RowCheck = tuple[str, str | None, bool, int | None]  # (name, required prefix, needed in the row, max length)
+
+
+def _row_checks(profile: Profile) -> tuple[RowCheck, ...]:
+    """The provider's row fields that are checked; a field that is not one of OPTIONAL's columns
+    is read from the row's other columns (its metadata)."""
     return tuple(
-        (f.name, f.prefix, f.required and f.name not in profile.options)
+        (f.name, f.prefix, f.required and f.name not in profile.options, f.max_length)
         for f in profile.spec.row_fields
-        if f.prefix is not None or f.required
+        if f.prefix is not None or f.required or f.max_length is not None
     )
+
+
+def _field_problem(check: RowCheck, value: str | None, provider: str) -> str | None:
+    """What is wrong with a row field's `value` (stripped; None when empty), or None."""
+    name, prefix, needed, max_length = check
+    if value is None:
+        return f"no {name}: give one in this row or set {name} in [providers.{provider}]" if needed else None
+    if prefix is not None and not value.startswith(prefix):
+        return f"{name} {value[:40]!r} must start with {prefix!r}"
+    if max_length is not None and len(value) > max_length:
+        return f"{name} is {len(value)} characters long; the provider takes at most {max_length}"
+    return None
+
+
+def _cell(metadata: Mapping[str, str], name: str) -> str | None:
+    value = metadata.get(name)
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _fits(value: str) -> bool:
@@ -384,12 +407,10 @@ def _item(
                 f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
             )
     given = {"void_date": void_date, "company_id": company_id, "store": store}
-    for name, prefix, needed in () if profile is None else _row_checks(profile):
-        if (value := given[name]) is None:
-            if needed:
-                problems.append(f"no {name}: give one in this row or set {name} in [providers.{provider}]")
-        elif prefix is not None and not value.startswith(prefix):
-            problems.append(f"{name} {value[:40]!r} must start with {prefix!r}")
+    for check in () if profile is None else _row_checks(profile):
+        value = given[check[0]] if check[0] in given else text(check[0])
+        if (problem := _field_problem(check, value, provider or "")) is not None:
+            problems.append(problem)
     if problems:
         return RowError(line, "; ".join(problems))
     assert provider is not None and invoice_id is not None  # noqa: PT018 - narrowed by the checks above

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -67,6 +67,7 @@ class RowField:
     meaning: str
     prefix: str | None = None  # every value must start with this (e.g. Maple's "cmp_")
     required: bool = False  # a row must have it, from the row or the profile's setting
+    max_length: int | None = None  # the longest value the provider takes (e.g. Chargebee's comment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,10 @@ class ProviderSpec:
     void_status: str | None = None  # the read's status of a void invoice (e.g. "void")
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
+    # Named base URLs a profile's `region` chooses from (Lago's "us", "eu"); base_url instead
+    # names any other (a self-hosted one). The default is `default_base_url`.
+    regions: Mapping[str, str] = field(default_factory=dict)
+    account_url: str | None = None  # with no default: the form of an account's URL, for messages
 
     @property
     def roles(self) -> tuple[str, ...]:
