@@ -143,6 +143,8 @@ def all_forms(provider: str) -> list[str]:
         values.append(basic(*CREDENTIALS["chargeover"].values()))
     if provider == "stripe":  # the secret key as a Basic username, with an empty password
         values.append(basic(CREDENTIALS["stripe"]["secret_key"], ""))
+    if provider == "chargebee":  # the API key as a Basic username, with an empty password
+        values.append(basic(CREDENTIALS["chargebee"]["api_key"], ""))
     return values
 
 

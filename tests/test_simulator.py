@@ -191,6 +191,27 @@ class Client:
         path = f"/stripe/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
         return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
 
+    async def chargebee(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["chargebee"]["api_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, ""), "Content-Type": "application/x-www-form-urlencoded"}
+        if key is not None:
+            headers["chargebee-idempotency-key"] = key
+        path = f"/chargebee/api/v2/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def lago(
+        self, invoice_id: str, *, api_key: str = CREDENTIALS["lago"]["api_key"], method: str = "POST"
+    ) -> Reply:
+        path = f"/lago/api/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers={"Authorization": f"Bearer {api_key}"})
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -204,6 +225,10 @@ class Client:
                 return await self.maple(invoice_id)
             case "stripe":
                 return await self.stripe(invoice_id)
+            case "chargebee":
+                return await self.chargebee(invoice_id)
+            case "lago":
+                return await self.lago(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
 
@@ -221,6 +246,10 @@ class Client:
                 return await self.maple(invoice_id, token=other)
             case "stripe":
                 return await self.stripe(invoice_id, secret_key=other)
+            case "chargebee":
+                return await self.chargebee(invoice_id, api_key=other)
+            case "lago":
+                return await self.lago(invoice_id, api_key=other)
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -276,6 +305,14 @@ def sellapp_error(message: str, error_type: str, code: str) -> dict[str, Any]:
 # provider -> case -> (invoice id, status, expected subset of the JSON body)
 def stripe_error(error_type: str, code: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "code": code}}
+
+
+def chargebee_error(status: int, code: str) -> dict[str, Any]:
+    return {"api_error_code": code, "http_status_code": status}
+
+
+def lago_error(status: int, code: str) -> dict[str, Any]:
+    return {"status": status, "code": code}
 
 
 ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
@@ -372,6 +409,20 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "paid": ("paid_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
         "missing": ("missing_1", 404, stripe_error("invalid_request_error", "resource_missing")),
         "wrong_credentials": ("in_1", 401, stripe_error("invalid_request_error", "api_key_invalid")),
+    },
+    "chargebee": {
+        "voided": ("cb_1", 200, {"invoice": {"id": "cb_1", "status": "voided"}}),
+        "already_void": ("void_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "paid": ("paid_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "missing": ("missing_1", 404, chargebee_error(404, "resource_not_found")),
+        "wrong_credentials": ("cb_1", 401, chargebee_error(401, "api_authentication_failed")),
+    },
+    "lago": {
+        "voided": ("lg_1", 200, {"invoice": {"lago_id": "lg_1", "status": "voided"}}),
+        "already_void": ("void_1", 405, lago_error(405, "not_voidable")),
+        "paid": ("paid_1", 405, lago_error(405, "not_voidable")),
+        "missing": ("missing_1", 404, lago_error(404, "invoice_not_found")),
+        "wrong_credentials": ("lg_1", 401, {"status": 401, "error": "Unauthorized"}),
     },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
@@ -660,6 +711,8 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "maple": maple_error(429, "rate_limit_error", "rate_limited", "Rate limit exceeded"),
             "sellapp": sellapp_error("Too Many Attempts.", "rate_limit", "too_many_requests"),
             "stripe": stripe_error("invalid_request_error", "rate_limit"),
+            "chargebee": chargebee_error(429, "api_request_limit_exceeded"),
+            "lago": lago_error(429, "too_many_requests"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -893,6 +946,8 @@ OWN_ECHO = {
     "maple": ["Invalid API token sim_maple_token"],
     "sellapp": ["no account has the key <sim_sellapp_key>"],
     "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
+    "chargebee": ["Invalid api key test_cb_SIMULATOR"],
+    "lago": ["no organization has the API key sim_lago_api_key"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -902,6 +957,8 @@ WRONG_ECHO = {
     "maple": ["sim_sellapp_key"],
     "sellapp": ["sim_maple_token"],
     "stripe": ["Invalid API Key provided: sim_sellapp_key"],
+    "chargebee": ["Invalid api key sim_sellapp_key"],
+    "lago": ["no organization has the API key sim_sellapp_key"],
 }
 
 

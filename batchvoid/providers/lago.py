@@ -62,8 +62,8 @@ class Lago(AdapterBase):
         if response.status == 200:
             invoice = _invoice(fields)
             status, paid = invoice.get("status"), invoice.get("payment_status")
-            if status != SPEC.void_status and isinstance(paid, str):
-                status = f"{status}, payment_status: {paid}"  # a paid invoice is still "finalized"
+            if status == "finalized" and isinstance(paid, str):  # a paid invoice is still finalized
+                status = f"{status}, payment_status: {paid}"
             return settled(SPEC, rejected, status)
         reason = describe(response, fields.get("code") or fields.get("error"))
         shared = transient(response, f"status lookup: {reason}")

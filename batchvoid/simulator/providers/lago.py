@@ -84,8 +84,8 @@ class Lago:
         return _UNAUTHORIZED
 
     def unauthorized_echoing(self, incoming: Incoming) -> Answer:
-        error = f"Unauthorized: no organization has the API key {self._key(incoming)}"
-        return json_answer(401, {"status": 401, "error": error}, Tally.AUTH_FAILED)
+        message = f"no organization has the API key {self._key(incoming)}"
+        return json_answer(401, {"status": 401, "error": "Unauthorized", "message": message}, Tally.AUTH_FAILED)
 
     def throttled(self, wait_s: float) -> Answer:
         # Lago sends no Retry-After: its X-RateLimit-Reset says the seconds until the window resets.
