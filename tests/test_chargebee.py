@@ -75,6 +75,7 @@ def test_the_reason_code_and_comment_come_from_the_row_else_the_profile() -> Non
 
 
 def test_the_read_is_a_get_of_the_invoice_without_a_key() -> None:
+    """The read is Chargebee's retrieve of the invoice, on the same host, with no body and no key."""
     request = adapter().lookup_request(ITEM)
     assert (request.method, request.url, request.body) == (
         "GET",
@@ -104,6 +105,7 @@ def test_the_read_is_a_get_of_the_invoice_without_a_key() -> None:
     ],
 )
 def test_each_documented_answer_has_its_outcome(response: Response, kind: OutcomeKind, check: bool) -> None:
+    """Each of Chargebee's answers has its outcome; only invalid_state_for_request asks for a read."""
     outcome = adapter().parse_void(ITEM, response)
     assert (outcome.kind, outcome.check_status) == (kind, check)
 

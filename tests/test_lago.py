@@ -46,6 +46,7 @@ def test_the_void_request_is_a_bodiless_post_with_the_bearer_key_and_no_idempote
 
 
 def test_the_read_is_a_get_of_the_invoice() -> None:
+    """The read is Lago's findInvoice, on the profile's base URL (here a self-hosted one)."""
     request = adapter("https://lago.example.com").lookup_request(ITEM)
     assert (request.method, request.url, request.body) == (
         "GET",
@@ -70,6 +71,7 @@ def test_the_read_is_a_get_of_the_invoice() -> None:
     ],
 )
 def test_each_documented_answer_has_its_outcome(response: Response, kind: OutcomeKind, check: bool) -> None:
+    """Each of Lago's answers has its outcome; only 405 not_voidable asks for a read."""
     outcome = adapter().parse_void(ITEM, response)
     assert (outcome.kind, outcome.check_status) == (kind, check)
 
@@ -126,6 +128,7 @@ def test_not_voidable_is_settled_by_the_invoice_status() -> None:
 def test_a_region_or_a_self_hosted_base_url_says_where_lago_is(
     tmp_path: Path, table: str, base_url: str
 ) -> None:
+    """No key: the US cloud; region picks a cloud; base_url names a self-hosted Lago."""
     config = write(tmp_path / "c.toml", f'[providers.lago]\ntype = "lago"\n{table}')
     assert load(config).profiles["lago"].base_url == base_url
 
@@ -147,12 +150,14 @@ def test_a_region_or_a_self_hosted_base_url_says_where_lago_is(
 def test_a_wrong_region_is_a_config_error_naming_the_choices(
     tmp_path: Path, table: str, message: str
 ) -> None:
+    """An unknown region, or region with base_url, is refused naming the profile and the choices."""
     config = write(tmp_path / "c.toml", f'[providers.lago]\ntype = "lago"\n{table}')
     with pytest.raises(ConfigError, match=rf"\[providers\.lago\]: {message}"):
         load(config)
 
 
 def test_only_a_provider_with_regions_takes_region(tmp_path: Path) -> None:
+    """`region` is a key only where the provider has named regions."""
     config = write(tmp_path / "c.toml", '[providers.s]\ntype = "stripe"\nregion = "eu"\n')
     with pytest.raises(ConfigError, match="unknown key 'region'"):
         load(config)

@@ -85,7 +85,9 @@ class Lago:
 
     def unauthorized_echoing(self, incoming: Incoming) -> Answer:
         message = f"no organization has the API key {self._key(incoming)}"
-        return json_answer(401, {"status": 401, "error": "Unauthorized", "message": message}, Tally.AUTH_FAILED)
+        return json_answer(
+            401, {"status": 401, "error": "Unauthorized", "message": message}, Tally.AUTH_FAILED
+        )
 
     def throttled(self, wait_s: float) -> Answer:
         # Lago sends no Retry-After: its X-RateLimit-Reset says the seconds until the window resets.
