@@ -322,6 +322,7 @@ def _profile(
     if not isinstance(insecure, bool):
         raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
     _check_base_url(base_url, insecure, where)
+    _check_base_path(spec, base_url, where)
 
     credentials = {
         key.removesuffix("_env"): _credential(key.removesuffix("_env"), default, table, where, base_dir)
@@ -487,6 +488,18 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
             f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
+        )
+
+
+def _check_base_path(spec: ProviderSpec, base_url: str, where: str) -> None:
+    """A base URL that ends with the start of the provider's own path (Lago's `/api/v1`, copied
+    from its docs) would double it in every request: each void would answer 404."""
+    path = urlsplit(base_url).path.rstrip("/")
+    if path and spec.void.path.startswith(path + "/"):
+        host = base_url.rstrip("/").removesuffix(path)
+        raise ConfigError(
+            f"{where}: base_url ends with {path}, which batchvoid adds itself to every {spec.title} "
+            f"request ({spec.void.method} {spec.void.path}): write base_url = {host!r}"
         )
 
 

@@ -367,7 +367,7 @@ def _field_problem(check: RowCheck, value: str | None, provider: str) -> str | N
 
 def _cell(metadata: Mapping[str, str], name: str) -> str | None:
     value = metadata.get(name)
-    return value.strip() or None if isinstance(value, str) else None
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _fits(value: str) -> bool:

@@ -12,7 +12,7 @@ from batchvoid.config import load
 from batchvoid.errors import ConfigError
 from batchvoid.models import Item, Outcome, OutcomeKind, Response
 from batchvoid.providers import REGISTRY
-from batchvoid.simulator import Simulator
+from batchvoid.simulator import Faults, Simulator, SimulatorSettings
 from tests.conftest import job, run_on, sim_config, write
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +195,45 @@ async def test_a_rerun_after_the_void_is_answered_not_voidable_and_confirmed(tmp
     assert states(again.counts) == {"already_void": 1}
     assert (stats["already_void"], stats["lookups"]) == (1, 1)
     assert simulator.voids_applied[("lago", "lg_1")] == 1
+
+
+def test_a_self_hosted_base_url_with_lagos_own_api_v1_is_refused(tmp_path: Path) -> None:
+    """Lago's docs give self-hosted URLs as host + /api/v1; batchvoid adds that itself, so it says so."""
+    config = write(
+        tmp_path / "c.toml",
+        '[providers.lago]\ntype = "lago"\nbase_url = "https://lago.example.com/api/v1/"\n',
+    )
+    with pytest.raises(
+        ConfigError, match=r"base_url ends with /api/v1, .* write base_url = 'https://lago.example.com'"
+    ):
+        load(config)
+    write(config, '[providers.lago]\ntype = "lago"\nbase_url = "https://example.com/lago"\n')
+    assert load(config).profiles["lago"].base_url == "https://example.com/lago"  # a path of its own is fine
+
+
+def test_a_missing_invoice_whose_id_is_no_uuid_says_lago_wants_its_lago_id() -> None:
+    """An invoice number in the job file answers 404: the reason says Lago's ids are UUIDs."""
+    missing = error(404, "invoice_not_found", "Not Found")
+    number = adapter().parse_void(Item(2, "lago", "INV-2026-0001"), missing)
+    assert number.reason == (
+        "HTTP 404: invoice_not_found: Not Found: Lago's invoice ids are UUIDs (its lago_id), not invoice numbers"
+    )
+    uuid = adapter().parse_void(Item(2, "lago", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"), missing)
+    assert uuid.reason == "HTTP 404: invoice_not_found: Not Found"
+
+
+async def test_lost_answers_never_void_twice_and_every_item_ends_done(tmp_path: Path) -> None:
+    """No idempotency header: a void whose answer was lost is sent again, answered not_voidable, and
+    confirmed by the read; each invoice is voided once."""
+    settings = SimulatorSettings(faults={"lago": Faults(timeout_rate=0.5)}, seed=5, hang_s=0.3)
+    simulator = Simulator(settings)
+    rows = [("lago", f"lg_{n}") for n in range(8)]
+    async with simulator.serve() as url:
+        report = await run_on(sim_config(url, timeout_s=0.1, max_attempts=20), job(tmp_path, rows), tmp_path)
+        stats = simulator.stats()["lago"]
+    done = states(report.counts)
+    assert sum(done.values()) == 8
+    assert set(done) <= {"voided", "already_void"}
+    assert done.get("already_void", 0) > 0  # some answers were lost after the void: the read said voided
+    assert stats["lookups"] >= done["already_void"]  # each confirmed by a read (a lost one, read again)
+    assert sorted(simulator.voids_applied.values()) == [1] * 8

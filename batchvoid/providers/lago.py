@@ -3,6 +3,7 @@ and its documented 405 `not_voidable`, confirmed by a read since a draft answers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +50,8 @@ class Lago(AdapterBase):
             reason += f" ({_details(details)})"
         if (shared := transient(response, reason)) is not None:
             return _reset(response, shared)
+        if response.status == 404 and code == "invoice_not_found" and not _UUID.fullmatch(item.invoice_id):
+            reason += ": Lago's invoice ids are UUIDs (its lago_id), not invoice numbers"
         if response.status == 405 and code == "not_voidable":
             # Lago's answer to a second void, and to a draft's (any state but finalized).
             return maybe_already_void(SPEC, response, reason)
@@ -68,6 +71,9 @@ class Lago(AdapterBase):
         reason = describe(response, fields.get("code") or fields.get("error"))
         shared = transient(response, f"status lookup: {reason}")
         return rejected if shared is None else _reset(response, shared)
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _reset(response: Response, outcome: Outcome) -> Outcome:
