@@ -85,6 +85,18 @@ def test_answers_word_lagos_code_and_details_and_name_the_invoice() -> None:
     assert bad.reason == "HTTP 422: validation_errors: Unprocessable Entity (invoice: ['bad'])"
 
 
+def test_a_401_says_the_key_must_be_of_the_region_it_is_sent_to() -> None:
+    """A US key sent to the EU cloud is refused like a wrong one: the reason says to check the region."""
+    refused = adapter("https://api.eu.getlago.com").parse_void(
+        ITEM, answer(401, {"status": 401, "error": "Unauthorized"})
+    )
+    assert refused.kind is OutcomeKind.AUTH_FAILED
+    assert refused.reason == (
+        "HTTP 401: Unauthorized (a Lago key works only in its organization's region: check region or "
+        "base_url too; here https://api.eu.getlago.com)"
+    )
+
+
 def test_a_429_waits_for_x_ratelimit_reset_unless_retry_after_says_otherwise() -> None:
     """Lago sends no Retry-After: its X-RateLimit-Reset (seconds) is the wait; a Retry-After wins."""
     reset = adapter().parse_void(ITEM, error(429, "too_many_requests", headers={"X-RateLimit-Reset": "3"}))

@@ -48,6 +48,11 @@ class Lago(AdapterBase):
         reason = describe(response, f"{code}: {error}" if code and error else code or error)
         if isinstance(details := fields.get("error_details"), dict) and details:
             reason += f" ({_details(details)})"
+        if response.status == 401:  # an organization and its keys live in one region only
+            reason += (
+                " (a Lago key works only in its organization's region: check region or base_url too; "
+                f"here {self.base_url})"
+            )
         if (shared := transient(response, reason)) is not None:
             return _reset(response, shared)
         if response.status == 404 and code == "invoice_not_found" and not _UUID.fullmatch(item.invoice_id):
