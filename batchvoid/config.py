@@ -492,13 +492,13 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
 
 
 def _check_base_path(spec: ProviderSpec, base_url: str, where: str) -> None:
-    """A base URL that ends with the start of the provider's own path (Lago's `/api/v1`, copied
-    from its docs) would double it in every request: each void would answer 404."""
-    path = urlsplit(base_url).path.rstrip("/")
-    if path and spec.void.path.startswith(path + "/"):
-        host = base_url.rstrip("/").removesuffix(path)
+    """A base URL copied from the provider's docs with its `api_prefix` (Lago's `/api/v1`) would
+    double it in every request: each void would answer 404."""
+    prefix = spec.api_prefix
+    if prefix and urlsplit(base_url).path.rstrip("/").endswith(prefix):
+        host = base_url.rstrip("/").removesuffix(prefix)
         raise ConfigError(
-            f"{where}: base_url ends with {path}, which batchvoid adds itself to every {spec.title} "
+            f"{where}: base_url ends with {prefix}, which batchvoid adds itself to every {spec.title} "
             f"request ({spec.void.method} {spec.void.path}): write base_url = {host!r}"
         )
 

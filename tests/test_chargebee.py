@@ -141,6 +141,9 @@ def test_the_base_url_is_required_and_a_too_long_comment_refused_in_config_and_j
         ConfigError, match=r"base_url is required for Chargebee .*https://\{site\}\.chargebee\.com"
     ):
         load(config)
+    write(config, '[providers.cb]\ntype = "chargebee"\nbase_url = "https://acme.chargebee.com/api/v2"\n')
+    with pytest.raises(ConfigError, match="base_url ends with /api/v2, which batchvoid adds itself"):
+        load(config)  # the SDK's base URL, copied
     write(config, f'[providers.cb]\ntype = "chargebee"\nbase_url = "{SITE}"\ncomment = "{"x" * 301}"\n')
     with pytest.raises(ConfigError, match="comment is 301 characters long; Chargebee takes at most 300"):
         load(config)

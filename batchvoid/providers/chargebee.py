@@ -123,6 +123,7 @@ SPEC = ProviderSpec(
     },
     default_base_url=None,
     account_url="https://{site}.chargebee.com, or https://{site}-test.chargebee.com for a test site",
+    api_prefix="/api/v2",
     void=Route("POST", "/api/v2/invoices/{invoice_id}/void"),
     lookup=Route("GET", "/api/v2/invoices/{invoice_id}"),
     void_status="voided",

@@ -93,6 +93,9 @@ class ProviderSpec:
     # names any other (a self-hosted one). The default is `default_base_url`.
     regions: Mapping[str, str] = field(default_factory=dict)
     account_url: str | None = None  # with no default: the form of an account's URL, for messages
+    # The start of every route's path, which the provider's docs write into their base URL
+    # (Lago's "/api/v1"): a base_url ending with it would double it, so config refuses one.
+    api_prefix: str | None = None
 
     @property
     def roles(self) -> tuple[str, ...]:

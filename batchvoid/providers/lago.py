@@ -120,6 +120,7 @@ SPEC = ProviderSpec(
     options={},
     default_base_url=REGIONS["us"],
     regions=REGIONS,
+    api_prefix="/api/v1",
     void=Route("POST", "/api/v1/invoices/{invoice_id}/void"),
     lookup=Route("GET", "/api/v1/invoices/{invoice_id}"),
     void_status="voided",
