@@ -64,6 +64,8 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "idempotency_header": spec.idempotency_header,
         "idempotency_key_max_length": spec.idempotency and spec.idempotency.max_length,
         "void": f"{spec.void.method} {spec.void.path}",
+        "other_voids": [f"{route.method} {route.path}" for route in spec.other_voids],
+        "max_in_flight": spec.max_in_flight,
         "lookup": spec.lookup and f"{spec.lookup.method} {spec.lookup.path}",
         "row_fields": {f.name: f.meaning for f in spec.row_fields},
     }
@@ -114,7 +116,7 @@ def markdown_table() -> str:
             f"`{spec.type}`",
             spec.title,
             ", ".join(f"`{var}`" for var in spec.credentials.values()),
-            f"`{spec.void.method} {spec.void.path}`",
+            " or ".join(f"`{route.method} {route.path}`" for route in (spec.void, *spec.other_voids)),
             f"`{spec.idempotency_header}`" if spec.idempotency_header else "none",
             ", ".join(spec.documented_limits) or "none documented",
             ", ".join(spec.example_limits) or "none",
@@ -139,7 +141,8 @@ def text() -> str:
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
             ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
             ("idempotency", _idempotency(spec)),
-            ("void", f"{spec.void.method} {spec.void.path}"),
+            ("void", " or ".join(f"{r.method} {r.path}" for r in (spec.void, *spec.other_voids))),
+            *([("in flight", f"at most {spec.max_in_flight} (concurrency)")] if spec.max_in_flight else []),
             *([("read", f"{spec.lookup.method} {spec.lookup.path}")] if spec.lookup else []),
             ("row fields", "; ".join(f"{f.name}: {f.meaning}" for f in spec.row_fields) or "-"),
         ]

@@ -344,6 +344,10 @@ def _profile(
             raise ConfigError(
                 f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
             )
+        if value is not None and row_field.choices and value.lower() not in row_field.choices:
+            raise ConfigError(
+                f"{where}: {row_field.name} must be {' or '.join(row_field.choices)}, got {value!r}"
+            )
         if value is not None and row_field.max_length is not None and len(value) > row_field.max_length:
             raise ConfigError(
                 f"{where}: {row_field.name} is {len(value)} characters long; {spec.title} takes at most "
@@ -366,7 +370,7 @@ def _profile(
         credentials=credentials,
         options=options,
         rate_limits=limits,
-        settings=_settings(table, defaults, where),
+        settings=_in_flight(spec, _settings(table, defaults, where), "concurrency" in table, where),
         ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
     )
@@ -501,6 +505,21 @@ def _check_base_path(spec: ProviderSpec, base_url: str, where: str) -> None:
             f"{where}: base_url ends with {prefix}, which batchvoid adds itself to every {spec.title} "
             f"request ({spec.void.method} {spec.void.path}): write base_url = {host!r}"
         )
+
+
+def _in_flight(spec: ProviderSpec, settings: Settings, own: bool, where: str) -> Settings:
+    """The settings with concurrency within the provider's documented most in flight: a profile's
+    own concurrency above it is an error, the [defaults] one is lowered to it."""
+    most = spec.max_in_flight
+    if most is None or settings.concurrency <= most:
+        return settings
+    if own:
+        raise ConfigError(
+            f"{where}: concurrency = {settings.concurrency}, but {spec.title} takes at most {most} "
+            f"requests in flight per account (it queues, slows and then refuses more): set "
+            f"concurrency to {most} or less"
+        )
+    return replace(settings, concurrency=most)
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

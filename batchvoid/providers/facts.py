@@ -67,6 +67,7 @@ class RowField:
     meaning: str
     prefix: str | None = None  # every value must start with this (e.g. Maple's "cmp_")
     required: bool = False  # a row must have it, from the row or the profile's setting
+    choices: tuple[str, ...] = ()  # the values it may take (lower case); () when any text will do
     max_length: int | None = None  # the longest value the provider takes (e.g. Chargebee's comment)
 
 
@@ -86,7 +87,10 @@ class ProviderSpec:
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
     lookup: Route | None = None  # the documented read of one invoice, if the adapter uses one
+    other_voids: tuple[Route, ...] = ()  # other documented voids it picks among (Recurly's mark_failed)
     void_status: str | None = None  # the read's status of a void invoice (e.g. "void")
+    done_statuses: tuple[str, ...] = ()  # other read statuses that mean it is done (Recurly's "failed")
+    max_in_flight: int | None = None  # documented most requests at once per account; None: not documented
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
     # Named base URLs a profile's `region` chooses from (Lago's "us", "eu"); base_url instead
