@@ -56,6 +56,8 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "credential_sources": _sources(spec),
         "options": dict(spec.options),
         "base_url": spec.default_base_url,
+        "account_url": spec.account_url,
+        "regions": dict(spec.regions),
         "documented_limits": list(spec.documented_limits),
         "default_limits": list(spec.example_limits),
         "limits_note": spec.limits_note,
@@ -93,6 +95,15 @@ def _idempotency(spec: ProviderSpec) -> str:
     return ", ".join(said)
 
 
+def _base_url(spec: ProviderSpec) -> str:
+    if spec.default_base_url is None:
+        return "required: every account has its own" + (f" ({spec.account_url})" if spec.account_url else "")
+    if not spec.regions:
+        return spec.default_base_url
+    regions = ", ".join(f"{name!r} {url}" for name, url in spec.regions.items())
+    return f"{spec.default_base_url}; or region = one of {regions}; or base_url for any other"
+
+
 def markdown_table() -> str:
     """The README's provider table, one row per registered provider."""
     rows = [
@@ -126,7 +137,7 @@ def text() -> str:
             ("credentials", ", ".join(_keys(spec.credentials, default_word="default"))),
             ("or instead", ", ".join(k for keys in _sources(spec).values() for k in keys[1:])),
             ("other keys", "; ".join(f"{k}: {v}" for k, v in spec.options.items()) or "-"),
-            ("base_url", spec.default_base_url or "required: every account has its own"),
+            ("base_url", _base_url(spec)),
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
             ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
             ("idempotency", _idempotency(spec)),

@@ -319,13 +319,13 @@ class _CsvRow:
             default_date, checks = rule
             if checks:
                 given = {"void_date": void_date, "company_id": company_id, "store": store}
-                for name, _, _, _ in checks:
+                for name, *_ in checks:
                     if name not in given:
                         at = self._column.get(name)
                         given[name] = None if at is None else cells[at].strip() or None
                 fields_ok = all(
-                    _field_problem(provider, name, given[name], prefix, needed, choices) is None
-                    for name, prefix, needed, choices in checks
+                    _field_problem(provider, name, given[name], prefix, needed, choices, longest) is None
+                    for name, prefix, needed, choices, longest in checks
                 )
             else:
                 fields_ok = True
@@ -342,18 +342,27 @@ class _CsvRow:
         return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
 
 
-def _row_checks(profile: Profile) -> tuple[tuple[str, str | None, bool, tuple[str, ...]], ...]:
+RowCheck = tuple[str, str | None, bool, tuple[str, ...], int | None]
+
+
+def _row_checks(profile: Profile) -> tuple[RowCheck, ...]:
     """The provider's row fields that are checked: (name, required prefix, needed in the row,
-    the values it may take)."""
+    the values it may take, its longest value)."""
     return tuple(
-        (f.name, f.prefix, f.required and f.name not in profile.options, f.choices)
+        (f.name, f.prefix, f.required and f.name not in profile.options, f.choices, f.max_length)
         for f in profile.spec.row_fields
-        if f.prefix is not None or f.required or f.choices
+        if f.prefix is not None or f.required or f.choices or f.max_length is not None
     )
 
 
 def _field_problem(
-    provider: str, name: str, value: str | None, prefix: str | None, needed: bool, choices: tuple[str, ...]
+    provider: str,
+    name: str,
+    value: str | None,
+    prefix: str | None,
+    needed: bool,
+    choices: tuple[str, ...],
+    longest: int | None = None,
 ) -> str | None:
     """What is wrong with a row field's value (stripped; None: not given), or None."""
     if value is None:
@@ -362,6 +371,8 @@ def _field_problem(
         return f"{name} {value[:40]!r} must start with {prefix!r}"
     if choices and value.lower() not in choices:
         return f"{name} {value[:40]!r} must be {' or '.join(choices)}, or empty"
+    if longest is not None and len(value) > longest:
+        return f"{name} is {len(value)} characters long; the provider takes at most {longest}"
     return None
 
 
@@ -402,9 +413,10 @@ def _item(
                 f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
             )
     given = {"void_date": void_date, "company_id": company_id, "store": store}
-    for name, prefix, needed, choices in () if profile is None else _row_checks(profile):
+    for name, prefix, needed, choices, longest in () if profile is None else _row_checks(profile):
         value = given[name] if name in given else text(name)
-        if (problem := _field_problem(str(provider), name, value, prefix, needed, choices)) is not None:
+        problem = _field_problem(str(provider), name, value, prefix, needed, choices, longest)
+        if problem is not None:
             problems.append(problem)
     if problems:
         return RowError(line, "; ".join(problems))

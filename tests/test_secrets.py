@@ -146,7 +146,7 @@ def all_forms(provider: str) -> list[str]:
     values = list(CREDENTIALS[provider].values())
     if provider == "chargeover":
         values.append(basic(*CREDENTIALS["chargeover"].values()))
-    if provider in ("stripe", "recurly"):  # the key as a Basic username, with an empty password
+    if provider in ("stripe", "recurly", "chargebee"):  # the key as a Basic username, with an empty password
         values.append(basic(next(iter(CREDENTIALS[provider].values())), ""))
     if provider == "maxio":  # the key as a Basic username, with the documented password "x"
         values.append(basic(CREDENTIALS["maxio"]["api_key"], maxio.PASSWORD))

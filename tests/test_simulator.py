@@ -219,6 +219,27 @@ class Client:
             return await self.send("GET", f"/maxio/invoices/{invoice_id}.json", headers=headers)
         return await self.send("POST", f"/maxio/invoices/{invoice_id}/void.json", headers=headers, body=body)
 
+    async def chargebee(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["chargebee"]["api_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, ""), "Content-Type": "application/x-www-form-urlencoded"}
+        if key is not None:
+            headers["chargebee-idempotency-key"] = key
+        path = f"/chargebee/api/v2/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def lago(
+        self, invoice_id: str, *, api_key: str = CREDENTIALS["lago"]["api_key"], method: str = "POST"
+    ) -> Reply:
+        path = f"/lago/api/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers={"Authorization": f"Bearer {api_key}"})
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -236,6 +257,10 @@ class Client:
                 return await self.recurly(invoice_id)
             case "maxio":
                 return await self.maxio(invoice_id)
+            case "chargebee":
+                return await self.chargebee(invoice_id)
+            case "lago":
+                return await self.lago(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
 
@@ -257,6 +282,10 @@ class Client:
                 return await self.recurly(invoice_id, api_key=other)
             case "maxio":
                 return await self.maxio(invoice_id, api_key=other)
+            case "chargebee":
+                return await self.chargebee(invoice_id, api_key=other)
+            case "lago":
+                return await self.lago(invoice_id, api_key=other)
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -321,6 +350,14 @@ def recurly_error(error_type: str) -> dict[str, Any]:
 MAXIO_NOT_VOIDABLE = {
     "errors": ["Invoice status must be 'open', 'canceled', or 'pending' and non-consolidated to be voided."]
 }
+
+
+def chargebee_error(status: int, code: str) -> dict[str, Any]:
+    return {"api_error_code": code, "http_status_code": status}
+
+
+def lago_error(status: int, code: str) -> dict[str, Any]:
+    return {"status": status, "code": code}
 
 
 ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
@@ -431,6 +468,20 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "paid": ("paid_inv_1", 422, MAXIO_NOT_VOIDABLE),
         "missing": ("missing_inv_1", 404, None),
         "wrong_credentials": ("inv_1", 401, {"errors": ["HTTP Basic: Access denied."]}),
+    },
+    "chargebee": {
+        "voided": ("cb_1", 200, {"invoice": {"id": "cb_1", "status": "voided"}}),
+        "already_void": ("void_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "paid": ("paid_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "missing": ("missing_1", 404, chargebee_error(404, "resource_not_found")),
+        "wrong_credentials": ("cb_1", 401, chargebee_error(401, "api_authentication_failed")),
+    },
+    "lago": {
+        "voided": ("lg_1", 200, {"invoice": {"lago_id": "lg_1", "status": "voided"}}),
+        "already_void": ("void_1", 405, lago_error(405, "not_voidable")),
+        "paid": ("paid_1", 405, lago_error(405, "not_voidable")),
+        "missing": ("missing_1", 404, lago_error(404, "invoice_not_found")),
+        "wrong_credentials": ("lg_1", 401, {"status": 401, "error": "Unauthorized"}),
     },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
@@ -721,6 +772,8 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "stripe": stripe_error("invalid_request_error", "rate_limit"),
             "recurly": recurly_error("rate_limited"),
             "maxio": {},  # {"errors": ["Your request was denied due to a usage violation. ..."]}
+            "chargebee": chargebee_error(429, "api_request_limit_exceeded"),
+            "lago": lago_error(429, "too_many_requests"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -956,6 +1009,8 @@ OWN_ECHO = {
     "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
     "recurly": ["Invalid API key: sim_recurly_private_key"],
     "maxio": ["Access denied for sim_maxio_api_key"],
+    "chargebee": ["Invalid api key test_cb_SIMULATOR"],
+    "lago": ["no organization has the API key sim_lago_api_key"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -967,6 +1022,8 @@ WRONG_ECHO = {
     "stripe": ["Invalid API Key provided: sim_sellapp_key"],
     "recurly": ["Invalid API key: sim_sellapp_key"],
     "maxio": ["Access denied for sim_sellapp_key"],
+    "chargebee": ["Invalid api key sim_sellapp_key"],
+    "lago": ["no organization has the API key sim_sellapp_key"],
 }
 
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from batchvoid.providers import campfire, chargeover, maple, maxio, rapyd, recurly, sellapp, stripe
+from batchvoid.providers import (
+    campfire,
+    chargebee,
+    chargeover,
+    lago,
+    maple,
+    maxio,
+    rapyd,
+    recurly,
+    sellapp,
+    stripe,
+)
 from batchvoid.providers.base import Adapter
 from batchvoid.providers.facts import ProviderSpec
 
@@ -17,6 +28,8 @@ REGISTRY: dict[str, ProviderSpec] = {
         stripe.SPEC,
         recurly.SPEC,
         maxio.SPEC,
+        chargebee.SPEC,
+        lago.SPEC,
     )
 }
 

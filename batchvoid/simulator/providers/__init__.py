@@ -9,7 +9,9 @@ from batchvoid.providers import REGISTRY
 from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator.providers.base import Provider, Route
 from batchvoid.simulator.providers.campfire import Campfire
+from batchvoid.simulator.providers.chargebee import Chargebee
 from batchvoid.simulator.providers.chargeover import ChargeOver
+from batchvoid.simulator.providers.lago import Lago
 from batchvoid.simulator.providers.maple import Maple
 from batchvoid.simulator.providers.maxio import Maxio
 from batchvoid.simulator.providers.rapyd import Rapyd
@@ -28,6 +30,8 @@ SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
         "stripe": Stripe,
         "recurly": Recurly,
         "maxio": Maxio,
+        "chargebee": Chargebee,
+        "lago": Lago,
     }
 )
 
