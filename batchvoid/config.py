@@ -34,6 +34,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+MAX_RATE_COUNT = 1_000_000  # requests in one window, at most
+RATE_PERIODS = (0.001, 86400.0)  # a window is 1 ms to 24 h: past that no pace or estimate means anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,14 +178,21 @@ def _control_character(value: str) -> str | None:
 def parse_rate_limit(text: object) -> RateLimit:
     """'200/60s', '5/s', '1000/5m' -> RateLimit; raises ValueError with what is accepted."""
     match = _RATE.match(text) if isinstance(text, str) else None
+    shown = repr(text) if len(repr(text)) <= 40 else f"{repr(text)[:36]}..."
     if match is None or not isinstance(text, str):
         raise ValueError(
-            f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
+            f"{shown} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
         )
-    count, amount, unit = int(match[1]), float(match[2] or 1), match[3]
+    digits, amount, unit = match[1].lstrip("0") or "0", float(match[2] or 1), match[3]
+    count = int(digits) if len(digits) <= len(str(MAX_RATE_COUNT)) else MAX_RATE_COUNT + 1
     period = amount * _UNITS[unit]
     if count < 1 or period <= 0:
-        raise ValueError(f"{text!r}: the count and the period must both be above zero")
+        raise ValueError(f"{shown}: the count and the period must both be above zero")
+    if count > MAX_RATE_COUNT:
+        raise ValueError(f"{shown}: the count must be at most {MAX_RATE_COUNT:,} requests per window")
+    low, high = RATE_PERIODS
+    if not low <= period <= high:
+        raise ValueError(f"{shown}: the period must be from 1ms to 24h (86400s)")
     return RateLimit(count, period, text.strip())
 
 
@@ -288,7 +297,7 @@ def _profile(
     base_dir: Path | None,
 ) -> Profile:
     kind = table.get("type")
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         known = ", ".join(REGISTRY)
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
