@@ -42,6 +42,7 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a tool killed writing to a closed pipe
 FAILURES_SHOWN = 10
 
 

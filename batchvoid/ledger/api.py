@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO
@@ -54,6 +54,7 @@ class Job:
 
 
 JOB_FIELDS = tuple(Job.__dataclass_fields__)
+Rows = Generator[dict[str, Any], None, None]  # a job's items as read: a generator, so it can be closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,9 @@ class Reports(Protocol):
 
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]: ...
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]: ...
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
+        """The job's items (or those in `states`) in file order; close it to stop early."""
+        ...
 
     def duplicates(self, job: Job) -> list[Duplicate]: ...
 

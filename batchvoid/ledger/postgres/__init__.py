@@ -43,6 +43,7 @@ from batchvoid.ledger.api import (
     Ingest,
     Job,
     NewJob,
+    Rows,
     WorkerRow,
     now,
 )
@@ -541,7 +542,7 @@ class PostgresLedger:
             )
             return {(provider, ItemState(state)): n for provider, state, n in cur.fetchall()}
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
         where, params = _job_filter(job, states)
         with self._sql("cannot read the job's items") as cur:
             cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only

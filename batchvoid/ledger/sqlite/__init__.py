@@ -36,6 +36,7 @@ from batchvoid.ledger.api import (
     Ingest,
     Job,
     NewJob,
+    Rows,
     WorkerRow,
     now,
 )
@@ -567,7 +568,7 @@ class SqliteLedger:
                 f"(states: {known}); was the ledger edited by hand?"
             ) from None
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
         """Every item of the job (or those in `states`) as a dict, in file order."""
         where, params = _job_filter(job, states)
         query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
