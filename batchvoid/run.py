@@ -365,8 +365,10 @@ def describe_stop(config: Config, stop: Stop) -> str:
         )
     if stop.kind is StopKind.PROXY_REFUSED:
         return (
-            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it. Fix "
-            f"the user:password in {stop.setting}, then run the same command again"
+            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it (none "
+            f"is counted as sent). Set the proxy's user:password in {stop.setting} "
+            "(http://USER:PASSWORD@HOST:PORT, percent-encoded), or add the provider's host to "
+            "NO_PROXY if it is to be reached directly, then run the same command again"
         )
     if stop.kind is StopKind.REJECTIONS:
         return (
