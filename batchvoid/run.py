@@ -206,7 +206,9 @@ async def _run_job(
 ) -> RunReport:
     started = time.monotonic()
     # One reader for the run: a credential's file is read, and its command run, once.
-    sources = None if options.simulate else Sources(os.environ if env is None else env)
+    sources = (
+        None if options.simulate else Sources(os.environ if env is None else env, cancelled=signals.cancelled)
+    )
     try:
         job, ingest = await anyio.to_thread.run_sync(
             partial(prepare, options, config, ledger, out, signals.cancelled, sources)
@@ -233,7 +235,12 @@ async def _run_job(
             sources = Sources(simulator_env(config))
         assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
-        adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+        try:
+            adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+        except RunInterrupted as exc:  # a credential's command was stopped by the signal
+            raise RunInterrupted(
+                f"interrupted by {signals.received}: {exc}. Run the same command again to resume"
+            ) from None
         for notice in notices:
             print(f"warning: {notice}", file=out)
         network = routes(config, todo)
