@@ -31,6 +31,9 @@ class ItemState(enum.StrEnum):
 # status, the ledger's failure queries and redrive) takes them from here.
 DONE = frozenset({ItemState.VOIDED, ItemState.ALREADY_VOID})  # void at the provider
 UNDONE = frozenset({ItemState.FAILED})  # final but not void: reported as failed, redriven
+# Redirects that say the request was not acted on where it went (a 303 may have been): an item
+# failed by one has no outcome at its target, as a pending one has none.
+UNACTED_REDIRECTS = (301, 302, 307, 308)
 
 
 class OutcomeKind(enum.StrEnum):

@@ -516,3 +516,26 @@ def test_a_read_while_the_writer_commits_sees_only_what_was_committed(
         assert len(failed) == 1  # the batch was never committed ...
         assert during == committed  # ... and no read saw any of it
         assert (ledger.counts(job), [row["state"] for row in ledger.items(job)]) == committed
+
+
+def test_touched_counts_outcomes_but_not_pending_items_nor_redirects(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """What binds a profile to its target: a void, a provider's rejection, an item in flight; not a 301 or a pending item."""
+    path = write(
+        tmp_path / "j.csv",
+        "provider,invoice_id\nrapyd,voided\nrapyd,moved\nrapyd,paid\nrapyd,flying\nmaple,m\n",
+    )
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        voided, moved, paid, _ = ledger.claim(job, "rapyd", 0, 10)
+        ledger.apply(
+            [
+                Finish(voided.id, ItemState.VOIDED, None, 200, None, 1),
+                Finish(moved.id, ItemState.FAILED, "HTTP 301: redirected", 301, None, 1),
+                Finish(paid.id, ItemState.FAILED, "HTTP 400: paid", 400, None, 1),
+            ]
+        )
+        assert ledger.touched(job) == {
+            "rapyd": {ItemState.VOIDED: 1, ItemState.FAILED: 1, ItemState.IN_FLIGHT: 1}
+        }

@@ -166,8 +166,12 @@ class JobStore(Protocol):
 
     def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None: ...
 
-    def touched(self, job: Job) -> set[str]:
-        """The providers of the job with an item that has an outcome or may have been voided."""
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
+        """Per provider of the job, its items that have an outcome or may have been voided, by state.
+
+        A pending item has none, even after attempts (a 401 or a 5xx voided nothing), and neither
+        has one failed by a redirect in `UNACTED_REDIRECTS` (it reached no account).
+        """
         ...
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]: ...

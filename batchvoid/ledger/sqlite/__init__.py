@@ -54,7 +54,7 @@ from batchvoid.ledger.sqlite.dbfile import (
     path_problem,
 )
 from batchvoid.ledger.sqlite.lock import RunLock
-from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+from batchvoid.models import UNACTED_REDIRECTS, UNDONE, Item, ItemState, RowError, WorkItem
 
 if TYPE_CHECKING:
     from batchvoid.config import Profile
@@ -121,6 +121,11 @@ _RELEASE = (
     + " AS f WHERE items.id = f.id AND items.state = 'in_flight'"
 )
 _PENDING, _IN_FLIGHT = str(ItemState.PENDING), str(ItemState.IN_FLIGHT)
+_TOUCHED = (
+    "SELECT provider, state, count(*) FROM items WHERE job = ? AND state != 'pending'"  # noqa: S608 - placeholders only
+    " AND NOT (state = 'failed' AND coalesce(http_status, 0) IN"
+    f" ({', '.join('?' * len(UNACTED_REDIRECTS))})) GROUP BY provider, state"
+)
 
 
 def _json(rows: list[tuple[Any, ...]]) -> str:
@@ -353,17 +358,17 @@ class SqliteLedger:
                 [(job.id, profile, target) for profile, target in targets.items()],
             )
 
-    def touched(self, job: Job) -> set[str]:
-        """The providers of the job with an item that has an outcome or may have been voided.
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
+        """Per provider, the items that have an outcome or may have been voided, by state.
 
-        A pending item has none, even after attempts: a 401 or a 5xx voided nothing.
+        A pending item has none, even after attempts (a 401 or a 5xx voided nothing), nor one
+        failed by a redirect that says it was not acted on (a wrong base_url reached no account).
         """
-        rows = self._sql(
-            self._reader,
-            "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'",
-            (job.id,),
-        )
-        return {provider for (provider,) in rows}
+        rows = self._sql(self._reader, _TOUCHED, (job.id, *UNACTED_REDIRECTS))
+        touched: dict[str, dict[ItemState, int]] = {}
+        for provider, state, n in rows:
+            touched.setdefault(provider, {})[self._state(state)] = n
+        return touched
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
         """The void dates the job's items carry, with how many items each, per provider."""
