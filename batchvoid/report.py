@@ -7,6 +7,7 @@ from the ledger row by row, so its size does not matter. A CSV report is also a 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -284,19 +285,24 @@ def report_columns(metadata_keys: Sequence[str]) -> list[tuple[str, str | None]]
 def write_report(
     ledger: Ledger, job: Job, states: Collection[ItemState] | None, fmt: Format, out: TextIO
 ) -> int:
-    """Write one row per item of `job` (in `states`) to `out`; returns how many."""
-    rows = ledger.items(job, states)
-    if fmt == "jsonl":
-        return _write_jsonl(rows, out)
-    columns = report_columns(ledger.metadata_keys(job, states))
-    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; "\n" leaves a bare CR unquoted before 3.11.9
-    writer.writerow([name for name, _ in columns])
-    written = 0
-    for row in rows:
-        metadata = json.loads(row["metadata"]) if row["metadata"] else {}
-        writer.writerow(["" if value is None else value for value in _values(row, metadata, columns)])
-        written += 1
-    return written
+    """Write one row per item of `job` (in `states`) to `out`; returns how many.
+
+    The rows' cursor is closed here, however the writing ends (a closed stdout): never after
+    the ledger, when closing it would fail as the program exits.
+    """
+    with contextlib.closing(ledger.items(job, states)) as rows:
+        if fmt == "jsonl":
+            return _write_jsonl(rows, out)
+        columns = report_columns(ledger.metadata_keys(job, states))
+        # RFC 4180; "\n" leaves a bare CR unquoted before 3.11.9
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow([name for name, _ in columns])
+        written = 0
+        for row in rows:
+            metadata = json.loads(row["metadata"]) if row["metadata"] else {}
+            writer.writerow(["" if value is None else value for value in _values(row, metadata, columns)])
+            written += 1
+        return written
 
 
 def _values(
