@@ -30,6 +30,7 @@ from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
 
 SIM_ENV_PREFIX = "BATCHVOID_SIM_"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # uvloop is a dependency wherever it builds (POSIX CPython); elsewhere, asyncio's own loop.
 UVLOOP = importlib.util.find_spec("uvloop") is not None
 
@@ -356,7 +357,7 @@ def run(
 @seed_option
 @time_scale_option
 def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, time_scale: float) -> None:
-    """Serve all five providers' void endpoints on one port, for rehearsals and tests.
+    """Serve every provider's void endpoints on one port, for rehearsals and tests.
 
     \b
     Use it with config/simulator.toml, after exporting the test credentials it prints:
@@ -376,12 +377,13 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
     try:
         from batchvoid.simulator.server import serve_forever
 
-        _run_async(partial(serve_forever, host, port, settings, ready=ready))
-    except KeyboardInterrupt:
-        click.echo("Simulator stopped.", err=True)
+        _run_async(partial(serve_forever, host, port, settings, ready=ready, until=STOP_SIGNALS))
+    except KeyboardInterrupt:  # a signal before the loop took them over
+        pass
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(EXIT_USAGE)
+    click.echo("Simulator stopped.", err=True)
 
 
 # -- operator commands: plan, status, report, providers -----------------------------------

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from batchvoid.ledger import NewJob, open_ledger
 from batchvoid.models import ItemState
 from batchvoid.preflight import targets
 from batchvoid.report import STATE_CHOICES
+from tests.conftest import BATCHVOID
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = str(REPO / "jobs" / "example.csv")
@@ -182,3 +188,40 @@ def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path: Path) -> None
     head.stdout.close()
     assert head.wait(timeout=60) == 141
     assert head.communicate()[1] == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_simulator_stops_on_its_first_signal_while_it_serves(signum: int) -> None:
+    """`batchvoid simulate` answering requests stops at once on one SIGTERM or Ctrl-C, every time:
+    a KeyboardInterrupt raised inside a request's callback was lost now and then (uvloop 0.19), and
+    the simulator ran on, ignoring the signal."""
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20", "--seed", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        try:
+            url = proc.stderr.readline().rsplit(" ", 1)[-1].strip()
+            answered = threading.Event()
+            with ThreadPoolExecutor(4) as pool:
+                for _ in range(4):
+                    pool.submit(_fetch_until_gone, f"{url}/_sim/stats", answered)
+                assert answered.wait(timeout=20)
+                proc.send_signal(signum)  # with requests in flight
+                assert proc.wait(timeout=10) == 0
+            assert proc.stderr.read().strip().endswith("Simulator stopped.")
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+
+
+def _fetch_until_gone(url: str, answered: threading.Event) -> None:
+    """GET `url` again and again until the server is gone, setting `answered` at each answer."""
+    with contextlib.suppress(OSError):
+        while True:
+            urllib.request.urlopen(url, timeout=5).read()
+            answered.set()

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -215,13 +216,21 @@ async def serve_forever(
     settings: SimulatorSettings,
     *,
     ready: Callable[[str], None] | None = None,
+    until: Sequence[signal.Signals] = (),
 ) -> None:
-    """Run a simulator on `host:port` until cancelled; `ready(base_url)` once listening."""
-    simulator = Simulator(settings)
-    async with simulator.serve(host, port) as base_url:
-        if ready is not None:
-            ready(base_url)
-        await anyio.sleep_forever()
+    """Run a simulator on `host:port` until cancelled or one of the signals `until` arrives;
+    `ready(base_url)` once listening.
+
+    The signals are the event loop's to handle, never a KeyboardInterrupt raised wherever one
+    lands: uvloop 0.19 now and then lost that one inside a callback, and the simulator ran on."""
+    with anyio.open_signal_receiver(*until) as received:
+        async with Simulator(settings).serve(host, port) as base_url:
+            if ready is not None:
+                ready(base_url)
+            if not until:
+                await anyio.sleep_forever()
+            async for _ in received:
+                return
 
 
 async def _on_startup(app: web.Application) -> None:
