@@ -94,13 +94,16 @@ _UNOWNED_LEFT = """
 SELECT EXISTS (SELECT 1 FROM items WHERE job = %(job)s AND provider = %(provider)s
     AND worker_id IS NULL AND state IN ('pending', 'in_flight'))
 """
+# An outcome's time is the database's clock (as the ledger writes a time), so that a redrive
+# can tell it from a session's start whatever the workers' clocks say.
 _FINISH = """
 WITH f AS (SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
     %s::int[]) AS f (id, claim, state, reason, http_status, reference, sent)),
 done AS (
     UPDATE items SET state = f.state, reason = f.reason, http_status = f.http_status,
         reference = coalesce(f.reference, items.reference), attempts = items.attempts + f.sent,
-        updated_at = %s, worker_id = NULL
+        updated_at = to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'),
+        worker_id = NULL
     FROM f WHERE items.id = f.id AND items.worker_id = %s AND items.claim = f.claim
     RETURNING 1)
 UPDATE workers SET done = done + (SELECT count(*) FROM done) WHERE id = %s
@@ -523,7 +526,7 @@ class PostgresLedger:
             if attempts[0]:
                 cur.execute(_ATTEMPT, (me, *attempts))
             if finishes[0]:
-                cur.execute(_FINISH, (*finishes, at, me, me))
+                cur.execute(_FINISH, (*finishes, me, me))
             if releases[0]:
                 cur.execute(_RELEASE, (at, *releases, me))
 
@@ -585,9 +588,27 @@ class PostgresLedger:
             return [key for (key,) in cur.fetchall()]
 
     def redrive(self, job: Job) -> dict[str, int]:
-        """Put the job's failed items back to pending, keeping keys and attempts (see SQLite's)."""
+        """Put the job's failed items back to pending, keeping keys and attempts (see SQLite's).
+
+        As a worker, only those that failed before the job's current session began (see
+        `lease.WorkerLease.session_since`): what its live workers failed since stays failed,
+        and the worker says so. Redrives of one job take turns.
+        """
         where, params = _job_filter(job, UNDONE)
+        lease = self.lease
+        since = None if lease is None else lease.session_since()
         with self._sql("cannot put the failed items back", transaction=True) as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('batchvoid.redrive:' || %s, 0))", (job.job_id,)
+            )
+            if lease is not None and since is not None:
+                cur.execute(
+                    f"SELECT count(*) FROM items WHERE {where} AND updated_at::timestamptz >= %s",  # noqa: S608 - placeholders only
+                    (*params, since),
+                )
+                lease.kept_failures(one(cur)[0], since)
+                where += " AND items.updated_at::timestamptz < %s"
+                params.append(since)
             cur.execute(f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider", params)  # noqa: S608 - placeholders only
             counts = dict(cur.fetchall())
             cur.execute(

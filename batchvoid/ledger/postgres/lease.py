@@ -14,10 +14,16 @@ makes it stop too; its later writes are fenced off (see the ledger's `apply`).
 
 On PostgreSQL this replaces the run lock: `--max-workers N` refuses a worker beyond N live
 ones (exit 4), and N = 1 is SQLite's one run per job.
+
+The job's live workers and those they overlapped, one after another, are one *session* of the
+job (`session_since`): what its workers recorded belongs to it. `--retry-failed` puts back only
+the failures from before the session began, so that a worker joining it late (a restarted pod)
+does not send again what its peers have just failed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import threading
@@ -40,6 +46,12 @@ WITH dead AS (
     UPDATE workers SET state = 'dead', ended_at = lease_until
     WHERE state = 'live' AND lease_until < clock_timestamp() RETURNING id)
 UPDATE items SET worker_id = NULL FROM dead WHERE items.worker_id = dead.id
+"""
+# Every worker of the job with the end of its time in it (NULL: it is live), latest start first.
+_SPANS = """
+SELECT started_at, CASE WHEN state = 'live' AND lease_until >= clock_timestamp() THEN NULL
+    ELSE coalesce(ended_at, lease_until) END
+FROM workers WHERE job_id = %s ORDER BY started_at DESC
 """
 
 
@@ -174,6 +186,36 @@ class WorkerLease:
             pass  # another worker is reaping the same ones
         except pg.Error as exc:
             raise self.ledger.fault(exc, "cannot check on the other workers") from exc
+
+    def session_since(self) -> dt.datetime:
+        """When the job's current session began (database clock): the earliest start among its
+        live workers (this one too) and the workers that overlapped them, one after another."""
+        self.check()
+        pg = self.ledger._pg
+        try:
+            with self._lock:
+                assert self._db is not None
+                spans = self._db.execute(_SPANS, (self.job_id,)).fetchall()
+        except pg.Error as exc:
+            raise self.ledger.fault(exc, "cannot read the job's workers") from exc
+        since: dt.datetime = min((started for started, end in spans if end is None), default=spans[0][0])
+        for started, end in spans:  # latest start first: each overlap reaches further back
+            if started < since and (end is None or end >= since):
+                since = started
+        return since
+
+    def kept_failures(self, count: int, since: dt.datetime) -> None:
+        """Say that --retry-failed leaves alone the `count` failures of the current session."""
+        if count and self.out is not None:
+            print(
+                f"--retry-failed: {count} failed item{'s' * (count != 1)} of job {self.job_id!r} "
+                f"stay failed: the job's live workers recorded {'them' if count != 1 else 'it'} since "
+                f"{since.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, in this session of the job. The "
+                "failures from before it go back to pending; to send these again, run with "
+                "--retry-failed once every worker of the job has finished",
+                file=self.out,
+                flush=True,
+            )
 
     def check(self) -> None:
         """Raise unless this worker may still claim and send: its lease holds, as far as it knows."""

@@ -1,0 +1,157 @@
+"""Many workers on one PostgreSQL job: redrives, reaping under load, dead workers in `status`.
+
+They need BATCHVOID_TEST_PG (see the `pg_url` fixture): .ci/run starts a throwaway server.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from batchvoid.config import Config
+from batchvoid.ledger import Job
+from batchvoid.ledger.ops import Finish
+from batchvoid.ledger.postgres import PostgresLedger
+from batchvoid.ledger.postgres.lease import WorkerLease
+from batchvoid.models import ItemState
+from tests.conftest import job as job_file
+from tests.test_postgres import expire, recorded
+
+
+def fail_next(ledger: PostgresLedger, job: Job) -> str:
+    """Claim the job's next item and record it as failed; its invoice id."""
+    (work,) = ledger.claim(job, "rapyd", 0, 1)
+    ledger.apply([Finish(work.id, ItemState.FAILED, "HTTP 400: no", 400, None, 1)])
+    return work.item.invoice_id
+
+
+def states(ledger: PostgresLedger, job: Job) -> dict[str, str]:
+    return {row["invoice_id"]: row["state"] for row in ledger.items(job)}
+
+
+def test_a_late_joiner_with_retry_failed_re_pends_only_what_failed_before_the_live_workers_began(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """C joins A (live) with --retry-failed: an earlier session's failure goes back; what B and A failed since stays failed."""
+    path = job_file(tmp_path, [("rapyd", "old"), ("rapyd", "by_b"), ("rapyd", "by_a"), ("rapyd", "todo")])
+    with (
+        PostgresLedger(pg_url) as p,
+        PostgresLedger(pg_url) as a,
+        PostgresLedger(pg_url) as b,
+        PostgresLedger(pg_url) as c,
+    ):
+        job = recorded(p, path, profiles)
+        with p.guard("job"):  # an earlier session, over before this one began
+            assert fail_next(p, job) == "old"
+        with b.guard("job"):
+            assert fail_next(b, job) == "by_b"  # before A joined: still this session (B overlaps A)
+            a_guard = a.guard("job")
+            a_guard.__enter__()
+        try:  # B left; A is live: the session goes on
+            assert fail_next(a, job) == "by_a"
+            said = io.StringIO()
+            with c.guard("job", out=said):
+                assert c.redrive(job) == {"rapyd": 1}
+            assert states(c, job) == {"old": "pending", "by_b": "failed", "by_a": "failed", "todo": "pending"}
+            assert "2 failed items" in said.getvalue()
+            assert "stay failed: the job's live workers recorded them since" in said.getvalue()
+        finally:
+            a_guard.__exit__(None, None, None)
+        with c.guard("job"):  # a new session (nobody live): every failure goes back
+            assert c.redrive(job) == {"rapyd": 2}
+
+
+def test_a_lone_worker_with_retry_failed_re_pends_every_failure(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """With no live peer, --retry-failed on PostgreSQL does what it does on SQLite: every failure goes back."""
+    path = job_file(tmp_path, [("rapyd", "x"), ("rapyd", "y")])
+    with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b:
+        job = recorded(a, path, profiles)
+        with a.guard("job"):
+            fail_next(a, job)
+            fail_next(a, job)
+        with b.guard("job"):
+            assert b.redrive(job) == {"rapyd": 2}
+            assert set(states(b, job).values()) == {"pending"}
+
+
+def test_status_shows_a_worker_whose_lease_ran_out_as_dead_before_anyone_reaps_it(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """`status` reads without writing: a live row past its lease (database clock) is shown dead."""
+    with PostgresLedger(pg_url) as a, a.guard("job"):
+        assert a.worker_id is not None
+        expire(pg_url, a.worker_id)
+        with PostgresLedger(pg_url, readonly=True) as reader:
+            assert [w.state for w in reader.workers("job")] == ["dead"]
+            assert reader.lock_holder("job") is None
+
+
+def test_reaping_under_load_gives_a_dead_workers_items_to_the_others_exactly_once(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """3 workers claim and finish at full speed while a 4th dies holding items: every item ends voided once, the dead one's resent as maybe sent."""
+    n = 1200
+    path = job_file(tmp_path, [("rapyd", f"i{k}") for k in range(n)])
+    with PostgresLedger(pg_url) as first:
+        job = recorded(first, path, profiles)
+    finished: list[list[int]] = [[] for _ in range(3)]
+    resent: list[int] = []
+    start = threading.Barrier(4, timeout=30)
+    held: list[int] = []
+    zombies: list[tuple[PostgresLedger, WorkerLease]] = []
+    errors: list[BaseException] = []
+
+    def survivor(k: int) -> None:
+        try:
+            with PostgresLedger(pg_url) as ledger, ledger.guard("job"):
+                start.wait()
+                after = 0
+                while batch := ledger.claim(job, "rapyd", after, 5):
+                    after = batch[-1].item.line
+                    resent.extend(w.id for w in batch if w.maybe_sent)
+                    finished[k].extend(w.id for w in batch)
+                    ledger.apply([Finish(w.id, ItemState.VOIDED, None, 200, None, 1) for w in batch])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def doomed() -> None:
+        ledger = PostgresLedger(pg_url)
+        lease = ledger.guard("job").__enter__()  # never left: it dies without a word
+        zombies.append((ledger, lease))
+        start.wait()
+        taken = ledger.claim(job, "rapyd", 0, 5)  # claimed, never finished
+        held.extend(w.id for w in taken)
+        after = taken[-1].item.line
+        for _ in range(20):  # it works a while ...
+            batch = ledger.claim(job, "rapyd", after, 5)
+            after = batch[-1].item.line
+            ledger.apply([Finish(w.id, ItemState.VOIDED, None, 200, None, 1) for w in batch])
+        lease._stop.set()  # ... then its heartbeat stops, and its lease runs out: a kill -9
+        assert lease._thread is not None
+        lease._thread.join()
+        assert lease.id is not None
+        expire(pg_url, lease.id)
+
+    threads = [threading.Thread(target=survivor, args=(k,)) for k in range(3)]
+    threads.append(threading.Thread(target=doomed))
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for ledger, lease in zombies:
+            assert lease._db is not None
+            lease._db.close()
+            ledger.close()
+    assert errors == []
+    assert len(held) == 5
+    every = [i for ids in finished for i in ids]
+    assert len(every) == len(set(every))  # none finished twice by the survivors
+    assert set(held) <= set(every)  # the dead one's claim was taken over ...
+    assert set(held) <= set(resent)  # ... as maybe sent: resent with its key
+    with PostgresLedger(pg_url, readonly=True) as ledger:
+        assert ledger.counts(job) == {("rapyd", ItemState.VOIDED): n}
