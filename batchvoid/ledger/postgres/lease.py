@@ -23,6 +23,7 @@ does not send again what its peers have just failed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -238,21 +239,32 @@ class WorkerLease:
     ) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(self.margin_s)  # one stuck on a dead network is left behind (a daemon)
         try:
-            with self._lock:
-                assert self._db is not None
-                with self._db.transaction():
-                    # What it still holds (claimed items a stop left in flight) goes back at once.
-                    self._db.execute("UPDATE items SET worker_id = NULL WHERE worker_id = %s", (self.id,))
-                    self._db.execute(
-                        "UPDATE workers SET state = 'left', ended_at = clock_timestamp()"
-                        " WHERE id = %s AND state = 'live'",
-                        (self.id,),
-                    )
-        except self.ledger._pg.Error:
-            pass  # the database is away: the lease runs out, and a peer reaps this worker
+            beating = self._thread is not None and self._thread.is_alive()
+            if beating or not self._leave(self._db):
+                # Its connection is gone (killed, or the server restarted): leave through a new
+                # one, so that a rerun need not wait out this lease; else the lease runs out.
+                with contextlib.suppress(LedgerError), self.ledger.connect("cannot leave the job") as db:
+                    self._leave(db)
         finally:
             self.ledger.worker_id, self.ledger.lease = None, None
-            if self._db is not None:
+            if self._db is not None and not beating:
                 self._db.close()
+
+    def _leave(self, db: psycopg.Connection[Any] | None) -> bool:
+        """Give back what this worker still holds and mark it left; False if the database is away."""
+        if db is None:
+            return False
+        try:
+            with self._lock if db is self._db else contextlib.nullcontext(), db.transaction():
+                # What it still holds (claimed items a stop left in flight) goes back at once.
+                db.execute("UPDATE items SET worker_id = NULL WHERE worker_id = %s", (self.id,))
+                db.execute(
+                    "UPDATE workers SET state = 'left', ended_at = clock_timestamp()"
+                    " WHERE id = %s AND state = 'live'",
+                    (self.id,),
+                )
+        except self.ledger._pg.Error:
+            return False
+        return True
