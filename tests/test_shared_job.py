@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
+
+import psycopg
 
 from batchvoid.config import Config
 from batchvoid.ledger import Job
@@ -155,3 +158,20 @@ def test_reaping_under_load_gives_a_dead_workers_items_to_the_others_exactly_onc
     assert set(held) <= set(resent)  # ... as maybe sent: resent with its key
     with PostgresLedger(pg_url, readonly=True) as ledger:
         assert ledger.counts(job) == {("rapyd", ItemState.VOIDED): n}
+
+
+def test_a_heartbeat_whose_connection_was_killed_renews_the_lease_on_a_new_one(pg_url: str) -> None:
+    """The server kills the heartbeat's connection (an idle-connection reaper, a restart): the next beat reconnects and renews."""
+    with PostgresLedger(pg_url) as a, a.guard("job") as lease:
+        lease._stop.set()  # beat by hand from here
+        assert lease._thread is not None
+        lease._thread.join()
+        assert lease._db is not None
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute("SELECT pg_terminate_backend(%s)", (lease._db.info.backend_pid,))
+        lease.trusted_until = 0.0
+        for _ in range(2):  # the first finds its connection gone
+            assert lease.beat()
+        assert lease.trusted_until > time.monotonic()
+        lease.check()  # it may go on claiming and sending
+        assert [w.state for w in a.workers("job")] == ["live"]

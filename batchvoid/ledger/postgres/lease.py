@@ -6,8 +6,9 @@ whose lease ran out is marked dead in the same statement that gives its items ba
 queue (their state kept: an in-flight item is resent with its idempotency key). No leader,
 no worker's own clock: only the database's `clock_timestamp()` decides who is dead.
 
-A worker trusts its own lease only until the send time of its last good heartbeat plus the
-lease less a margin (as River does with its leader): past that, `check` refuses to claim and
+A heartbeat whose connection broke (killed, or the server restarted) opens a new one. A worker
+trusts its own lease only until the send time of its last good heartbeat plus the lease less a
+margin (as River does with its leader): past that, `check` refuses to claim and
 the shared pace refuses to send, so a worker cut off from the database stops before a peer
 can take its items over. A heartbeat that finds the worker no longer live (it was reaped)
 makes it stop too; its later writes are fenced off (see the ledger's `apply`).
@@ -162,6 +163,9 @@ class WorkerLease:
         try:
             with self._lock:
                 assert self._db is not None
+                if self._db.broken or self._db.closed:  # killed, or the server restarted: a new one
+                    self._db.close()
+                    self._db = self.ledger.connect("cannot renew this worker's lease")
                 renewed = self._db.execute(
                     "UPDATE workers SET lease_until = clock_timestamp() + make_interval(secs => %s)"
                     " WHERE id = %s AND state = 'live'",
@@ -173,7 +177,7 @@ class WorkerLease:
             self.trusted_until = t0 + self.lease_s - self.margin_s
             self.reap()
         except (self.ledger._pg.Error, LedgerError):
-            pass  # the database is away: the trust horizon runs out, and the run stops
+            pass  # the database is away: the next beat tries again, else the trust horizon runs out
         return True
 
     def reap(self) -> None:
