@@ -175,3 +175,41 @@ def test_a_heartbeat_whose_connection_was_killed_renews_the_lease_on_a_new_one(p
         assert lease.trusted_until > time.monotonic()
         lease.check()  # it may go on claiming and sending
         assert [w.state for w in a.workers("job")] == ["live"]
+
+
+def test_a_429_is_noted_without_waiting_for_the_database_and_shared_by_the_next_reservation(
+    pg_url: str, profiles: Config
+) -> None:
+    """A peer holds the account's row: A's 429 returns at once (the event loop never waits on it); A's next reservation shares the pause."""
+    from batchvoid.ledger.postgres.pace import SharedPace
+
+    profile = profiles.profiles["rapyd"]
+    with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b:
+        pa, pb = SharedPace(a, profile), SharedPace(b, profile)
+        pb._reserve()  # the row exists
+        release = threading.Event()
+
+        def hold_the_row() -> None:
+            with psycopg.connect(pg_url) as db, db.transaction():
+                db.execute("SELECT 1 FROM batchvoid.limiter FOR UPDATE")
+                held.set()
+                release.wait(5)
+
+        held = threading.Event()
+        holder = threading.Thread(target=hold_the_row)
+        holder.start()
+        try:
+            assert held.wait(5)
+            began = time.monotonic()
+            pause = pa.adaptive.throttled(time.monotonic(), 1.0)
+            assert time.monotonic() - began < 0.5  # not blocked on the peer's lock
+            assert pause >= 1.0  # the lane itself is paused at once
+            assert not pa._slots  # and sends none of the slots it held
+        finally:
+            release.set()
+            holder.join()
+        pa._reserve()
+        assert pa._slots[0][0] - time.monotonic() > 0.8  # its own next slot comes after the pause
+        pb._slots.clear()
+        pb._reserve()
+        assert pb._slots[0][0] - time.monotonic() > 0.8  # and so does every peer's

@@ -21,6 +21,10 @@ over all workers. There is no initial burst: a job sends at most N per window fr
 A 429 is shared through the same row: it pauses the account (paused_until, and tat pushed
 past it) and cuts the rate once per congestion event (a 429 for a slot before the last cut
 already paid for it), exactly across workers because all slot times come from one clock.
+The 429 is noted at once (the lane's own slots are dropped and its local pause holds it) and
+written to the row by the lane's next reservation, in the same transaction and before it, off
+the event loop: the next thing a throttled worker does is ask for a slot, so its peers see
+the pause within that round trip, and no row lock held by a peer ever stalls the loop.
 Successes raise the learned rate again at each worker's next reservation (AIMD, as
 `pace.Adaptive`). The lane's local `Adaptive` still keeps its own pause and 429 streak for
 `Patience` and the progress display.
@@ -32,6 +36,7 @@ import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -127,6 +132,7 @@ class SharedPace(Pace):
         self._free_until = float("-inf")
         self._offset = 0.0  # database clock minus ours, as the last reservation saw it
         self._settings = aimd or AimdSettings()
+        self._throttles: deque[_Throttle] = deque()  # 429s noted, not yet written to the row
 
     def may_wait(self) -> bool:
         return True  # every send checks the lease and the shared row
@@ -169,6 +175,8 @@ class SharedPace(Pace):
                 t0 = time.monotonic()
                 with db.transaction(), db.cursor() as cur:
                     cur.execute("INSERT INTO limiter (key) VALUES (%s) ON CONFLICT DO NOTHING", (self.key,))
+                    while self._throttles:  # first the lane's 429s, so that its slots come after them
+                        self._write_throttled(cur, self._throttles.popleft())
                     cur.execute(
                         "SELECT tat, paused_until, adaptive_interval, ceiling,"
                         " extract(epoch FROM clock_timestamp())::float8"
@@ -207,35 +215,45 @@ class SharedPace(Pace):
         self._slots.extend(send_window(slot, d, t0, t1) for slot in slots)
 
     def share_throttled(self, sent_at: float, pause: float) -> None:
-        """A 429 for the request sent at `sent_at`: pause the account for every worker, cut its rate once."""
+        """A 429 for the request sent at `sent_at`: pause the account for every worker, cut its rate once.
+
+        Noted here, on the event loop, without a query: the next reservation writes it.
+        """
         self._slots.clear()
         self._free_until = float("-inf")
+        measured = 1 / self.adaptive._measured()
+        self._throttles.append(_Throttle(sent_at + self._offset, pause, time.monotonic(), measured))
+
+    def _write_throttled(self, cur: psycopg.Cursor[Any], throttle: _Throttle) -> None:
+        """Write one noted 429 to the account's row, which the caller's transaction holds."""
         s = self._settings
-        slot = sent_at + self._offset
-        limiter = _limiter(self._ledger)
-        with limiter.lock:
-            try:
-                db = limiter.db
-                with db.transaction(), db.cursor() as cur:
-                    cur.execute("INSERT INTO limiter (key) VALUES (%s) ON CONFLICT DO NOTHING", (self.key,))
-                    cur.execute(
-                        "SELECT tat, paused_until, adaptive_interval, decreased_at,"
-                        " extract(epoch FROM clock_timestamp())::float8"
-                        " FROM limiter WHERE key = %s FOR UPDATE",
-                        (self.key,),
-                    )
-                    tat, paused_until, learned, decreased_at, d = one(cur)
-                    ceiling = None
-                    if slot >= decreased_at:  # one cut per congestion event, across all workers
-                        current = max(self.interval, learned or 0.0) or 1 / self.adaptive._measured()
-                        ceiling = 1 / current
-                        learned = min(1 / s.floor, current / s.decrease)
-                        decreased_at = d
-                    paused_until = max(paused_until, d + pause)
-                    cur.execute(
-                        "UPDATE limiter SET paused_until = %s, tat = %s, adaptive_interval = %s,"
-                        " ceiling = coalesce(%s, ceiling), decreased_at = %s WHERE key = %s",
-                        (paused_until, max(tat, paused_until), learned, ceiling, decreased_at, self.key),
-                    )
-            except self._ledger._pg.Error as exc:
-                raise self._ledger.fault(exc, "cannot share a 429 through the rate limits") from exc
+        cur.execute(
+            "SELECT tat, paused_until, adaptive_interval, decreased_at,"
+            " extract(epoch FROM clock_timestamp())::float8"
+            " FROM limiter WHERE key = %s FOR UPDATE",
+            (self.key,),
+        )
+        tat, paused_until, learned, decreased_at, d = one(cur)
+        ceiling = None
+        if throttle.slot >= decreased_at:  # one cut per congestion event, across all workers
+            current = max(self.interval, learned or 0.0) or throttle.measured
+            ceiling = 1 / current
+            learned = min(1 / s.floor, current / s.decrease)
+            decreased_at = d
+        # The pause runs from when the 429 came back: d is no earlier than that on the database's clock.
+        paused_until = max(paused_until, d + max(0.0, throttle.pause - (time.monotonic() - throttle.noted)))
+        cur.execute(
+            "UPDATE limiter SET paused_until = %s, tat = %s, adaptive_interval = %s,"
+            " ceiling = coalesce(%s, ceiling), decreased_at = %s WHERE key = %s",
+            (paused_until, max(tat, paused_until), learned, ceiling, decreased_at, self.key),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Throttle:
+    """A 429 a lane noted, for its next reservation to write to the account's row."""
+
+    slot: float  # the request's send time, on the database's clock
+    pause: float  # seconds the lane pauses, from `noted`
+    noted: float  # time.monotonic() when it came back
+    measured: float  # seconds between sends, as the lane measured them then (before any cut)
