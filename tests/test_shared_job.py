@@ -10,13 +10,17 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import psycopg
+import pytest
 
 from batchvoid.config import Config
+from batchvoid.errors import LedgerError
 from batchvoid.ledger import Job
 from batchvoid.ledger.ops import Finish
 from batchvoid.ledger.postgres import PostgresLedger
 from batchvoid.ledger.postgres.lease import WorkerLease
+from batchvoid.ledger.postgres.pace import SharedPace
 from batchvoid.models import ItemState
 from tests.conftest import job as job_file
 from tests.test_postgres import expire, recorded
@@ -181,8 +185,6 @@ def test_a_429_is_noted_without_waiting_for_the_database_and_shared_by_the_next_
     pg_url: str, profiles: Config
 ) -> None:
     """A peer holds the account's row: A's 429 returns at once (the event loop never waits on it); A's next reservation shares the pause."""
-    from batchvoid.ledger.postgres.pace import SharedPace
-
     profile = profiles.profiles["rapyd"]
     with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b:
         pa, pb = SharedPace(a, profile), SharedPace(b, profile)
@@ -213,3 +215,17 @@ def test_a_429_is_noted_without_waiting_for_the_database_and_shared_by_the_next_
         pb._slots.clear()
         pb._reserve()
         assert pb._slots[0][0] - time.monotonic() > 0.8  # and so does every peer's
+
+
+def test_a_send_that_waited_for_its_slot_past_the_lease_this_worker_can_vouch_for_does_not_go(
+    pg_url: str, profiles: Config
+) -> None:
+    """The lease's trust runs out while a worker waits for its slot (a long 429 pause, say): it raises instead of sending."""
+    with PostgresLedger(pg_url) as a, a.guard("job") as lease:
+        pace = SharedPace(a, profiles.profiles["rapyd"])
+        lease._stop.set()  # no heartbeat renews the trust meanwhile
+        now = time.monotonic()
+        pace._slots.append((now + 0.15, now + 10))  # a slot a little ahead ...
+        lease.trusted_until = now + 0.05  # ... past the trust horizon
+        with pytest.raises(LedgerError, match="could not renew its lease"):
+            anyio.run(pace.acquire)

@@ -158,6 +158,8 @@ class SharedPace(Pace):
                 earliest, latest = self._slots.popleft()
                 if earliest > now:
                     await anyio.sleep(earliest - now)
+                    if self._ledger.lease is not None:
+                        self._ledger.lease.check()  # the wait may have outlasted it (a long pause)
                 if time.monotonic() <= latest and self.adaptive.paused_until <= time.monotonic():
                     break
                 self.dropped += 1  # too late (or paused meanwhile): never sent late
