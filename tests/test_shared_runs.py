@@ -1,7 +1,7 @@
-"""Limits are the provider account's: two different jobs sending to one account share its windows.
+"""`batchvoid run` processes sharing a PostgreSQL ledger: limits per provider account, exit statuses per job.
 
-Two `batchvoid run` processes, each with a job of its own, one configuration and one PostgreSQL
-ledger, against one simulator (its own thread, on loopback) that enforces the account's window.
+The processes share one configuration and one ledger, against one simulator (its own thread,
+on loopback) that enforces the account's window.
 """
 
 from __future__ import annotations
@@ -31,6 +31,40 @@ def strict_simulator() -> Iterator[tuple[Simulator, str]]:
         Simulator(SimulatorSettings.from_specs([f"rate_limit={COUNT}/{PERIOD:g}s", "latency_ms=20"]))
     ) as served:
         yield served
+
+
+def start(tmp_path: Path, url: str, path: Path, ledger: str, name: str) -> subprocess.Popen[str]:
+    """`batchvoid run` of the job file `path` against chargeover at the simulator's `url`."""
+    config = tmp_path / "account.toml"
+    roles = ROLES["chargeover"]
+    config.write_text(
+        f'[defaults]\nconcurrency = 4\n[providers.chargeover]\ntype = "chargeover"\nbase_url = "{url}"\n'
+        f'rate_limits = ["{COUNT}/{PERIOD:g}s"]\n'
+        + "".join(f'{role}_env = "SIM_CHARGEOVER_{role.upper()}"\n' for role in roles)
+    )
+    env = {
+        **os.environ,
+        **{f"SIM_CHARGEOVER_{role.upper()}": CREDENTIALS["chargeover"][role] for role in roles},
+    }
+    log = tmp_path / f"{name}.log"
+    return subprocess.Popen(
+        [
+            *BATCHVOID,
+            "run",
+            str(path),
+            "--config",
+            str(config),
+            "--ledger",
+            ledger,
+            "-q",
+            "--log-file",
+            str(log),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_jobs_against_one_account_share_its_window(
@@ -94,3 +128,22 @@ def test_two_jobs_against_one_account_share_its_window(
 def outcome_times(log: Path) -> list[str]:
     events = (json.loads(line) for line in log.read_text().splitlines())
     return [e["timestamp"] for e in events if e["event"].startswith("void.")]
+
+
+def test_every_worker_of_a_job_exits_with_the_jobs_status_whoever_sent_its_failures(
+    tmp_path: Path, pg_url: str, strict_simulator: tuple[Simulator, str]
+) -> None:
+    """Two workers share a job with two paid invoices: both exit 1 and list both failures, whichever of them sent them."""
+    _, url = strict_simulator
+    rows = [("chargeover", f"inv{k}") for k in range(14)] + [
+        ("chargeover", "paid_1"),
+        ("chargeover", "paid_2"),
+    ]
+    path = job(tmp_path, rows)
+    procs = [start(tmp_path, url, path, pg_url, f"w{k}") for k in range(2)]
+    results = [proc.communicate(timeout=60) for proc in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 1, (out, err)
+        assert "paid_1" in out
+        assert "paid_2" in out
+        assert "Traceback" not in err
