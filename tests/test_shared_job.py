@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,7 @@ from batchvoid.ledger.ops import Finish
 from batchvoid.ledger.postgres import PostgresLedger
 from batchvoid.ledger.postgres.lease import WorkerLease
 from batchvoid.ledger.postgres.pace import SharedPace
-from batchvoid.models import ItemState
+from batchvoid.models import Item, ItemState, RowError
 from tests.conftest import job as job_file
 from tests.test_postgres import expire, recorded
 
@@ -229,3 +230,39 @@ def test_a_send_that_waited_for_its_slot_past_the_lease_this_worker_can_vouch_fo
         lease.trusted_until = now + 0.05  # ... past the trust horizon
         with pytest.raises(LedgerError, match="could not renew its lease"):
             anyio.run(pace.acquire)
+
+
+def test_recording_a_job_file_slower_than_the_statement_timeout_still_records_it(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """A job file that takes longer to record than a statement may run (millions of rows) is recorded, not
+    cancelled; a worker waiting meanwhile to join it joins it."""
+    from batchvoid import jobfile
+    from batchvoid.ledger import Ingest, NewJob
+
+    path = job_file(tmp_path, [("rapyd", f"i{k}") for k in range(50)])
+    joined: list[Ingest] = []
+
+    def join() -> None:
+        with PostgresLedger(pg_url) as other:
+            other._db.execute("SET statement_timeout = '200ms'")
+            joined.append(
+                other.ingest(NewJob("job", str(path), "sha", "fp", jobfile.read(path, profiles.profiles)))
+            )
+
+    joiner = threading.Thread(target=join)
+
+    def slowly() -> Iterator[Item | RowError]:
+        for n, row in enumerate(jobfile.read(path, profiles.profiles)):
+            if n == 25:
+                joiner.start()  # it waits for this ingest to commit ...
+                time.sleep(0.4)  # ... which takes a while: a big file's reading, in short
+            yield row
+
+    with PostgresLedger(pg_url) as ledger:
+        ledger._db.execute("SET statement_timeout = '200ms'")  # as 60 s to a file of millions of rows
+        found = ledger.ingest(NewJob("job", str(path), "sha", "fp", slowly()))
+        joiner.join(10)
+        assert found.recorded
+        assert found.items == 50
+        assert [j.joined for j in joined] == [True]

@@ -319,6 +319,9 @@ class PostgresLedger:
 
     def _ingest(self, new: NewJob, accept: Callable[[set[str]], None] | None) -> Ingest:
         with self._sql("cannot record the job", transaction=True) as cur:
+            # No statement timeout: a file of millions of rows streams through one COPY for minutes,
+            # and the workers that wait meanwhile to join the job wait on its lock as long.
+            cur.execute("SET LOCAL statement_timeout = 0")
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('batchvoid.job:' || %s, 0))", (new.job_id,)
             )
