@@ -266,3 +266,20 @@ def test_recording_a_job_file_slower_than_the_statement_timeout_still_records_it
         assert found.recorded
         assert found.items == 50
         assert [j.joined for j in joined] == [True]
+
+
+def test_a_ledger_closes_its_shared_limits_connection_with_it(pg_url: str, profiles: Config) -> None:
+    """No connection outlives its ledger: the shared pace's goes with the rest."""
+    with PostgresLedger(pg_url) as a:
+        SharedPace(a, profiles.profiles["rapyd"])._reserve()
+    database = pg_url.rpartition("/")[2]
+    deadline = time.monotonic() + 3  # a closed connection's server process takes a moment to go
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        while (
+            left := db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'batchvoid'",
+                (database,),
+            ).fetchone()
+        ) != (0,) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert left == (0,)

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from batchvoid.config import Profile
     from batchvoid.ledger.postgres.lease import WorkerLease
+    from batchvoid.ledger.postgres.pace import LimiterConnection
     from batchvoid.pace import Pace
 
 SCHEMA_VERSION = 1
@@ -157,6 +158,7 @@ class PostgresLedger:
         self.lease: WorkerLease | None = None
         self._claims: dict[int, int] = {}  # item id -> the claim epoch this worker holds it by
         self.stopping = threading.Event()  # set by a signal (see guard): a claim stops waiting on peers
+        self.limits: LimiterConnection | None = None  # the shared pace's connection, once a lane needs it
         try:
             self._prepare_schema()
         except BaseException:
@@ -241,6 +243,8 @@ class PostgresLedger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self.limits is not None:
+            self.limits.close()
 
     def __enter__(self) -> Self:
         return self

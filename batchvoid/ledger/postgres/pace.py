@@ -75,25 +75,25 @@ def send_window(slot: float, d: float, t0: float, t1: float) -> tuple[float, flo
     return t1 + (slot - d), t0 + (slot + DELTA_S - d)
 
 
-class _Limiter:
-    """The limiter rows' connection, one per ledger, shared by its lanes."""
+class LimiterConnection:
+    """The limiter rows' connection, one per ledger (closed with it), shared by its lanes."""
 
     def __init__(self, ledger: PostgresLedger) -> None:
-        self.ledger = ledger
         self.db: psycopg.Connection[Any] = ledger.connect("cannot reach the shared rate limits")
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
 
-_LIMITERS: dict[int, _Limiter] = {}
-_LIMITERS_LOCK = threading.Lock()
 
-
-def _limiter(ledger: PostgresLedger) -> _Limiter:
-    with _LIMITERS_LOCK:
-        found = _LIMITERS.get(id(ledger))
-        if found is None or found.ledger is not ledger or found.db.closed:
-            found = _LIMITERS[id(ledger)] = _Limiter(ledger)
-        return found
+def _limiter(ledger: PostgresLedger) -> LimiterConnection:
+    """The ledger's limiter connection; a new one if there is none yet (the engine makes its lanes
+    one after another, on the event loop) or it was closed."""
+    found = ledger.limits
+    if found is None or found.db.closed:
+        found = ledger.limits = LimiterConnection(ledger)
+    return found
 
 
 class SharedAdaptive(Adaptive):
@@ -128,6 +128,7 @@ class SharedPace(Pace):
         self._block = 1  # slots per reservation
         self._waiting = 0  # the lane's workers in acquire(): each sends the next slot it gets
         self._ledger = ledger
+        self._limiter = _limiter(ledger)
         self._slots: deque[tuple[float, float]] = deque()  # (earliest, latest) on time.monotonic()
         self._free_until = float("-inf")
         self._offset = 0.0  # database clock minus ours, as the last reservation saw it
@@ -169,7 +170,7 @@ class SharedPace(Pace):
         # A slot no worker of the lane is free to send in time is lost to every worker: reserve
         # as many as the lane has workers waiting to send now.
         self._block = max(1, min(MAX_BLOCK, self._waiting))
-        limiter = _limiter(self._ledger)
+        limiter = self._limiter
         s = self._settings
         with limiter.lock:
             try:
