@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from batchvoid.providers.base import Adapter
 
 _PARAM = re.compile(r"\{(\w+)\}")
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote() leaves as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,17 @@ class Route:
 
     def url(self, base_url: str, **params: str) -> str:
         """The full URL; every parameter percent-encoded, '/' included, so no id changes the path."""
-        return base_url + _PARAM.sub(lambda m: quote(params[m.group(1)], safe=""), self.path)
+        parts = _split(self.path)  # literal, name, literal, name, ..., literal
+        pieces = [base_url, parts[0]]
+        for i in range(1, len(parts), 2):
+            value = params[parts[i]]
+            pieces += (value if _UNRESERVED.fullmatch(value) else quote(value, safe=""), parts[i + 1])
+        return "".join(pieces)
+
+
+@lru_cache(maxsize=64)  # a route's path is split once, not once per request
+def _split(path: str) -> list[str]:
+    return _PARAM.split(path)
 
 
 @dataclass(frozen=True, slots=True)
