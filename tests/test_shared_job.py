@@ -6,6 +6,8 @@ They need BATCHVOID_TEST_PG (see the `pg_url` fixture): .ci/run starts a throwaw
 from __future__ import annotations
 
 import io
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import psycopg
 import pytest
 
 from batchvoid.config import Config
-from batchvoid.errors import LedgerError
+from batchvoid.errors import LedgerError, LedgerLockedError
 from batchvoid.ledger import Job
 from batchvoid.ledger.ops import Finish
 from batchvoid.ledger.postgres import PostgresLedger
@@ -283,3 +285,18 @@ def test_a_ledger_closes_its_shared_limits_connection_with_it(pg_url: str, profi
         ) != (0,) and time.monotonic() < deadline:
             time.sleep(0.05)
     assert left == (0,)
+
+
+def test_a_joining_worker_names_the_live_ones_and_when_their_leases_end(pg_url: str) -> None:
+    """Joining (or refused by --max-workers), a worker says who is live and how long a gone one may hold its items."""
+    me = f"pid {os.getpid()} on {socket.gethostname()}, lease ends in"
+    with PostgresLedger(pg_url) as a, PostgresLedger(pg_url) as b, a.guard("job"):
+        said = io.StringIO()
+        with b.guard("job", out=said):
+            pass
+        assert said.getvalue().startswith(f"Joining job 'job' with 1 live worker ({me} ")
+        with (
+            pytest.raises(LedgerLockedError, match=f"already has 1 live worker \\({me} "),
+            b.guard("job", max_workers=1),
+        ):
+            pass

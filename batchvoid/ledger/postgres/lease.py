@@ -74,6 +74,14 @@ def lease_seconds(env: dict[str, str] | os._Environ[str] = os.environ) -> float:
     return value
 
 
+def _who(workers: list[tuple[str, int, float]]) -> str:
+    """Live workers for a message: who, and when each one's lease ends unless it renews it."""
+    shown = "; ".join(
+        f"pid {pid} on {host}, lease ends in {max(left, 0):.0f}s" for host, pid, left in workers[:5]
+    )
+    return shown + (f"; {len(workers) - 5} more" if len(workers) > 5 else "")
+
+
 class WorkerLease:
     """This process as one worker of a job on a PostgreSQL ledger. A context manager."""
 
@@ -110,14 +118,17 @@ class WorkerLease:
         self._thread = threading.Thread(target=self._beat, name="batchvoid-heartbeat", daemon=True)
         self._thread.start()
         if peers and self.out is not None:
+            # A worker that died without a word (a lost database, a dead machine) is live until its
+            # lease ends: its lease says how long this one may wait for the items it holds.
             print(
-                f"Joining job {self.job_id!r} with {peers} live worker{'s' * (peers != 1)}.",
+                f"Joining job {self.job_id!r} with {len(peers)} live worker{'s' * (len(peers) != 1)} "
+                f"({_who(peers)}).",
                 file=self.out,
                 flush=True,
             )
         return self
 
-    def _register(self) -> int:
+    def _register(self) -> list[tuple[str, int, float]]:
         pg = self.ledger._pg
         assert self._db is not None
         t0 = time.monotonic()
@@ -129,17 +140,18 @@ class WorkerLease:
                 )
                 cur.execute(_REAP)
                 cur.execute(
-                    "SELECT host, pid FROM workers WHERE job_id = %s AND state = 'live' ORDER BY id",
+                    "SELECT host, pid, extract(epoch FROM lease_until - clock_timestamp())::float8"
+                    " FROM workers WHERE job_id = %s AND state = 'live' ORDER BY id",
                     (self.job_id,),
                 )
                 live = cur.fetchall()
                 if self.max_workers is not None and len(live) >= self.max_workers:
-                    who = ", ".join(f"pid {pid} on {host}" for host, pid in live[:5])
                     raise LedgerLockedError(
                         f"job {self.job_id!r} in {self.ledger.location} already has {len(live)} live "
-                        f"worker{'s' * (len(live) != 1)} ({who}), and --max-workers is {self.max_workers}. "
-                        "Nothing was sent. Let one finish, or raise --max-workers; `batchvoid status "
-                        f"--ledger URL --job-id {self.job_id}` shows them"
+                        f"worker{'s' * (len(live) != 1)} ({_who(live)}), and --max-workers is "
+                        f"{self.max_workers}. Nothing was sent. Let one finish (one that is gone counts "
+                        "until its lease ends), or raise --max-workers; `batchvoid status --ledger URL "
+                        f"--job-id {self.job_id}` shows them"
                     )
                 cur.execute(
                     "INSERT INTO workers (job_id, host, pid, lease_until)"
@@ -150,7 +162,7 @@ class WorkerLease:
         except pg.Error as exc:
             raise self.ledger.fault(exc, "cannot join the job as a worker") from exc
         self.trusted_until = t0 + self.lease_s - self.margin_s
-        return len(live)
+        return live
 
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
