@@ -300,3 +300,15 @@ def test_a_joining_worker_names_the_live_ones_and_when_their_leases_end(pg_url: 
             b.guard("job", max_workers=1),
         ):
             pass
+
+
+def test_a_reap_straight_after_the_heartbeats_connection_was_killed_runs_on_a_new_one(pg_url: str) -> None:
+    """A claim with nothing to take reaps on the heartbeat's connection: killed between beats, it is replaced, and the
+    reap (which the claim would otherwise raise from, stopping the run) goes on."""
+    with PostgresLedger(pg_url) as a, a.guard("job") as lease:
+        for _ in range(2):
+            assert lease._db is not None
+            with psycopg.connect(pg_url, autocommit=True) as db:
+                db.execute("SELECT pg_terminate_backend(%s)", (lease._db.info.backend_pid,))
+            lease.reap()
+        assert [w.state for w in a.workers("job")] == ["live"]

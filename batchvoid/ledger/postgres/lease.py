@@ -173,16 +173,11 @@ class WorkerLease:
         """Renew the lease, then reap; False once this worker was found reaped (it must stop)."""
         t0 = time.monotonic()
         try:
-            with self._lock:
-                assert self._db is not None
-                if self._db.broken or self._db.closed:  # killed, or the server restarted: a new one
-                    self._db.close()
-                    self._db = self.ledger.connect("cannot renew this worker's lease")
-                renewed = self._db.execute(
-                    "UPDATE workers SET lease_until = clock_timestamp() + make_interval(secs => %s)"
-                    " WHERE id = %s AND state = 'live'",
-                    (self.lease_s, self.id),
-                ).rowcount
+            renewed = self._execute(
+                "UPDATE workers SET lease_until = clock_timestamp() + make_interval(secs => %s)"
+                " WHERE id = %s AND state = 'live'",
+                (self.lease_s, self.id),
+            ).rowcount
             if not renewed:
                 self.lost = True
                 return False
@@ -196,24 +191,45 @@ class WorkerLease:
         """Mark the workers whose lease ran out dead, and give their items back: one statement."""
         pg = self.ledger._pg
         try:
-            with self._lock:
-                assert self._db is not None
-                self._db.execute(_REAP)
+            self._execute(_REAP)
         except (pg.errors.DeadlockDetected, pg.errors.SerializationFailure, pg.errors.LockNotAvailable):
             pass  # another worker is reaping the same ones
         except pg.Error as exc:
             raise self.ledger.fault(exc, "cannot check on the other workers") from exc
 
+    def _execute(self, query: str, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement on the lease's connection; once more on a new one if the old one broke.
+
+        A connection the server killed (an idle-connection reaper, a restart) says so only when
+        used: the statements here are idempotent, so the lease lives on through it.
+        """
+        with self._lock:
+            try:
+                return self._connection().execute(query, params)
+            except self.ledger._pg.OperationalError:
+                if not self._broken():
+                    raise
+            return self._connection().execute(query, params)
+
+    def _broken(self) -> bool:
+        return self._db is None or self._db.broken or self._db.closed
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The lease's connection, a new one if the old one broke (the caller holds the lock)."""
+        if self._broken():
+            if self._db is not None:
+                self._db.close()
+            self._db = self.ledger.connect("cannot renew this worker's lease")
+        assert self._db is not None
+        return self._db
+
     def session_since(self) -> dt.datetime:
         """When the job's current session began (database clock): the earliest start among its
         live workers (this one too) and the workers that overlapped them, one after another."""
         self.check()
-        pg = self.ledger._pg
         try:
-            with self._lock:
-                assert self._db is not None
-                spans = self._db.execute(_SPANS, (self.job_id,)).fetchall()
-        except pg.Error as exc:
+            spans = self._execute(_SPANS, (self.job_id,)).fetchall()
+        except self.ledger._pg.Error as exc:
             raise self.ledger.fault(exc, "cannot read the job's workers") from exc
         since: dt.datetime = min((started for started, end in spans if end is None), default=spans[0][0])
         for started, end in spans:  # latest start first: each overlap reaches further back
