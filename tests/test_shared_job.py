@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import anyio
@@ -312,3 +313,27 @@ def test_a_reap_straight_after_the_heartbeats_connection_was_killed_runs_on_a_ne
                 db.execute("SELECT pg_terminate_backend(%s)", (lease._db.info.backend_pid,))
             lease.reap()
         assert [w.state for w in a.workers("job")] == ["live"]
+
+
+def test_a_report_streams_the_items_rather_than_holding_them_all(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """`report` on a big job: reading every item one after another holds a page of them in memory, not the job."""
+    import tracemalloc
+
+    path = job_file(tmp_path, [("rapyd", f"invoice-with-a-longish-id-{k:06d}") for k in range(20_000)])
+    with PostgresLedger(pg_url) as ledger:
+        job = recorded(ledger, path, profiles)
+        tracemalloc.start()
+        try:
+            count = sum(1 for _ in ledger.items(job))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert count == 20_000
+    assert peak < 4_000_000, peak  # all of them: 13.7 MB
+    with PostgresLedger(pg_url) as ledger:
+        first = [row["invoice_id"] for row in islice(ledger.items(job), 2)]  # left half read, as run.py does
+        assert first == ["invoice-with-a-longish-id-000000", "invoice-with-a-longish-id-000001"]
+        assert ledger.counts(job) == {("rapyd", ItemState.PENDING): 20_000}  # its cursor is gone
+        assert list(ledger.items(job, {ItemState.FAILED})) == []

@@ -73,6 +73,7 @@ _ITEM_COLUMNS = (
     " state, reason, attempts, http_status, reference, created_at, updated_at"
 )
 _PENDING, _IN_FLIGHT = str(ItemState.PENDING), str(ItemState.IN_FLIGHT)
+_ITEMS_PAGE = 2000  # items a report reads from the server at a time
 
 _CLAIM = """
 WITH picked AS MATERIALIZED (
@@ -552,13 +553,19 @@ class PostgresLedger:
             return {(provider, ItemState(state)): n for provider, state, n in cur.fetchall()}
 
     def items(self, job: Job, states: Collection[ItemState] | None = None) -> Iterator[dict[str, Any]]:
+        """The job's items in file order, streamed through a server-side cursor: a page at a time."""
         where, params = _job_filter(job, states)
-        with self._sql("cannot read the job's items") as cur:
-            cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only
-            names = [d.name for d in cur.description or ()]
-            rows = cur.fetchall()
-        for row in rows:
-            yield dict(zip(names, row, strict=True))
+        with self._lock:
+            try:
+                with self._db.transaction(), self._db.cursor(name="batchvoid_items") as cur:
+                    cur.itersize = _ITEMS_PAGE
+                    cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only
+                    names: list[str] = []
+                    for row in cur:
+                        names = names or [d.name for d in cur.description or ()]
+                        yield dict(zip(names, row, strict=True))
+            except self._pg.Error as exc:
+                raise self.fault(exc, "cannot read the job's items") from exc
 
     def duplicate_counts(self, job: Job) -> dict[str, int]:
         with self._sql("cannot read the job's duplicates") as cur:
