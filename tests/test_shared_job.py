@@ -337,3 +337,25 @@ def test_a_report_streams_the_items_rather_than_holding_them_all(
         assert first == ["invoice-with-a-longish-id-000000", "invoice-with-a-longish-id-000001"]
         assert ledger.counts(job) == {("rapyd", ItemState.PENDING): 20_000}  # its cursor is gone
         assert list(ledger.items(job, {ItemState.FAILED})) == []
+
+
+def test_successes_after_a_429_raise_the_accounts_shared_rate_again(pg_url: str, profiles: Config) -> None:
+    """AIMD through the row: a 429 cuts the account's rate; the lane's successes since raise it at its next reservation."""
+    profile = profiles.profiles["rapyd"]
+
+    def learned() -> float:
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            row = db.execute("SELECT adaptive_interval FROM batchvoid.limiter").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    with PostgresLedger(pg_url) as a:
+        pace = SharedPace(a, profile)
+        pace.adaptive.throttled(time.monotonic(), 0.0)
+        pace._reserve()  # writes the cut
+        cut = learned()
+        for _ in range(50):
+            pace.adaptive.succeeded()
+        pace._slots.clear()
+        anyio.run(pace.acquire)  # its next reservation carries them
+        assert learned() < cut

@@ -154,7 +154,9 @@ class SharedPace(Pace):
                 if now < self._free_until and self.adaptive.paused_until <= now:
                     break
                 if not self._slots:
-                    await anyio.to_thread.run_sync(self._reserve)
+                    # Taken here, on the loop that counts them, not on the reservation's thread.
+                    successes, self.successes = self.successes, 0
+                    await anyio.to_thread.run_sync(self._reserve, successes)
                     continue
                 earliest, latest = self._slots.popleft()
                 if earliest > now:
@@ -166,7 +168,7 @@ class SharedPace(Pace):
                 self.dropped += 1  # too late (or paused meanwhile): never sent late
             return self.adaptive.sent()
 
-    def _reserve(self) -> None:
+    def _reserve(self, successes: int = 0) -> None:
         # A slot no worker of the lane is free to send in time is lost to every worker: reserve
         # as many as the lane has workers waiting to send now.
         self._block = max(1, min(MAX_BLOCK, self._waiting))
@@ -187,14 +189,13 @@ class SharedPace(Pace):
                         (self.key,),
                     )
                     tat, paused_until, learned, ceiling, d = one(cur)
-                    if learned is not None and ceiling is not None and self.successes:
+                    if learned is not None and ceiling is not None and successes:
                         rate = 1 / learned
-                        for _ in range(min(self.successes, 10_000)):
+                        for _ in range(min(successes, 10_000)):
                             share = s.fast_increase if rate < s.near * ceiling else s.slow_increase
                             rate += share * ceiling / rate
                             ceiling = max(ceiling, rate)
                         learned = 1 / rate
-                    self.successes = 0
                     interval = max(self.interval, learned or 0.0)
                     first = max(tat, d, paused_until)
                     if interval == 0:
