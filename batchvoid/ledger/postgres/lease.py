@@ -6,10 +6,10 @@ whose lease ran out is marked dead in the same statement that gives its items ba
 queue (their state kept: an in-flight item is resent with its idempotency key). No leader,
 no worker's own clock: only the database's `clock_timestamp()` decides who is dead.
 
-A heartbeat whose connection broke (killed, or the server restarted) opens a new one. A worker
-trusts its own lease only until the send time of its last good heartbeat plus the lease less a
-margin (as River does with its leader): past that, `check` refuses to claim and
-the shared pace refuses to send, so a worker cut off from the database stops before a peer
+The lease's connection, when the server killed it (or restarted), is replaced on the spot. A
+worker trusts its own lease only until the send time of its last good heartbeat plus the lease
+less a margin (as River does with its leader): past that, `check` refuses to claim and the
+shared pace refuses to send, so a worker cut off from the database stops before a peer
 can take its items over. A heartbeat that finds the worker no longer live (it was reaped)
 makes it stop too; its later writes are fenced off (see the ledger's `apply`).
 
@@ -272,8 +272,8 @@ class WorkerLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.margin_s)  # one stuck on a dead network is left behind (a daemon)
+        beating = self._thread is not None and self._thread.is_alive()
         try:
-            beating = self._thread is not None and self._thread.is_alive()
             if beating or not self._leave(self._db):
                 # Its connection is gone (killed, or the server restarted): leave through a new
                 # one, so that a rerun need not wait out this lease; else the lease runs out.
