@@ -488,6 +488,7 @@ def test_an_ingest_counts_what_it_recorded_as_the_ledger_reads_it(
     with open_ledger(tmp_path / "l.sqlite") as ledger:
         result = ledger.ingest(new_job(path, profiles))
         job = ledger.job("job")
-        assert job is not None and result.void_dates is not None
+        assert job is not None
+        assert result.void_dates is not None
         assert result.duplicates == 2
         assert _recorded(result.void_dates) == (ledger.counts(job), ledger.void_dates(job))
