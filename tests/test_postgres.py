@@ -263,6 +263,7 @@ def test_a_429_pauses_and_slows_every_worker_of_the_account_once(pg_url: str, pr
         sent = time.monotonic()
         pa.adaptive.throttled(sent, 0.5)
         pa.adaptive.throttled(sent, 0.5)  # a second 429 of the same burst: no second cut
+        pa._reserve()  # A's next reservation (its throttled worker's next send) writes them
         pb._slots.clear()
         pb._reserve()
         assert pb._slots[0][0] - time.monotonic() > 0.4  # B waits out A's pause
