@@ -45,6 +45,7 @@ from batchvoid.models import (
     WorkItem,
 )
 from batchvoid.network import DIRECT, Route
+from batchvoid.oauth import Connection, ConnectionLost
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
@@ -83,6 +84,7 @@ class Lane:
     exhausted: bool = False  # a claim came back empty: nothing more to take
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
     route: Route = DIRECT  # through which proxy, trusting which CAs
+    auth: Connection | None = None  # an OAuth 2.0 connection whose access token its requests carry
 
     @property
     def name(self) -> str:
@@ -146,6 +148,7 @@ class Engine:
         failure_limits: FailureLimits | None = None,
         describe: Callable[[Stop], str] = _plain,
         routes: Mapping[str, Route] | None = None,
+        connections: Mapping[str, Connection] | None = None,
     ) -> None:
         """One lane per adapter, with its profile; `describe` words a stop for the log and the console."""
         self.job = job
@@ -157,6 +160,7 @@ class Engine:
         self._adapters = adapters
         self._profiles = profiles
         self._routes = routes or {}
+        self._connections = connections or {}
         self.lanes: dict[str, Lane] = {}
         self.halted: Stop | None = None  # why the whole engine stopped dispatching
         self.failed = 0
@@ -166,7 +170,9 @@ class Engine:
         """Void every unfinished item; returns when all lanes are drained or stopped."""
         # Limiters, the session and locks belong to the running loop: create them here.
         self.lanes = {
-            name: self._new_lane(self._profiles[name], adapter, self._routes.get(name, DIRECT))
+            name: self._new_lane(
+                self._profiles[name], adapter, self._routes.get(name, DIRECT), self._connections.get(name)
+            )
             for name, adapter in self._adapters.items()
         }
         connections = sum(lane.profile.settings.concurrency for lane in self.lanes.values())
@@ -179,13 +185,13 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter, route: Route) -> Lane:
+    def _new_lane(profile: Profile, adapter: Adapter, route: Route, auth: Connection | None) -> Lane:
         settings, pace = profile.settings, Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        return Lane(profile, adapter, pace, patience, claim_size, route=route)
+        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -290,6 +296,10 @@ class Engine:
             if self._done(lane):
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
+            generation = 0 if lane.auth is None else await self._authorize(lane, session)
+            if generation < 0:
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                return
             request = lane.adapter.void_request(item, key)
             trip.sent += 1
             trip.on_the_wire = True
@@ -323,6 +333,8 @@ class Engine:
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
+                if lane.auth is not None and lane.auth.rejected(generation):
+                    continue  # an access token refused early: the next try refreshes it
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
@@ -375,6 +387,17 @@ class Engine:
                 pause_s=round(pause),
                 until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
             )
+
+    async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
+        """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""
+        assert lane.auth is not None
+        timeout_s = lane.profile.settings.timeout_s
+        try:
+            return await lane.auth.ready(lambda request, route: send(session, request, timeout_s, route))
+        except ConnectionLost as exc:
+            kind = StopKind.REAUTHORIZE if exc.reauthorize else StopKind.CONNECTION_LOST
+            self._stop_lane(lane, Stop(kind, lane.name, str(exc)))
+            return -1
 
     async def _exchange(
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem

@@ -69,6 +69,16 @@ class OAuthSettings:
     token_url: str
 
 
+class AccessToken(Protocol):
+    """What an adapter's requests carry: the current access token, and what to scrub."""
+
+    @property
+    def access_token(self) -> str: ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+
 class TokenStore(Protocol):
     """Where a connection's refresh token is kept between refreshes and runs."""
 
@@ -330,6 +340,7 @@ class Connection:
         self.refreshes = 0
         self._forced = False  # the current token came from a refresh that a 401 forced
         self._lock: anyio.Lock | None = None  # made in the running loop, on first use
+        self._lost: ConnectionLost | None = None  # once lost, lost for the run: no more refreshes
 
     @property
     def access_token(self) -> str:
@@ -357,8 +368,14 @@ class Connection:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
+            if self._lost is not None:
+                raise self._lost
             if self.due():  # no other worker refreshed while this one waited
-                await self._refresh(send)
+                try:
+                    await self._refresh(send)
+                except ConnectionLost as exc:
+                    self._lost = exc
+                    raise
         return self.generation
 
     def rejected(self, generation: int) -> bool:

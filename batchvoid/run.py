@@ -359,6 +359,8 @@ def describe_stop(config: Config, stop: Stop) -> str:
             f"it in this run. Check {variables}, then run the same command again to void its "
             "remaining items"
         )
+    if stop.kind in (StopKind.REAUTHORIZE, StopKind.CONNECTION_LOST):
+        return f"{name}: {stop.detail}. No more requests go to it in this run; its items stay pending"
     if stop.kind is StopKind.PROXY_REFUSED:
         return (
             f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it. Fix "

@@ -380,3 +380,23 @@ def test_the_simulated_endpoint_rotates_refresh_tokens_and_expires_access_tokens
     assert issued(issuer, issuer.current_refresh_token(), 106, client="client-id:wrong")[0] == 401
     issuer.revoked = True
     assert issued(issuer, issuer.current_refresh_token(), 106)[1]["error"] == "invalid_grant"
+
+
+async def test_a_lost_connection_stays_lost_for_every_worker_waiting_on_it() -> None:
+    """Workers queued behind a refused refresh get the same ConnectionLost without sending refreshes of their own."""
+    endpoint = TokenEndpoint()
+    endpoint.answers = [answer(400, {"error": "invalid_grant"})] * 10
+    conn = connection(MemoryStore("rt0"), FakeClock())
+    lost: list[ConnectionLost] = []
+
+    async def worker() -> None:
+        try:
+            await conn.ready(endpoint)
+        except ConnectionLost as exc:
+            lost.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(worker)
+    assert len(lost) == 5
+    assert len(endpoint.requests) == 1

@@ -1,4 +1,4 @@
-"""A stand-in for all five billing providers on one local port, with injectable faults.
+"""A stand-in for every billing provider batchvoid knows on one local port, with injectable faults.
 
 ```python
 async with Simulator(SimulatorSettings.from_specs(["rapyd:rate_limit=5/1s"])).serve() as url:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
+PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp", "xero", "quickbooks")
 
 CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
@@ -14,5 +14,18 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "campfire": MappingProxyType({"api_key": "sim_campfire_token"}),
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
+        "xero": MappingProxyType({"client_id": "sim_xero_client", "client_secret": "sim_xero_secret"}),
+        "quickbooks": MappingProxyType({"client_id": "sim_qbo_client", "client_secret": "sim_qbo_secret"}),
+    }
+)
+# The refresh token each OAuth 2.0 provider's connection starts with (it rotates from there).
+REFRESH_TOKENS: Mapping[str, str] = MappingProxyType(
+    {"xero": "sim_xero_refresh_0", "quickbooks": "sim_qbo_refresh_0"}
+)
+# The account each of them is connected to: Xero's tenant, QuickBooks' realm (company).
+ACCOUNTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "xero": MappingProxyType({"tenant_id": "00000000-0000-4000-8000-00000000a11c"}),
+        "quickbooks": MappingProxyType({"realm_id": "9130350000000001"}),
     }
 )

@@ -30,7 +30,7 @@ def _error(status: int, error: str, description: str) -> Answer:
 _BAD_CLIENT = _error(401, "invalid_client", "Client authentication failed")
 _BAD_GRANT_TYPE = _error(400, "unsupported_grant_type", "grant_type must be refresh_token")
 _NO_TOKEN = _error(400, "invalid_request", "refresh_token is required")
-_BAD_GRANT = _error(400, "invalid_grant", "The refresh token is invalid, expired or revoked")
+BAD_GRANT = _error(400, "invalid_grant", "The refresh token is invalid, expired or revoked")
 
 
 @dataclass(slots=True)
@@ -79,10 +79,10 @@ class TokenIssuer:
         if not given:
             return _NO_TOKEN
         if self.revoked or given not in self._used:
-            return _BAD_GRANT
+            return BAD_GRANT
         first_use = self._used[given]
         if first_use is not None and wall - first_use > self.grace_s:
-            return _BAD_GRANT  # rotated: only the one issued in its place works now
+            return BAD_GRANT  # rotated: only the one issued in its place works now
         if first_use is None:
             self._used[given] = wall
         serial = next(self._serial)

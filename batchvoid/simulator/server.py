@@ -1,4 +1,4 @@
-"""The simulator's HTTP server: all five providers on one port, plus `/_sim/` controls.
+"""The simulator's HTTP server: every provider on one port, plus `/_sim/` controls.
 
 Handlers stay lean for benchmarks: no access log, no per-request logging, O(1) work.
 """
@@ -92,7 +92,7 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         """Per provider type: requests, voided, already_void, rejected, not_found,
         auth_failed, throttled, redirected, lookups, faults {error, timeout, reset},
-        idempotent_replays; and `"totals"` over all five."""
+        idempotent_replays; and `"totals"` over all of them."""
         return report_all({name: lane.counts for name, lane in self._lanes.items()})
 
     def revoke(self, provider_type: str) -> None:

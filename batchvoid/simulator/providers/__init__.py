@@ -1,14 +1,16 @@
-"""The five simulated providers, holding the simulator's credentials; one line each."""
+"""The simulated providers, holding the simulator's credentials; one line each."""
 
 from __future__ import annotations
 
-from batchvoid.simulator.credentials import CREDENTIALS
+from batchvoid.simulator.credentials import ACCOUNTS, CREDENTIALS
 from batchvoid.simulator.providers.base import Provider, Route
 from batchvoid.simulator.providers.campfire import Campfire
 from batchvoid.simulator.providers.chargeover import ChargeOver
 from batchvoid.simulator.providers.maple import Maple
+from batchvoid.simulator.providers.quickbooks import QuickBooks
 from batchvoid.simulator.providers.rapyd import Rapyd
 from batchvoid.simulator.providers.sellapp import SellApp
+from batchvoid.simulator.providers.xero import Xero
 
 
 def simulated_providers() -> tuple[Provider, ...]:
@@ -19,6 +21,12 @@ def simulated_providers() -> tuple[Provider, ...]:
         Campfire(**CREDENTIALS["campfire"]),
         Maple(**CREDENTIALS["maple"]),
         SellApp(**CREDENTIALS["sellapp"]),
+        Xero(**CREDENTIALS["xero"], **ACCOUNTS["xero"]),
+        QuickBooks(
+            CREDENTIALS["quickbooks"]["client_id"],
+            CREDENTIALS["quickbooks"]["client_secret"],
+            ACCOUNTS["quickbooks"]["realm_id"],
+        ),
     )
 
 

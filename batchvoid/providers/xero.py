@@ -1,0 +1,123 @@
+"""Xero (Accounting API 2.0): OAuth 2.0, `xero-tenant-id`, a void is `Status: VOIDED` in the body.
+
+Xero answers every refused status change with one 400 ValidationException ("Invoice not of
+valid status for modification" for a void invoice and for a draft alike), so batchvoid reads
+the invoice (`GET /Invoices/{InvoiceID}`) and decides from its `Status`: VOIDED is already
+void; DRAFT and SUBMITTED cannot be voided at all (Xero deletes them instead), and the reason
+says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.oauth import AccessToken, OAuthFacts
+from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+
+MAX_IDEMPOTENCY_KEY = 128  # documented (components.parameters.idempotencyKey)
+_NOT_VOIDABLE_YET = frozenset({"DRAFT", "SUBMITTED"})  # deleted in Xero, never voided
+
+
+@dataclass(frozen=True, slots=True)
+class Xero:
+    base_url: str
+    token: AccessToken = field(repr=False)
+    tenant_id: str
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.token.access_token}",
+            "xero-tenant-id": self.tenant_id,
+            "Accept": "application/json",
+        }
+
+    def _url(self, item: Item) -> str:
+        return f"{self.base_url}/api.xro/2.0/Invoices/{path_segment(item.invoice_id)}"
+
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        body = {"Invoices": [{"InvoiceID": item.invoice_id, "Status": "VOIDED"}]}
+        headers = {
+            **self._headers(),
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key[:MAX_IDEMPOTENCY_KEY],
+        }
+        return Request("POST", self._url(item), headers, orjson.dumps(body), secrets=self.token.secrets)
+
+    def parse_void(self, item: Item, response: Response) -> Outcome:
+        body = json_body(response)
+        invoice = _invoice(body)
+        if response.status == 200:
+            status = invoice.get("Status")
+            if status == "VOIDED":
+                return Outcome(OutcomeKind.VOIDED, "", 200, invoice.get("InvoiceID") or None)
+            return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice status is {status!r}", 200)
+        reason = describe(response, _message(body, response))
+        if (shared := transient(response, reason)) is not None:
+            return shared
+        # One ValidationException for a void, a draft and a paid invoice: read the status.
+        ambiguous = (
+            response.status == 400 and isinstance(body, dict) and body.get("Type") == "ValidationException"
+        )
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, check_status=ambiguous)
+
+    def lookup_request(self, item: Item) -> Request | None:
+        return Request("GET", self._url(item), self._headers(), secrets=self.token.secrets)
+
+    def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
+        body = json_body(response)
+        if response.status == 200:
+            status = _invoice(body).get("Status")
+            if status == "VOIDED":
+                return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
+            if status in _NOT_VOIDABLE_YET:
+                reason = (
+                    f"{rejected.reason} (invoice status: {status}: Xero voids only approved invoices; "
+                    "a draft or submitted one is deleted instead, in Xero, not voided)"
+                )
+            else:
+                reason = f"{rejected.reason} (invoice status: {status})"
+            return replace(rejected, reason=reason, check_status=False)
+        reason = describe(response, _message(body, response))
+        return transient(response, f"status lookup: {reason}") or replace(rejected, check_status=False)
+
+
+def _invoice(body: Any) -> dict[str, Any]:
+    invoices = body.get("Invoices") if isinstance(body, dict) else None
+    first = invoices[0] if isinstance(invoices, list) and invoices else None
+    return first if isinstance(first, dict) else {}
+
+
+def _message(body: Any, response: Response) -> str:
+    """Xero's own words: the validation errors of the elements, else the top message; a 429's limit."""
+    if response.status == 429:
+        problem = header(response.headers, "X-Rate-Limit-Problem")
+        return f"rate limit reached ({problem or 'which one not said'})"
+    if not isinstance(body, dict):
+        return ""
+    errors = [
+        error.get("Message")
+        for element in body.get("Elements") or []
+        if isinstance(element, dict)
+        for error in element.get("ValidationErrors") or []
+        if isinstance(error, dict) and error.get("Message")
+    ]
+    if errors:
+        return "; ".join(str(error) for error in dict.fromkeys(errors))
+    return str(body.get("Message") or body.get("Detail") or body.get("Title") or "")
+
+
+OAUTH = OAuthFacts(
+    token_url="https://identity.xero.com/connect/token",
+    access_lifetime_s=1800,
+    authorize="README: 'Authorising Xero and QuickBooks'",
+    grace="Xero accepts the previous refresh token again for 30 minutes after its first use",
+)
+
+
+def _build(base_url: str, token: AccessToken, options: Mapping[str, str]) -> Xero:
+    return Xero(base_url, token, options["tenant_id"])
