@@ -83,7 +83,7 @@ class QuickBooks:
             if isinstance(sync_token, str) and sync_token.isdigit():
                 return self._void(item, idempotency_key, sync_token)
             return Outcome(OutcomeKind.REJECTED, "the invoice read gave no SyncToken", 200)
-        code, message = _fault(body)
+        _, message = _fault(body)
         reason = describe(response, message)
         if (shared := transient(response, f"invoice read: {reason}")) is not None:
             return shared
@@ -145,10 +145,13 @@ def _fault(body: Any) -> tuple[str | None, str]:
 
 
 OAUTH = OAuthFacts(
-    token_url="https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    token_url="https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",  # noqa: S106 - a URL
     access_lifetime_s=3600,
     authorize="README: 'Authorising Xero and QuickBooks'",
-    grace="The file still holds the previous refresh token; should QuickBooks refuse it, authorise batchvoid again",
+    grace=(
+        "The file still holds the previous refresh token; should QuickBooks refuse it, "
+        "authorise batchvoid again"
+    ),
 )
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.oauth import AccessToken, OAuthFacts
-from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+from batchvoid.providers.base import describe, header, json_body, path_segment, transient
 
 MAX_IDEMPOTENCY_KEY = 128  # documented (components.parameters.idempotencyKey)
 _NOT_VOIDABLE_YET = frozenset({"DRAFT", "SUBMITTED"})  # deleted in Xero, never voided
@@ -112,7 +112,7 @@ def _message(body: Any, response: Response) -> str:
 
 
 OAUTH = OAuthFacts(
-    token_url="https://identity.xero.com/connect/token",
+    token_url="https://identity.xero.com/connect/token",  # noqa: S106 - a URL
     access_lifetime_s=1800,
     authorize="README: 'Authorising Xero and QuickBooks'",
     grace="Xero accepts the previous refresh token again for 30 minutes after its first use",

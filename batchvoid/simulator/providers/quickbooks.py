@@ -71,7 +71,10 @@ _THROTTLED = _fault(
 
 
 def _not_found(invoice_id: str, tally: Tally) -> Answer:
-    detail = f"Object Not Found : Something you're trying to use has been made inactive or does not exist (Invoice {invoice_id})."
+    detail = (
+        "Object Not Found : Something you're trying to use has been made inactive or does not "
+        f"exist (Invoice {invoice_id})."
+    )
     return _fault(400, "Object Not Found", detail, "610", tally)
 
 
@@ -93,7 +96,7 @@ _PAID = _fault(
 
 @dataclass(frozen=True, slots=True)
 class QuickBooks:
-    """Intuit's `GET /v3/company/{realmId}/invoice/{id}`, `POST .../invoice?operation=void`, token endpoint."""
+    """Intuit's `GET .../invoice/{id}` and `POST .../invoice?operation=void`, and its token endpoint."""
 
     client_id: str
     client_secret: str
@@ -110,7 +113,7 @@ class QuickBooks:
         Route("POST", "/v3/company/{realm_id}/invoice", Action.VOID),
         Route("POST", "/oauth2/v1/tokens/bearer", Action.TOKEN),
     )
-    token_prefix: ClassVar[str] = "sim_qbo"
+    token_prefix: ClassVar[str] = "sim_qbo"  # noqa: S105 - in the tokens it issues
     token_lifetime_s: ClassVar[float] = 3600  # documented: 1 hour
 
     def reset(self) -> None:

@@ -92,7 +92,7 @@ class Xero:
         Route("GET", "/api.xro/2.0/Invoices/{invoice_id}", Action.LOOKUP),
         Route("POST", "/connect/token", Action.TOKEN),
     )
-    token_prefix: ClassVar[str] = "sim_xero"
+    token_prefix: ClassVar[str] = "sim_xero"  # noqa: S105 - in the tokens it issues
     token_lifetime_s: ClassVar[float] = 1800  # documented: 30 minutes
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
