@@ -48,6 +48,7 @@ from batchvoid.network import DIRECT, Route
 from batchvoid.oauth import Connection, ConnectionLost
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
+from batchvoid.providers.base import ReadsFirst
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
 CLAIM_MAX = 256  # items a lane claims at a time, at most
@@ -85,6 +86,7 @@ class Lane:
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
     route: Route = DIRECT  # through which proxy, trusting which CAs
     auth: Connection | None = None  # an OAuth 2.0 connection whose access token its requests carry
+    reads_first: ReadsFirst | None = None  # the adapter, when each void needs a read first
 
     @property
     def name(self) -> str:
@@ -191,7 +193,8 @@ class Engine:
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth)
+        reads = adapter if isinstance(adapter, ReadsFirst) else None
+        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth, reads_first=reads)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -300,13 +303,24 @@ class Engine:
             if generation < 0:
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
-            request = lane.adapter.void_request(item, key)
-            trip.sent += 1
-            trip.on_the_wire = True
-            lane.requests += 1
             started = time.perf_counter()
-            outcome = await self._exchange(session, request, lane, work)
-            trip.on_the_wire = False
+            if lane.reads_first is None:
+                request: Request | Outcome = lane.adapter.void_request(item, key)
+            else:  # a read first (QuickBooks' SyncToken), which may settle the item by itself
+                read = await self._read_first(lane.reads_first, session, lane, work, trip, writer)
+                if read is None:
+                    writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                    return
+                request, sent_at = read
+            if isinstance(request, Outcome):
+                outcome = request
+            else:
+                trip.sent += 1
+                trip.on_the_wire = True
+                lane.requests += 1
+                started = time.perf_counter()
+                outcome = await self._exchange(session, request, lane, work)
+                trip.on_the_wire = False
             if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
@@ -387,6 +401,35 @@ class Engine:
                 pause_s=round(pause),
                 until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
             )
+
+    async def _read_first(
+        self,
+        reads: ReadsFirst,
+        session: aiohttp.ClientSession,
+        lane: Lane,
+        work: WorkItem,
+        trip: _Trip,
+        writer: LedgerWriter,
+    ) -> tuple[Request | Outcome, float] | None:
+        """The read a void needs first, and the void it gives (paced: the void is a request too)
+        or the outcome it settles; and when the request was let go. None: the lane stopped."""
+        trip.sent += 1
+        lane.requests += 1
+        started = time.perf_counter()
+        try:
+            response = await send(
+                session, reads.read_first(work.item), lane.profile.settings.timeout_s, lane.route
+            )
+        except TransportError as exc:
+            return Outcome(OutcomeKind.RETRYABLE, f"invoice read: {exc}"), started
+        decided = reads.void_after_read(work.item, work.idempotency_key, response)
+        if isinstance(decided, Outcome):
+            return decided, started
+        read = Outcome(OutcomeKind.READ, "", response.status)
+        self._attempt(lane, work, writer, work.attempts + trip.sent, read, started)
+        with self._wait(lane):
+            sent_at = await lane.pace.acquire()
+        return None if self._done(lane) else (decided, sent_at)
 
     async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
         """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""

@@ -42,6 +42,7 @@ class OutcomeKind(enum.StrEnum):
     AUTH_FAILED = "auth_failed"  # 401/403: the credential is wrong or revoked
     THROTTLED = "throttled"  # 429: slow the whole lane down
     RETRYABLE = "retryable"  # 5xx, 409 in progress, timeout, connection error
+    READ = "read"  # the invoice read a void needs first (QuickBooks' SyncToken): never final
 
 
 @dataclass(frozen=True, slots=True)

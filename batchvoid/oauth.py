@@ -343,6 +343,11 @@ class Connection:
         self._lost: ConnectionLost | None = None  # once lost, lost for the run: no more refreshes
 
     @property
+    def client(self) -> tuple[str, str]:
+        """The token endpoint and the app's client id: what profiles sharing the connection share."""
+        return (self.token_url, self._client_id)
+
+    @property
     def access_token(self) -> str:
         """The current access token; only after `ready`."""
         if not self._access:

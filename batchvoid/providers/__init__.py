@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchvoid.providers import campfire, chargeover, maple, rapyd, sellapp
+from batchvoid.providers import campfire, chargeover, maple, quickbooks, rapyd, sellapp, xero
 from batchvoid.providers.base import Adapter, ProviderSpec
 
 REGISTRY: dict[str, ProviderSpec] = {
@@ -13,6 +13,8 @@ REGISTRY: dict[str, ProviderSpec] = {
         campfire.SPEC,
         maple.SPEC,
         sellapp.SPEC,
+        xero.SPEC,
+        quickbooks.SPEC,
     )
 }
 

@@ -11,12 +11,13 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.oauth import AccessToken, OAuthFacts
 
 
 class Adapter(Protocol):
@@ -39,6 +40,19 @@ class Adapter(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadsFirst(Protocol):
+    """An adapter whose every void needs a read of the invoice first (QuickBooks' SyncToken)."""
+
+    def read_first(self, item: Item) -> Request:
+        """The read that comes before the void."""
+        ...
+
+    def void_after_read(self, item: Item, idempotency_key: str, response: Response) -> Request | Outcome:
+        """The void the read's answer calls for, or the outcome the read settles (already void)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """A provider type: what its config needs and how to build its adapter."""
@@ -54,6 +68,11 @@ class ProviderSpec:
     idempotency_header: str | None
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
+    required_options: tuple[str, ...] = ()  # options a profile must set (the account: a tenant, a realm)
+    oauth: OAuthFacts | None = None  # an OAuth 2.0 provider: its credentials are the app's client
+    # connect(base_url, the connection's current access token, options): an OAuth adapter
+    connect: Callable[[str, AccessToken, Mapping[str, str]], Adapter] | None = None
+    max_concurrency: int | None = None  # documented requests in flight at once, if any
 
 
 class AdapterBase:

@@ -25,7 +25,7 @@ import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.oauth import AccessToken, OAuthFacts
-from batchvoid.providers.base import describe, json_body, path_segment, transient
+from batchvoid.providers.base import ProviderSpec, describe, json_body, path_segment, transient
 
 MAX_REQUEST_ID = 50  # documented (36 for batch requests, which batchvoid does not send)
 STALE_OBJECT = "5010"  # the SyncToken given is not the invoice's current one
@@ -65,7 +65,7 @@ class QuickBooks:
     def _company(self) -> str:
         return f"{self.base_url}/v3/company/{path_segment(self.realm_id)}"
 
-    def read_first(self, item: Item) -> Request | None:
+    def read_first(self, item: Item) -> Request:
         """The read every void needs: the invoice, for its SyncToken (and whether it is void)."""
         url = f"{self._company()}/invoice/{path_segment(item.invoice_id)}"
         return Request("GET", url, self._headers(), secrets=self.token.secrets)
@@ -157,3 +157,25 @@ OAUTH = OAuthFacts(
 
 def _build(base_url: str, token: AccessToken, options: Mapping[str, str]) -> QuickBooks:
     return QuickBooks(base_url, token, options["realm_id"])
+
+
+def _no_build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> QuickBooks:
+    raise ValueError("a QuickBooks adapter is built from its OAuth connection (ProviderSpec.connect)")
+
+
+SPEC = ProviderSpec(
+    type="quickbooks",
+    title="QuickBooks Online",
+    credentials={"client_id_env": "QUICKBOOKS_CLIENT_ID", "client_secret_env": "QUICKBOOKS_CLIENT_SECRET"},
+    options={"realm_id": "the company's realm id (the realmId the authorisation's redirect carries)"},
+    default_base_url="https://quickbooks.api.intuit.com",
+    documented_limits=("500/60s",),
+    example_limits=("500/60s",),
+    limits_note="documented, per company: 500 a minute and 10 requests in flight; each void is a read and a void",
+    idempotency_header=None,
+    build=_no_build,
+    required_options=("realm_id",),
+    oauth=OAUTH,
+    connect=_build,
+    max_concurrency=10,
+)

@@ -17,7 +17,7 @@ import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.oauth import AccessToken, OAuthFacts
-from batchvoid.providers.base import describe, header, json_body, path_segment, transient
+from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
 
 MAX_IDEMPOTENCY_KEY = 128  # documented (components.parameters.idempotencyKey)
 _NOT_VOIDABLE_YET = frozenset({"DRAFT", "SUBMITTED"})  # deleted in Xero, never voided
@@ -121,3 +121,28 @@ OAUTH = OAuthFacts(
 
 def _build(base_url: str, token: AccessToken, options: Mapping[str, str]) -> Xero:
     return Xero(base_url, token, options["tenant_id"])
+
+
+def _no_build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Xero:
+    raise ValueError("a Xero adapter is built from its OAuth connection (ProviderSpec.connect)")
+
+
+SPEC = ProviderSpec(
+    type="xero",
+    title="Xero",
+    credentials={"client_id_env": "XERO_CLIENT_ID", "client_secret_env": "XERO_CLIENT_SECRET"},
+    options={
+        "tenant_id": "the organisation's tenant id, sent as xero-tenant-id (GET "
+        "https://api.xero.com/connections lists them after authorising)",
+    },
+    default_base_url="https://api.xero.com",
+    documented_limits=("60/60s", "5000/24h"),
+    example_limits=("60/60s", "5000/24h"),
+    limits_note="documented, per tenant: 60 a minute and 5,000 a day, and 5 requests in flight",
+    idempotency_header="Idempotency-Key",
+    build=_no_build,
+    required_options=("tenant_id",),
+    oauth=OAUTH,
+    connect=_build,
+    max_concurrency=5,
+)
