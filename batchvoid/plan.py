@@ -24,7 +24,7 @@ from batchvoid.credentials import Reader, Sources
 from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
-from batchvoid.pace import estimate_s, sustained_rate
+from batchvoid.pace import binding_rate, estimate_s
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env
 from batchvoid.progress import format_duration
 
@@ -45,8 +45,8 @@ class LanePlan:
 
     @property
     def rate(self) -> float | None:
-        """The sustained rate every window allows at once, per second; None: no limit."""
-        return sustained_rate(self.rate_limits)
+        """The rate its items go at under the windows they fill, per second; None: no limit."""
+        return binding_rate(self.to_send, self.rate_limits)
 
     @property
     def duration_s(self) -> float | None:
