@@ -32,6 +32,14 @@ COMMON_KEYS = {
 }
 
 
+# The keys of an OAuth 2.0 provider's profile (Xero, QuickBooks Online) beyond its options.
+OAUTH_KEYS = {
+    "refresh_token_file": "the file that holds the connection's refresh token (0600); batchvoid "
+    "replaces it, atomically, on every refresh",
+    "token_url": "the provider's token endpoint",
+}
+
+
 CREDENTIAL_SOURCES = (
     "Credentials never go in the file. For each one, give one of: *_env, the environment variable "
     "that holds it (the default below); *_file, a file that holds it (a mounted Kubernetes or Docker "
@@ -60,6 +68,16 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "default_limits": list(spec.example_limits),
         "limits_note": spec.limits_note,
         "idempotency_header": spec.idempotency_header,
+        "idempotency_key_max_length": spec.idempotency and spec.idempotency.max_length,
+        "void": f"{spec.void.method} {spec.void.path}",
+        "lookup": spec.lookup and f"{spec.lookup.method} {spec.lookup.path}",
+        "row_fields": {f.name: f.meaning for f in spec.row_fields},
+        "oauth": spec.oauth
+        and {
+            "keys": OAUTH_KEYS,
+            "token_url": spec.oauth.token_url,
+            "access_lifetime_s": spec.oauth.access_lifetime_s,
+        },
     }
 
 
@@ -74,6 +92,52 @@ def catalog() -> dict[str, Any]:
 
 def _keys(mapping: Mapping[str, str], *, default_word: str) -> list[str]:
     return [f"{key} ({default_word} {value})" for key, value in mapping.items()]
+
+
+def _idempotency(spec: ProviderSpec) -> str:
+    if spec.idempotency is None:
+        return "none"
+    said = [f"{spec.idempotency.header} {'query parameter' if spec.idempotency.in_query else 'header'}"]
+    if spec.idempotency.max_length is not None:
+        said.append(f"at most {spec.idempotency.max_length} characters")
+    if spec.idempotency.note:
+        said.append(spec.idempotency.note)
+    return ", ".join(said)
+
+
+def _idempotency_cell(spec: ProviderSpec) -> str:
+    if spec.idempotency is None:
+        return "none"
+    return f"`{spec.idempotency.header}`" + (" (query)" if spec.idempotency.in_query else "")
+
+
+def _oauth(spec: ProviderSpec) -> str:
+    assert spec.oauth is not None
+    return (
+        f"refresh_token_file (required): {OAUTH_KEYS['refresh_token_file']}; token_url (default "
+        f"{spec.oauth.token_url}); access tokens last {spec.oauth.access_lifetime_s / 60:g} minutes"
+    )
+
+
+def markdown_table() -> str:
+    """The README's provider table, one row per registered provider."""
+    rows = [
+        "| type | provider | credential variables | void | idempotency | documented limits "
+        "| example limits |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for spec in REGISTRY.values():
+        cells = (
+            f"`{spec.type}`",
+            spec.title,
+            ", ".join(f"`{var}`" for var in spec.credentials.values()),
+            f"`{spec.void.method} {spec.void.path}`",
+            _idempotency_cell(spec),
+            ", ".join(spec.documented_limits) or "none documented",
+            ", ".join(spec.example_limits) or "none",
+        )
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def text() -> str:
@@ -91,7 +155,11 @@ def text() -> str:
             ("base_url", spec.default_base_url or "required: every account has its own"),
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
             ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
-            ("idempotency", f"{spec.idempotency_header} header" if spec.idempotency_header else "none"),
+            ("idempotency", _idempotency(spec)),
+            ("void", f"{spec.void.method} {spec.void.path}"),
+            *([("read", f"{spec.lookup.method} {spec.lookup.path}")] if spec.lookup else []),
+            ("row fields", "; ".join(f"{f.name}: {f.meaning}" for f in spec.row_fields) or "-"),
+            *([("oauth", _oauth(spec))] if spec.oauth else []),
         ]
         lines += [f"  {name:<11}  {value}" for name, value in rows]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from batchvoid import __version__, catalog, locations, plan, report
 from batchvoid import config as configuration
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
-from batchvoid.ledger import open_ledger
+from batchvoid.ledger import is_url, open_ledger
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.preflight import RunOptions
 from batchvoid.progress import ProgressOptions
@@ -97,12 +97,25 @@ time_scale_option = click.option(
 )
 
 
+class _LedgerParam(click.ParamType):  # type: ignore[type-arg]
+    """A ledger location: a `postgresql://` URL stays text, anything else is a file path."""
+
+    name = "FILE|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path) or not is_url(value):
+            return click.Path(path_type=Path, dir_okay=False).convert(value, param, ctx)
+        return str(value)
+
+
+_LEDGER = _LedgerParam()
+
 ledger_option = click.option(
     "--ledger",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=_LEDGER,
     default=None,
-    help=f"Checkpoint ledger (SQLite) the runs wrote. Default: ${locations.LEDGER_ENV}, else "
-    f"{DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
+    help="Checkpoint ledger the runs wrote: a SQLite file, or a postgresql:// URL. "
+    f"Default: ${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; a rehearsal's is {REHEARSAL_LEDGER}.",
 )
 
 
@@ -122,9 +135,10 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
             ),
             click.option(
                 "--ledger",
-                type=click.Path(path_type=Path, dir_okay=False),
+                type=_LEDGER,
                 default=None,
-                help=f"Checkpoint ledger (SQLite). The same file resumes the job. Default: "
+                help=f"Checkpoint ledger: a SQLite file, or a postgresql:// URL that many workers share. "
+                "The same ledger resumes the job. Default: "
                 f"${locations.LEDGER_ENV}, else {DEFAULT_LEDGER}; with --simulate, {REHEARSAL_LEDGER} "
                 f"(or NAME.rehearsal.sqlite next to ${locations.LEDGER_ENV}: a rehearsal keeps its own).",
             ),
@@ -143,7 +157,7 @@ def job_arguments(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _ledger(ledger: Path | None, simulate: bool) -> Path:
+def _ledger(ledger: Path | str | None, simulate: bool) -> Path | str:
     return locations.ledger_path(ledger, os.environ, simulate=simulate)
 
 
@@ -190,6 +204,13 @@ def main() -> None:
 @seed_option
 @time_scale_option
 @click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With a postgresql:// ledger: join the job only while it has fewer than N live workers "
+    "(exit 4 otherwise). Default: any number. A SQLite ledger always takes one run per job.",
+)
+@click.option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=None,
@@ -230,7 +251,7 @@ def main() -> None:
 def run(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path | None,
+    ledger: Path | str | None,
     job_id: str | None,
     allow_target_change: bool,
     log_file: Path | None,
@@ -238,6 +259,7 @@ def run(
     faults: tuple[str, ...],
     seed: int | None,
     time_scale: float,
+    max_workers: int | None,
     max_failures: int | None,
     max_failure_rate: float | None,
     dry_run: bool,
@@ -252,8 +274,9 @@ def run(
     anything was sent (usage, configuration, job file, credential, ledger or log file); 3
     stopped with items left (a provider refused the key, rejected item after item or throttled
     past the pause limits, --max-failures/--max-failure-rate, or a fault such as a full disk);
-    4 another run holds the job; 130 interrupted (SIGINT/SIGTERM): run the same command to
-    resume. A rehearsal (--simulate) keeps its own ledger, rehearsal.sqlite.
+    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL); 130
+    interrupted (SIGINT/SIGTERM): run the same command to resume. A rehearsal (--simulate)
+    keeps its own ledger, rehearsal.sqlite.
 
     \b
     Examples:
@@ -275,6 +298,7 @@ def run(
         retry_failed=retry_failed,
         allow_target_change=allow_target_change,
         progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
+        max_workers=max_workers,
     )
     if dry_run:
         _show_plan(options)
@@ -351,7 +375,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 def plan_command(
     job_file: Path,
     config_path: Path | None,
-    ledger: Path | None,
+    ledger: Path | str | None,
     job_id: str | None,
     allow_target_change: bool,
     simulate: bool,
@@ -389,7 +413,7 @@ def plan_command(
 @ledger_option
 @click.option("--job-id", default=None, help="Show this job in detail. Default: list every job.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts and monitoring.")
-def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
+def status(ledger: Path | str | None, job_id: str | None, as_json: bool) -> None:
     """Show the jobs in a ledger, or one job: its counts, runs, attempts and top failure reasons.
 
     Reads the ledger read-only, so it is safe while a run is going.
@@ -438,7 +462,11 @@ def status(ledger: Path | None, job_id: str | None, as_json: bool) -> None:
     help="Write to this file instead of stdout.",
 )
 def report_command(
-    ledger: Path | None, job_id: str | None, states: tuple[str, ...], fmt: str | None, output: Path | None
+    ledger: Path | str | None,
+    job_id: str | None,
+    states: tuple[str, ...],
+    fmt: str | None,
+    output: Path | None,
 ) -> None:
     """Write one row per item: state, reason, HTTP status, attempts, keys, times, metadata.
 

@@ -28,7 +28,7 @@ from batchvoid.models import RateLimit
 from batchvoid.network import is_loopback, tls_context
 from batchvoid.oauth import AccessToken, OAuthSettings, RefreshTokenFile
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
-from batchvoid.simulator.credentials import ACCOUNTS
+from batchvoid.simulator.credentials import ACCOUNTS, provider_url
 from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -145,17 +145,13 @@ class Config:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def pointed_at(self, base_url: str) -> Config:
-        """The same profiles, every one sending to `base_url` (the simulator)."""
-        profiles = {
-            name: replace(
-                p,
-                base_url=base_url,
-                oauth=None
-                if p.oauth is None
-                else replace(p.oauth, token_url=base_url + _path(p.oauth.token_url)),
-            )
-            for name, p in self.profiles.items()
-        }
+        """The same profiles, every one sending to the simulator at `base_url` (its own part), an
+        OAuth 2.0 connection's refreshes too."""
+        profiles = {}
+        for name, p in self.profiles.items():
+            url = provider_url(base_url, p.spec.type)
+            oauth = None if p.oauth is None else replace(p.oauth, token_url=url + _path(p.oauth.token_url))
+            profiles[name] = replace(p, base_url=url, oauth=oauth)
         return replace(self, profiles=profiles)
 
     def rehearsal(self) -> Config:
@@ -297,9 +293,10 @@ def builtin() -> Config:
                 key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
                 for key, var in spec.credentials.items()
             },
-            options={"company_id": "cmp_simulated"}
-            if "company_id" in spec.options
-            else dict(ACCOUNTS.get(spec.type, {})),
+            options={
+                **{f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
+                **ACCOUNTS.get(spec.type, {}),
+            },
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
             source=f"built-in simulator configuration: [providers.{spec.type}]",
@@ -370,8 +367,12 @@ def _profile(
     for key in spec.required_options:
         if key not in options:
             raise ConfigError(f"{where}: {key} is required for {spec.title}: {spec.options[key]}")
-    if "company_id" in options and not options["company_id"].startswith("cmp_"):
-        raise ConfigError(f"{where}: company_id must start with 'cmp_', got {options['company_id']!r}")
+    for row_field in spec.row_fields:
+        value = options.get(row_field.name)
+        if value is not None and row_field.prefix is not None and not value.startswith(row_field.prefix):
+            raise ConfigError(
+                f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
+            )
     _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))
@@ -383,11 +384,14 @@ def _profile(
         raise ConfigError(f"{where}: rate_limits: {exc}") from None
 
     settings = _settings(table, defaults, where)
-    if spec.max_concurrency is not None and settings.concurrency > spec.max_concurrency:
+    most = spec.max_in_flight
+    if most is not None and settings.concurrency > most and "concurrency" not in table:
+        settings = replace(settings, concurrency=most)  # [defaults]' value, held to the documented most
+    if most is not None and settings.concurrency > most:
         raise ConfigError(
             f"{where}: concurrency is {settings.concurrency}, but {spec.title} takes at most "
-            f"{spec.max_concurrency} requests in flight at once (documented): set concurrency = "
-            f"{spec.max_concurrency} or lower in this table"
+            f"{spec.max_in_flight} requests in flight at once (documented): set concurrency = "
+            f"{spec.max_in_flight} or lower in this table"
         )
     return Profile(
         name=name,

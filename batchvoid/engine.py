@@ -173,7 +173,11 @@ class Engine:
         # Limiters, the session and locks belong to the running loop: create them here.
         self.lanes = {
             name: self._new_lane(
-                self._profiles[name], adapter, self._routes.get(name, DIRECT), self._connections.get(name)
+                self._profiles[name],
+                adapter,
+                self._routes.get(name, DIRECT),
+                self.queue.pace(self._profiles[name]),
+                self._connections.get(name),
             )
             for name, adapter in self._adapters.items()
         }
@@ -187,8 +191,11 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter, route: Route, auth: Connection | None) -> Lane:
-        settings, pace = profile.settings, Pace(profile.rate_limits)
+    def _new_lane(
+        profile: Profile, adapter: Adapter, route: Route, shared: Pace | None, auth: Connection | None
+    ) -> Lane:
+        """`shared`: the queue's pace for the profile, when its limits are kept across workers."""
+        settings, pace = profile.settings, shared or Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)

@@ -301,14 +301,9 @@ class _CsvRow:
         at = {name: n for n, name in enumerate(header)}
         self._at = tuple(at.get(name) for name in (*REQUIRED, *OPTIONAL))
         self._extra = tuple((n, name) for n, name in enumerate(header) if name not in (*REQUIRED, *OPTIONAL))
-        # Per provider: its default void date, whether it checks company ids, needs one in the row.
+        # Per provider: its default void date, and its row fields' checks (see `_row_checks`).
         self._rules = {
-            name: (
-                void_dates.get(name),
-                "company_id" in profile.spec.options,
-                "company_id" in profile.spec.options and "company_id" not in profile.options,
-            )
-            for name, profile in profiles.items()
+            name: (void_dates.get(name), _row_checks(profile)) for name, profile in profiles.items()
         }
 
     def __call__(self, line: int, cells: list[str]) -> Item | RowError:
@@ -320,12 +315,18 @@ class _CsvRow:
             void_date = None if date_at is None else cells[date_at].strip() or None
             company_id = None if company_at is None else cells[company_at].strip() or None
             store = None if store_at is None else cells[store_at].strip() or None
-            default_date, checks_company, needs_company = rule
-            company_ok = not checks_company or (
-                company_id.startswith("cmp_") if company_id is not None else not needs_company
-            )
+            default_date, checks = rule
+            if checks:
+                given = {"void_date": void_date, "company_id": company_id, "store": store}
+                fields_ok = all(
+                    ((value := given[name]) is None and not needed)
+                    or (value is not None and (prefix is None or value.startswith(prefix)))
+                    for name, prefix, needed in checks
+                )
+            else:
+                fields_ok = True
             if (
-                company_ok
+                fields_ok
                 and (void_date is None or _is_date(void_date))
                 and (company_id is None or _fits(company_id))
                 and (store is None or _fits(store))
@@ -335,6 +336,15 @@ class _CsvRow:
                     line, provider, invoice_id, void_date or default_date, company_id, store, metadata
                 )
         return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
+
+
+def _row_checks(profile: Profile) -> tuple[tuple[str, str | None, bool], ...]:
+    """The provider's row fields that are checked: (name, required prefix, needed in the row)."""
+    return tuple(
+        (f.name, f.prefix, f.required and f.name not in profile.options)
+        for f in profile.spec.row_fields
+        if f.prefix is not None or f.required
+    )
 
 
 def _fits(value: str) -> bool:
@@ -373,13 +383,13 @@ def _item(
             problems.append(
                 f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
             )
-    if profile is not None and "company_id" in profile.spec.options:
-        if company_id is None and "company_id" not in profile.options:
-            problems.append(
-                f"no company_id: give one in this row or set company_id in [providers.{provider}]"
-            )
-        elif company_id is not None and not company_id.startswith("cmp_"):
-            problems.append(f"company_id {company_id[:40]!r} must start with 'cmp_'")
+    given = {"void_date": void_date, "company_id": company_id, "store": store}
+    for name, prefix, needed in () if profile is None else _row_checks(profile):
+        if (value := given[name]) is None:
+            if needed:
+                problems.append(f"no {name}: give one in this row or set {name} in [providers.{provider}]")
+        elif prefix is not None and not value.startswith(prefix):
+            problems.append(f"{name} {value[:40]!r} must start with {prefix!r}")
     if problems:
         return RowError(line, "; ".join(problems))
     assert provider is not None and invoice_id is not None  # noqa: PT018 - narrowed by the checks above

@@ -11,9 +11,10 @@ The configuration is the first of these that is given or exists:
 5. `/etc/batchvoid/batchvoid.toml`.
 
 The ledger is `--ledger FILE`, else the file `BATCHVOID_LEDGER` names, else `batchvoid.sqlite`
-in the working directory. A rehearsal (`--simulate`) never shares a real run's ledger: it is
-`--ledger FILE`, else `<name>.rehearsal<suffix>` next to the file `BATCHVOID_LEDGER` names,
-else `rehearsal.sqlite`.
+in the working directory; either may instead be a `postgresql://` URL. A rehearsal
+(`--simulate`) never shares a real run's ledger: it is `--ledger FILE`, else
+`<name>.rehearsal<suffix>` next to the file `BATCHVOID_LEDGER` names (`rehearsal.sqlite` when
+that is a URL), else `rehearsal.sqlite`.
 """
 
 from __future__ import annotations
@@ -93,11 +94,17 @@ def not_found(found: Found) -> str:
     )
 
 
-def ledger_path(explicit: Path | None, env: Mapping[str, str], *, simulate: bool = False) -> Path:
-    """The ledger: --ledger, else BATCHVOID_LEDGER (for a rehearsal: next to it), else the default."""
+def ledger_path(explicit: Path | str | None, env: Mapping[str, str], *, simulate: bool = False) -> Path | str:
+    """The ledger: --ledger, else BATCHVOID_LEDGER (for a rehearsal: next to it), else the default.
+
+    A `postgresql://` URL stays a str. A rehearsal never shares a database named by
+    BATCHVOID_LEDGER: it takes the default rehearsal file (--ledger URL --simulate is allowed).
+    """
     if explicit is not None:
         return explicit
     if named := env.get(LEDGER_ENV, "").strip():
+        if named.startswith(("postgresql://", "postgres://")):
+            return REHEARSAL_LEDGER if simulate else named
         path = Path(named).expanduser()
         return path.with_name(f"{path.stem}.rehearsal{path.suffix}") if simulate else path
     return REHEARSAL_LEDGER if simulate else DEFAULT_LEDGER

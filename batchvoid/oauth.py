@@ -43,22 +43,13 @@ import anyio
 from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import Request, Response
 from batchvoid.network import DIRECT, Route
+from batchvoid.providers.facts import OAuthFacts
 
 MAX_MARGIN_S = 300.0  # refresh this long before an access token expires, at most ...
 MARGIN_SHARE = 0.25  # ... and at most this share of its lifetime (the simulator's are seconds long)
 REFRESH_TRIES = 5  # a token endpoint that fails this often in a row stops the lane (items stay pending)
 REFRESH_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)  # between those tries
 _REFUSED = frozenset({400, 401, 403})  # the grant or the client was refused: trying again cannot help
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthFacts:
-    """What a provider documents about its OAuth 2.0 connections."""
-
-    token_url: str  # the refresh endpoint
-    access_lifetime_s: float  # used when a token answer says no expires_in
-    authorize: str  # where a person gets the first refresh token (the README section)
-    grace: str = ""  # what the provider does with a refresh token used twice, for messages
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from rich.table import Table
 from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.errors import ConfigError
-from batchvoid.ledger import Job, Ledger, open_ledger, writable_problem
+from batchvoid.ledger import Job, Ledger, ledger_exists, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
 from batchvoid.pace import binding_rate, estimate_s
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env
@@ -90,7 +90,7 @@ def make(options: RunOptions, env: Mapping[str, str], *, retry_failed: bool = Fa
         source = simulator_env(config)
     job_id = options.job_name
     warnings = io.StringIO()
-    if options.ledger.is_file():
+    if ledger_exists(options.ledger):
         with open_ledger(options.ledger, readonly=True) as ledger:
             if ledger.job(job_id) is not None:
                 job, _ = prepare(options, config, ledger, warnings)
@@ -130,7 +130,7 @@ def _plan(
             )
         )
     problems = []
-    if problem := writable_problem(options.ledger):
+    if isinstance(options.ledger, Path) and (problem := writable_problem(options.ledger)):
         problems.append(f"{options.ledger}: {problem}")
     notices: list[str] = []  # credentials the run would trim
     for lane in lanes:

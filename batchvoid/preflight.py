@@ -23,7 +23,7 @@ from batchvoid.config import Config, Profile
 from batchvoid.credentials import Reader
 from batchvoid.engine import FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
-from batchvoid.ledger import Ingest, Job, Ledger, NewJob
+from batchvoid.ledger import Ingest, Job, Ledger, LedgerLocation, NewJob
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.network import Route, route, tls_context
 from batchvoid.progress import ProgressOptions
@@ -39,7 +39,7 @@ class RunOptions:
 
     job_file: Path
     config: Path | None = None
-    ledger: Path = DEFAULT_LEDGER
+    ledger: LedgerLocation = DEFAULT_LEDGER
     job_id: str | None = None
     log_file: Path | None = None
     simulate: bool = False
@@ -50,6 +50,7 @@ class RunOptions:
     retry_failed: bool = False  # put failed items back to pending first (redrive)
     allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
+    max_workers: int | None = None  # PostgreSQL: refuse to join a job with this many live workers
 
     @property
     def job_name(self) -> str:
@@ -151,6 +152,8 @@ def prepare(
             targets=sends_to,
         )
         ingest = ledger.ingest(new, None if env is None else partial(_credentials_set, config, env))
+        if ingest.joined:  # another worker recorded it meanwhile: resume it, as it was recorded
+            return prepare(options, config, ledger, out, cancelled, env)
         if not ingest.recorded:
             raise jobfile.refusal(options.job_file, ingest.errors, ingest.error_count)
         job = ledger.job(job_id)

@@ -9,6 +9,7 @@ warnings and errors about the run itself (a long pause, a stopped lane), none ab
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -267,6 +268,7 @@ class Display:
         # Where console log lines go: when quiet, only those about the run. A line written
         # straight to the terminal would land inside the live bars and garble them; printed
         # through the live console it appears above them instead.
+        self._job = JobTotals(None)
         self.log_stream: TextIO | None = (
             cast(TextIO, _RunLevelOnly(stream))
             if mode == "quiet"
@@ -277,15 +279,25 @@ class Display:
 
     @asynccontextmanager
     async def watching(
-        self, engine: Watched, counts: Mapping[tuple[str, ItemState], int]
+        self,
+        engine: Watched,
+        counts: Mapping[tuple[str, ItemState], int],
+        job_counts: Callable[[], Mapping[tuple[str, ItemState], int]] | None = None,
     ) -> AsyncIterator[None]:
-        """Show progress while the body (the engine's run) goes on."""
+        """Show progress while the body (the engine's run) goes on.
+
+        `job_counts` reads the whole job's counts from the ledger: when other workers share the
+        job, the display shows the job's totals as well as this run's own.
+        """
         if self.mode not in ("live", "lines") or not counts:
             yield
             return
         tracker = Tracker(counts)
+        self._job = JobTotals(job_counts)
         error: BaseException | None = None
         async with anyio.create_task_group() as tg:
+            if job_counts is not None:
+                tg.start_soon(self._job.follow)
             tg.start_soon(self._watch, engine, tracker)
             try:
                 yield
@@ -305,7 +317,10 @@ class Display:
     async def _lines(self, engine: Watched, tracker: Tracker) -> None:
         while True:
             await anyio.sleep(self.options.interval_s)
-            line = progress_line(tracker.poll(engine), tracker.elapsed_s())
+            rows = tracker.poll(engine)
+            line = progress_line(rows, tracker.elapsed_s())
+            if (shared := self._job.text(rows)) is not None:
+                line += f" | {shared}"
             print(line, file=self._stream, flush=True)
 
     async def _live(self, engine: Watched, tracker: Tracker) -> None:
@@ -328,12 +343,14 @@ class Display:
             try:
                 while True:
                     await anyio.sleep(self.options.refresh_s)
-                    _draw(progress, tasks, tracker.poll(engine))
+                    _draw(progress, tasks, tracker.poll(engine), self._job)
             finally:
-                _draw(progress, tasks, tracker.poll(engine))  # the last word: how it ended
+                _draw(progress, tasks, tracker.poll(engine), self._job)  # the last word: how it ended
 
 
-def _draw(progress: Progress, tasks: dict[str, TaskID], rows: list[LaneProgress]) -> None:
+def _draw(
+    progress: Progress, tasks: dict[str, TaskID], rows: list[LaneProgress], job: JobTotals | None = None
+) -> None:
     width = max(len(row.provider) for row in [*rows, _total(rows)])
     total = _total(rows)
     for row in [*rows, total]:
@@ -352,7 +369,38 @@ def _draw(progress: Progress, tasks: dict[str, TaskID], rows: list[LaneProgress]
             failed=failed,
             state=state,
         )
+    if job is not None and (shared := job.text(rows)) is not None:
+        if "job" not in tasks:
+            tasks["job"] = progress.add_task("", total=None, rate="", eta="", failed="", state="")
+        progress.update(tasks["job"], description=shared)
     progress.refresh()
+
+
+class JobTotals:
+    """The whole job's totals, as the ledger counts them, read every few seconds off the loop."""
+
+    EVERY_S = 2.0
+
+    def __init__(self, read: Callable[[], Mapping[tuple[str, ItemState], int]] | None) -> None:
+        self._read = read
+        self.done: int | None = None
+        self.total = 0
+
+    async def follow(self) -> None:
+        assert self._read is not None
+        while True:
+            with contextlib.suppress(Exception):  # the run reports a ledger that fails; the display goes on
+                counts = await anyio.to_thread.run_sync(self._read)
+                self.total = sum(counts.values())
+                self.done = sum(n for (_, state), n in counts.items() if state.is_final)
+            await anyio.sleep(self.EVERY_S)
+
+    def text(self, rows: Sequence[LaneProgress]) -> str | None:
+        """'job (all workers): D/T done', when others did part of the job; None when this run did it all."""
+        if self.done is None or self.done <= _total(list(rows)).done:
+            return None
+        percent = 100 * self.done // self.total if self.total else 100
+        return f"job (all workers): {self.done}/{self.total} done ({percent}%)"
 
 
 class _AboveLive(io.TextIOBase):

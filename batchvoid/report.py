@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TextIO
 
 from rich.console import Console
@@ -21,6 +21,7 @@ from rich.text import Text
 
 from batchvoid.errors import LedgerError
 from batchvoid.ledger import Holder, Job, Ledger
+from batchvoid.ledger.api import WorkerRow
 from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
@@ -82,6 +83,7 @@ class JobStatus:
     attempts: int
     reasons: Sequence[tuple[str, str, int]]  # (provider, reason, items), most frequent first
     holder: Holder | None  # the run recorded as holding the job, if any
+    workers: Sequence[WorkerRow] = ()  # on a shared ledger: every worker that joined the job
 
     @classmethod
     def read(cls, ledger: Ledger, job: Job, *, reasons: int = REASONS_SHOWN) -> JobStatus:
@@ -91,6 +93,7 @@ class JobStatus:
             attempts=ledger.attempt_count(job),
             reasons=ledger.failure_reasons(job, reasons),
             holder=ledger.lock_holder(job.job_id),
+            workers=ledger.workers(job.job_id),
         )
 
     def totals(self) -> dict[str, int]:
@@ -133,6 +136,7 @@ class JobStatus:
                 {"provider": provider, "reason": reason, "items": n} for provider, reason, n in self.reasons
             ],
             "running": self.running(),
+            **({"workers": [asdict(w) for w in self.workers]} if self.workers else {}),
         }
 
 
@@ -214,6 +218,8 @@ def render_job(status: JobStatus, console: Console) -> None:
     )
     if (running := _running_text(status.running())) is not None:
         console.print(f"  {running}", highlight=False, markup=False, soft_wrap=True)
+    if status.workers:
+        console.print(workers_table(status.workers))
     console.print(counts_table(status.counts))
     if status.reasons:
         console.print("Top failure reasons:")
@@ -221,6 +227,29 @@ def render_job(status: JobStatus, console: Console) -> None:
         for provider, reason, n in status.reasons:
             line = f"  {n:>{width}}  {provider}: {reason or '(no reason)'}"
             console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def workers_table(workers: Sequence[WorkerRow]) -> Table:
+    """The workers of a job on a shared ledger: who, since when, how far, how fast."""
+    live = sum(w.state == "live" for w in workers)
+    table = Table(title=f"{len(workers)} workers, {live} live", title_justify="left")
+    for name, justify in (("worker", "right"), ("host", "left"), ("pid", "right"), ("since", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in ("state", "done", "pace"):
+        table.add_column(name, justify="right")
+    for w in workers:
+        since = _when(w.since.replace("Z", "+00:00"))
+        table.add_row(str(w.id), Text(w.host), str(w.pid), since, w.state, str(w.done), f"{w.pace:.1f}/s")
+    table.add_row(
+        "",
+        "total",
+        "",
+        "",
+        "",
+        str(sum(w.done for w in workers)),
+        f"{sum(w.pace for w in workers if w.state == 'live'):.1f}/s",
+    )
+    return table
 
 
 # -- report -------------------------------------------------------------------------------

@@ -164,7 +164,9 @@ async def _run(
     try:
         with (
             open_ledger(options.ledger) as ledger,
-            ledger.guard(options.job_name, out=out),
+            ledger.guard(
+                options.job_name, out=out, max_workers=options.max_workers, stopping=signals.cancelled
+            ),
             open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
         ):
             try:
@@ -243,7 +245,7 @@ async def _run_job(
         log.info(
             "run.started",
             job_file=str(options.job_file),
-            ledger=str(options.ledger),
+            ledger=ledger.location,
             config=config.path,
             items=sum(counts.values()),
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
@@ -278,7 +280,8 @@ async def _run_job(
         sent.engine = engine
         try:
             ledger.start_run(job)
-            async with display.watching(engine, counts):
+            shared = bool(ledger.workers(job.job_id))  # other workers may do part of the job
+            async with display.watching(engine, counts, partial(ledger.counts, job) if shared else None):
                 with scope:
                     await engine.run()
             ledger.finish_run(job)

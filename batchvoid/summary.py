@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from batchvoid.ledger.location import shown
 from batchvoid.locations import DEFAULT_LEDGER
 from batchvoid.models import UNDONE, ItemState
 from batchvoid.progress import format_duration
@@ -45,17 +46,17 @@ def _took(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
 
 
-def job_options(ledger: Path, job_id: str, job_file: str) -> str:
+def job_options(ledger: Path | str, job_id: str, job_file: str) -> str:
     """The --ledger and --job-id options that name this job, when they are not the defaults."""
     options = []
     if ledger != DEFAULT_LEDGER:
-        options += ["--ledger", str(ledger)]
+        options += ["--ledger", shown(ledger)]
     if job_id != Path(job_file).name:
         options += ["--job-id", job_id]
     return "".join(f" {shlex.quote(option)}" for option in options)
 
 
-def render(report: RunReport, console: Console, *, ledger: Path = DEFAULT_LEDGER) -> None:
+def render(report: RunReport, console: Console, *, ledger: Path | str = DEFAULT_LEDGER) -> None:
     """Print the summary table, the time and rate, and the next command when something is left."""
     job = report.job
     if report.ingest is not None:

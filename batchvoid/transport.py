@@ -85,7 +85,8 @@ async def send(
             if answer.status == 407 and route.proxy is not None:  # the proxy's answer, not the provider's
                 raise ProxyRefused(_refused(route))
             body = await answer.content.read(MAX_BODY)
-            return Response(answer.status, secrets.scrub_headers(answer.headers), secrets.scrub(body))
+            headers = secrets.scrub_headers(answer.headers, answer.raw_headers)
+            return Response(answer.status, headers, secrets.scrub(body))
     except TimeoutError:
         raise TransportError(f"no answer within {timeout_s:g}s") from None
     except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT of an https:// request
@@ -122,7 +123,8 @@ class Secrets:
     def of(cls, request: Request, route: Route = DIRECT) -> Secrets:
         """The values `request` declares, whatever its Authorization header carries, and the
         credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
-        auth = tuple(value for name, value in request.headers.items() if name.lower() in _CREDENTIAL_HEADERS)
+        headers = request.headers
+        auth = tuple([headers[name] for name in _credential_names(tuple(headers))])
         return _secrets(request.secrets, auth, route.proxy_authorization if route.secrets else "")
 
     def scrub(self, data: bytes) -> bytes:
@@ -130,11 +132,17 @@ class Secrets:
         forms = {form for value, core in self.values if core in data for form in _forms(value)}
         return redact(data, forms) if forms else data
 
-    def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """Every header value scrubbed; one look at them all when none holds a value (the usual)."""
-        joined = "\n".join(headers.values()).encode("utf-8", "surrogateescape")
+    def scrub_headers(
+        self, headers: Mapping[str, str], raw: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> Mapping[str, str]:
+        """Every header value scrubbed; one look at them all when none holds a value (the usual),
+        in `raw` (the same headers as bytes) when given, and then `headers` as they are."""
+        if raw is None:
+            joined = "\n".join(headers.values()).encode("utf-8", "surrogateescape")
+        else:
+            joined = b"\n".join([value for _, value in raw])
         if not any(core in joined for _, core in self.values):
-            return dict(headers)
+            return headers
         return {name: self.scrub_text(value) for name, value in headers.items()}
 
     def scrub_text(self, text: str) -> str:
@@ -152,6 +160,11 @@ def _secrets(declared: tuple[str, ...], auth: tuple[str, ...], proxy: str) -> Se
             values.update(_credential_values(header))
     values.discard("")
     return Secrets(tuple((value, _core(value)) for value in values))
+
+
+@lru_cache(maxsize=256)  # a lane's requests carry the same header names every time
+def _credential_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in names if name.lower() in _CREDENTIAL_HEADERS)
 
 
 @lru_cache(maxsize=256)  # a lane's static credentials come back with every request

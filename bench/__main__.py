@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import cost, memory, overhead, pace, resume
+from bench import cost, memory, overhead, pace, resume, scaleout
 from bench.figures import Section, table
 from bench.process import BenchError
 from bench.simulator import SimulatorProcess
@@ -27,6 +27,7 @@ PARTS: dict[str, Callable[[Workspace, SimulatorProcess], Section]] = {
     "memory": memory.measure,
     "resume": resume.measure,
     "cost": cost.measure,
+    "scaleout": scaleout.measure,
 }
 PROFILE_LINES = 15
 

@@ -23,14 +23,14 @@ def batchvoid(
     job: Path,
     config: Path,
     timeout_s: float,
-    ledger: Path | None = None,
+    ledger: Path | str | None = None,
     watch: Callable[[], bool] | None = None,
     watch_every_s: float = 0.5,
 ) -> Finished:
     """`batchvoid run JOB --config C --ledger L --log-file <name>.log`, as a user runs it.
 
-    A new ledger (`<name>.sqlite`) unless `ledger` is given. Raises BenchError unless it
-    exits 0 or was stopped by `watch`.
+    A new ledger (`<name>.sqlite`) unless `ledger` is given (a file, or a postgresql:// URL).
+    Raises BenchError unless it exits 0 or was stopped by `watch`.
     """
     ledger = ledger or ws.work / f"{name}.sqlite"
     args = [

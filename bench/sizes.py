@@ -23,6 +23,10 @@ class Sizes:
     memory_large: int  # stopped once it has voided memory_small items
     resume_items: int
     resume_left: int  # items still pending in the resumed ledger
+    scale_latency_ms: int  # the simulator's answer time in the scale-out part
+    scale_concurrency: int  # per provider, per worker
+    scale_seconds: float  # each unlimited scale-out run lasts about this long for one worker
+    scale_limit_seconds: float  # the run against a shared limit lasts about this long
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +46,10 @@ FULL = Sizes(
     memory_large=1_000_000,
     resume_items=1_000_000,
     resume_left=1_000,
+    scale_latency_ms=200,
+    scale_concurrency=4,
+    scale_seconds=20,
+    scale_limit_seconds=30,
 )
 QUICK = Sizes(
     name="quick",
@@ -57,6 +65,10 @@ QUICK = Sizes(
     memory_large=100_000,
     resume_items=100_000,
     resume_left=1_000,
+    scale_latency_ms=200,
+    scale_concurrency=4,
+    scale_seconds=5,
+    scale_limit_seconds=12,
 )
 SMOKE = Sizes(
     name="smoke",
@@ -72,4 +84,8 @@ SMOKE = Sizes(
     memory_large=2_000,
     resume_items=2_000,
     resume_left=50,
+    scale_latency_ms=100,
+    scale_concurrency=2,
+    scale_seconds=1,
+    scale_limit_seconds=1,
 )

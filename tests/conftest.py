@@ -115,3 +115,34 @@ def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+PG_ENV = "BATCHVOID_TEST_PG"  # the URL of a throwaway PostgreSQL server: .ci/run starts one (.ci/postgres)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it.
+
+    Skipped without BATCHVOID_TEST_PG on a developer's machine (`eval "$(.ci/postgres start)"`
+    starts a server and sets it), and a failure under CI=true, so these tests never drop out.
+    """
+    import os
+    import uuid
+
+    server = os.environ.get(PG_ENV)
+    if not server:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PG_ENV} is not set under CI: .ci/run starts the PostgreSQL server the tests need")
+        pytest.skip(f'no PostgreSQL server: eval "$(.ci/postgres start)" starts one and sets {PG_ENV}')
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    base, _, _ = server.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

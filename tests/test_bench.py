@@ -37,12 +37,17 @@ FIGURES = {
     "cost.log_us_per_void",
     "cost.ledger_share",
     "cost.log_share",
+    "scaleout.one_worker_per_s",
+    "scaleout.efficiency_2",
+    "scaleout.efficiency_4",
+    "scaleout.limit_ratio",
+    "scaleout.limit_429s",
 }
 
 
 @pytest.mark.slow
 def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
-    """`python -m bench --smoke` runs all five parts and writes every figure, with a value, as JSON."""
+    """`python -m bench --smoke` runs all six parts and writes every figure, with a value, as JSON."""
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work")],

@@ -41,7 +41,11 @@ def test_commands_and_options_complete() -> None:
     commands = complete(_BATCHVOID_COMPLETE="bash_complete", COMP_WORDS="batchvoid re", COMP_CWORD="1")
     assert commands.stdout.split() == ["plain,report"]
     options = complete(_BATCHVOID_COMPLETE="bash_complete", COMP_WORDS="batchvoid run --max", COMP_CWORD="2")
-    assert options.stdout.split() == ["plain,--max-failures", "plain,--max-failure-rate"]
+    assert options.stdout.split() == [
+        "plain,--max-workers",
+        "plain,--max-failures",
+        "plain,--max-failure-rate",
+    ]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -19,11 +19,16 @@ def _release(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+RUNTIME_EXTRAS = ("postgresql",)  # optional features' dependencies: bounded and tested like the rest
+SPEC_EXTRAS = re.compile(r"\[[a-z,]+\]")
+
+
 def bounds() -> dict[str, tuple[str, str]]:
-    """name -> (lower, upper) of every runtime dependency; each must be `name>=X,<Y`."""
+    """name -> (lower, upper) of every runtime dependency, optional extras' too; each `name>=X,<Y`."""
     found = {}
-    for requirement in PROJECT["dependencies"]:
-        match = SPEC.match(requirement.replace(" ", ""))
+    extras = [r for extra in RUNTIME_EXTRAS for r in PROJECT["optional-dependencies"][extra]]
+    for requirement in [*PROJECT["dependencies"], *extras]:
+        match = SPEC.match(SPEC_EXTRAS.sub("", requirement.replace(" ", "")))
         assert match, f"{requirement!r}: write NAME>=OLDEST_TESTED,<NEXT_MAJOR"
         found[match[1].lower()] = (match[2], match[3])
     return found
@@ -45,7 +50,10 @@ def test_the_lowest_constraints_pin_exactly_the_lower_bounds() -> None:
         if line:
             name, _, pinned = line.partition("==")
             pins[name.strip().lower()] = _release(pinned.strip())
-    assert pins == {name: _release(lower) for name, (lower, _) in bounds().items()}
+    # psycopg[binary] is psycopg with its C build, psycopg-binary, which moves in lockstep.
+    expected = {name: _release(lower) for name, (lower, _) in bounds().items()}
+    expected["psycopg-binary"] = expected["psycopg"]
+    assert pins == expected
 
 
 def test_ci_runs_the_suite_from_pyproject_and_at_the_lower_bounds() -> None:
@@ -53,6 +61,15 @@ def test_ci_runs_the_suite_from_pyproject_and_at_the_lower_bounds() -> None:
     script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "pip install -e '.[test]' && python -m pytest" in script
     assert "pip install -c .ci/lowest-constraints.txt -e '.[test]' && python -m pytest" in script
+
+
+def test_the_test_extra_installs_every_optional_feature() -> None:
+    """`pip install -e '.[test]'` (the README's and CI's) brings the PostgreSQL driver: its tests cannot drop out."""
+    assert any(
+        r.startswith(f"batchvoid[{extra}]")
+        for extra in RUNTIME_EXTRAS
+        for r in PROJECT["optional-dependencies"]["test"]
+    )
 
 
 def test_the_installed_releases_are_within_the_bounds() -> None:

@@ -56,7 +56,7 @@ def test_jsonl_rows_become_items(tmp_path: Path, profiles: Config) -> None:
     [
         (
             "rapid,inv_1,",
-            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp); "
+            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp, stripe, xero, quickbooks); "
             "did you mean 'rapyd'?",
         ),
         ("rapyd,,", "empty invoice_id"),

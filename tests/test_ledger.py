@@ -388,3 +388,84 @@ def test_the_work_indexes_are_there_after_any_ingest(tmp_path: Path, profiles: C
         ingest(ledger, good, profiles, "second")
         assert {"items_todo", "items_state"} <= indexes()
         assert [w.item.invoice_id for w in ledger.claim(job, "rapyd", 0, 10)] == ["a"]
+
+
+def _ingest_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "batchvoid-ingest"]
+
+
+def test_an_error_of_the_reading_thread_is_raised_and_records_nothing(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """Rows are read on a thread of their own: what it raises (a signal's RunInterrupted, say)
+    after several chunks reaches the caller, nothing is recorded, and the thread is gone."""
+    path = write(
+        tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,inv{n}\n" for n in range(30_000))
+    )
+
+    def rows_then_boom() -> object:
+        for n, row in enumerate(jobfile.read(path, profiles.profiles)):
+            if n == 22_000:
+                raise KeyboardInterrupt  # a BaseException, as RunInterrupted is not
+            yield row
+
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        with pytest.raises(KeyboardInterrupt):
+            ledger.ingest(NewJob("job", str(path), "sha", "fp", rows_then_boom()))  # type: ignore[arg-type]
+        assert ledger.job("job") is None
+        assert _ingest_threads() == []
+        job = ingest(ledger, path, profiles)  # and the same file records whole afterwards
+        assert job.items == 30_000
+
+
+def test_an_insert_that_fails_while_the_reader_waits_stops_it_and_rolls_back(
+    tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite error on a chunk, with the reading thread blocked on a full queue, is a
+    LedgerError; the thread ends rather than hanging, and nothing is recorded."""
+    import threading
+
+    from batchvoid.ledger import sqlite as backend
+
+    path = write(
+        tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,inv{n}\n" for n in range(60_000))
+    )
+    made, reader_blocked = [0], threading.Event()
+    chunk = backend._chunk
+
+    def counted(job_id: str, items: list[object]) -> object:
+        made[0] += 1
+        if made[0] == backend._CHUNKS_AHEAD + 2:  # one taken, the queue full, this one waiting
+            reader_blocked.set()
+        return chunk(job_id, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "_chunk", counted)
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        ledger._db.create_function("reader_blocked", 0, lambda: reader_blocked.wait(10))
+        ledger._db.execute(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON items WHEN NEW.line = 4000"
+            " BEGIN SELECT reader_blocked(); SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+        with pytest.raises(LedgerError, match="cannot record the job"):
+            ingest(ledger, path, profiles)
+        assert reader_blocked.is_set()
+        assert ledger.job("job") is None
+        assert _ingest_threads() == []
+        ledger._db.execute("DROP TRIGGER boom")
+        assert ingest(ledger, path, profiles).items == 60_000
+
+
+def test_foreign_keys_are_checked_again_after_an_ingest(tmp_path: Path, profiles: Config) -> None:
+    """The ingest turns the per-row foreign-key check off for its own rows only."""
+    good = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\n")
+    bad = write(tmp_path / "bad.csv", "provider,invoice_id\nrapid,a\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        ingest(ledger, good, profiles)
+        assert ledger._db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        with pytest.raises(JobFileError):
+            ingest(ledger, bad, profiles, "bad")
+        assert ledger._db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        with pytest.raises(sqlite3.IntegrityError):
+            ledger._db.execute("INSERT INTO attempts (item, attempt, at, outcome) VALUES (999, 1, 'x', 'y')")

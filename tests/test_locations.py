@@ -125,6 +125,34 @@ def test_ledger_location(explicit: Path | None, env: dict[str, str], simulate: b
     assert ledger_path(explicit, env, simulate=simulate) == Path(expected)
 
 
+@pytest.mark.parametrize(
+    ("explicit", "env", "simulate", "expected"),
+    [
+        (
+            None,
+            {"BATCHVOID_LEDGER": "postgresql://bv@db:5432/billing"},
+            False,
+            "postgresql://bv@db:5432/billing",
+        ),
+        (None, {"BATCHVOID_LEDGER": "postgresql://bv@db:5432/billing"}, True, Path("rehearsal.sqlite")),
+        ("postgres://bv@db/billing", {}, True, "postgres://bv@db/billing"),
+    ],
+)
+def test_a_database_url_is_a_ledger_location_and_a_rehearsal_never_shares_it(
+    explicit: str | None, env: dict[str, str], simulate: bool, expected: object
+) -> None:
+    """A URL stays a URL (a Path would fold its //); a rehearsal with BATCHVOID_LEDGER set to one gets its own file."""
+    assert ledger_path(explicit, env, simulate=simulate) == expected
+
+
+def test_a_url_is_shown_without_its_password() -> None:
+    from batchvoid.ledger import shown
+
+    assert shown("postgresql://bv:s3cret@db:5432/billing") == "postgresql://bv:***@db:5432/billing"
+    assert shown("postgresql://bv@db/billing") == "postgresql://bv@db/billing"
+    assert shown(Path("l.sqlite")) == "l.sqlite"
+
+
 # -- through the command line ----------------------------------------------------------------
 
 

@@ -139,8 +139,8 @@ def test_xero_answers(response: Response, kind: OutcomeKind, check: bool, reason
     ("status", "kind", "says"),
     [
         ("VOIDED", OutcomeKind.ALREADY_VOID, ""),
-        ("DRAFT", OutcomeKind.REJECTED, "invoice status: DRAFT: Xero voids only approved invoices"),
-        ("SUBMITTED", OutcomeKind.REJECTED, "a draft or submitted one is deleted instead"),
+        ("DRAFT", OutcomeKind.REJECTED, "(invoice status: DRAFT): Xero voids only approved (AUTHORISED)"),
+        ("SUBMITTED", OutcomeKind.REJECTED, "a draft or submitted one cannot be voided, only deleted"),
         ("PAID", OutcomeKind.REJECTED, "(invoice status: PAID)"),
     ],
 )

@@ -108,7 +108,9 @@ def test_plan_checks_a_new_job_and_writes_nothing(runner: CliRunner, tmp_path: P
 
 def test_plan_estimates_each_lane_at_its_tightest_window(runner: CliRunner, tmp_path: Path) -> None:
     """A lane's estimate is its items over min(count/period) of the windows they fill; the slowest lane sets the total."""
-    config = fast_config(tmp_path, chargeover='["10/1s", "30/60s"]', rapyd='["100/1s"]', campfire='["10/1s", "5000/24h"]')
+    config = fast_config(
+        tmp_path, chargeover='["10/1s", "30/60s"]', rapyd='["100/1s"]', campfire='["10/1s", "5000/24h"]'
+    )
     rows = [("chargeover", f"c{n}") for n in range(40)] + [("rapyd", f"r{n}") for n in range(20)]
     rows += [("maple", "m1"), ("chargeover", "c3")]  # one duplicate row
     rows += [("campfire", str(n)) for n in range(30)]  # 30 fill no day of 5,000: 10/s
@@ -645,10 +647,21 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
         "idempotency  Idempotency-Key header",
         "base_url     required: every account has its own",
         "max_attempts",
+        "oauth        refresh_token_file (required): ",
+        "token_url (default https://identity.xero.com/connect/token)",
     ):
         assert needle in text.stdout
     data = json.loads(runner.invoke(main, ["providers", "--json"]).stdout)
-    assert [p["type"] for p in data["providers"]] == ["chargeover", "rapyd", "campfire", "maple", "sellapp"]
+    assert [p["type"] for p in data["providers"]] == [
+        "chargeover",
+        "rapyd",
+        "campfire",
+        "maple",
+        "sellapp",
+        "stripe",
+        "xero",
+        "quickbooks",
+    ]
     assert data["providers"][1]["credentials"] == {
         "access_key_env": "RAPYD_ACCESS_KEY",
         "secret_key_env": "RAPYD_SECRET_KEY",

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+import pytest
+
 from batchvoid.config import parse_rate_limit
 from batchvoid.logs import open_log
 from batchvoid.models import ItemState, RateLimit
@@ -101,3 +104,20 @@ def test_quiet_console_gets_the_runs_warnings_and_errors_only(tmp_path: Path) ->
     ]
     assert logged[-1]["exception"].startswith("Traceback (most recent call last):")
     assert logged[-1]["exception"].endswith("ValueError: boom")
+
+
+@pytest.mark.anyio
+async def test_the_lines_show_the_whole_jobs_totals_when_other_workers_share_it() -> None:
+    """This run did 5 of 100 items, the ledger says 60 are done by all workers: the line says both."""
+    out = io.StringIO()
+    display = Display(ProgressOptions("lines", interval_s=0.01), out)
+    engine = Engine({"a": Lane()})
+    shared = {("a", ItemState.VOIDED): 60, ("a", ItemState.PENDING): 40}
+    async with display.watching(engine, {("a", ItemState.PENDING): 100}, lambda: shared):
+        engine.lanes["a"].outcomes[ItemState.VOIDED] = 5
+        with anyio.fail_after(5):
+            while "job (all workers)" not in out.getvalue():
+                await anyio.sleep(0.01)
+    line = next(line for line in out.getvalue().splitlines() if "job (all workers)" in line)
+    assert "5/100 items done" in line
+    assert line.endswith("job (all workers): 60/100 done (60%)")

@@ -21,6 +21,7 @@ import pytest
 
 from batchvoid.providers.rapyd import signature
 from batchvoid.simulator import (
+    ACCOUNTS,
     CREDENTIALS,
     PROVIDER_TYPES,
     Faults,
@@ -173,6 +174,72 @@ class Client:
             headers["X-STORE"] = store
         return await self.send("PATCH", f"/api/v2/invoices/{invoice_id}/mark-voided", headers=headers)
 
+    async def stripe(
+        self,
+        invoice_id: str,
+        *,
+        secret_key: str = CREDENTIALS["stripe"]["secret_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {
+            "Authorization": basic(secret_key, ""),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        path = f"/stripe/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def xero(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        method: str = "POST",
+        key: str | None = None,
+        tenant: str = ACCOUNTS["xero"]["tenant_id"],
+        status: str = "VOIDED",
+    ) -> Reply:
+        headers = {
+            "Authorization": f"Bearer {token or self.sim.access_token('xero')}",
+            "xero-tenant-id": tenant,
+            "Content-Type": "application/json",
+        }
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        body = json.dumps({"Invoices": [{"InvoiceID": invoice_id, "Status": status}]}).encode()
+        path = f"/xero/api.xro/2.0/Invoices/{invoice_id}"
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def quickbooks(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        sync_token: str | None = None,
+        request_id: str | None = None,
+        realm: str = ACCOUNTS["quickbooks"]["realm_id"],
+    ) -> Reply:
+        """Read the invoice for its SyncToken (unless given), then void it at that token."""
+        headers = {"Authorization": f"Bearer {token or self.sim.access_token('quickbooks')}"}
+        company = f"/quickbooks/v3/company/{realm}"
+        if sync_token is None:
+            read = await self.send("GET", f"{company}/invoice/{invoice_id}", headers=headers)
+            if read.status not in (200, 400):
+                return read
+            # A 400 (no such invoice): void it anyway, at the token a new invoice has.
+            sync_token = read.json["Invoice"]["SyncToken"] if read.status == 200 else "0"
+        query = "operation=void" + (f"&requestid={request_id}" if request_id else "")
+        body = json.dumps({"Id": invoice_id, "SyncToken": sync_token}).encode()
+        return await self.send(
+            "POST",
+            f"{company}/invoice?{query}",
+            headers={**headers, "Content-Type": "application/json"},
+            body=body,
+        )
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -184,8 +251,20 @@ class Client:
                 return await self.campfire(invoice_id)
             case "maple":
                 return await self.maple(invoice_id)
+            case "stripe":
+                return await self.stripe(invoice_id)
+            case "xero":
+                return await self.xero(invoice_id)
+            case "quickbooks":
+                return await self.quickbooks(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
+
+    async def void_once(self, provider: str, invoice_id: str) -> Reply:
+        """Void in one request: QuickBooks without its read, at a new invoice's SyncToken."""
+        if provider == "quickbooks":
+            return await self.quickbooks(invoice_id, sync_token="0")
+        return await self.void(provider, invoice_id)
 
     async def void_with_wrong_credentials(self, provider: str, invoice_id: str) -> Reply:
         """Void with another account's credentials (the maple token, or sellapp's key)."""
@@ -199,6 +278,12 @@ class Client:
                 return await self.campfire(invoice_id, authorization=f"Token {other}")
             case "maple":
                 return await self.maple(invoice_id, token=other)
+            case "stripe":
+                return await self.stripe(invoice_id, secret_key=other)
+            case "xero":
+                return await self.xero(invoice_id, token="sim_xero_wrong")
+            case "quickbooks":
+                return await self.quickbooks(invoice_id, token="sim_qbo_wrong", sync_token="0")
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -219,6 +304,12 @@ def contains(actual: Any, expected: Any) -> bool:
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
             key in actual and contains(actual[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(contains(a, e) for a, e in zip(actual, expected, strict=True))
         )
     return bool(actual == expected)
 
@@ -252,7 +343,20 @@ def sellapp_error(message: str, error_type: str, code: str) -> dict[str, Any]:
 
 
 # provider -> case -> (invoice id, status, expected subset of the JSON body)
-ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
+def stripe_error(error_type: str, code: str) -> dict[str, Any]:
+    return {"error": {"type": error_type, "code": code}}
+
+
+def xero_error(message: str) -> dict[str, Any]:
+    return {"Type": "ValidationException", "Elements": [{"ValidationErrors": [{"Message": message}]}]}
+
+
+def quickbooks_error(code: str, message: str) -> dict[str, Any]:
+    return {"Fault": {"Error": [{"code": code, "Message": message}]}}
+
+
+XERO_ID = "a03ffcd2-5d91-4c7e-b483-318584e9e439"
+ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any] | bytes]]] = {
     "chargeover": {
         "voided": ("inv-1", 200, chargeover_body(200, "")),
         "already_void": ("void-1", 400, chargeover_body(400, "Invoice is already void.")),
@@ -340,6 +444,31 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
             sellapp_error("Unauthenticated.", "authentication_error", "unauthenticated"),
         ),
     },
+    "stripe": {
+        "voided": ("in_1", 200, {"id": "in_1", "object": "invoice", "status": "void"}),
+        "already_void": ("void_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
+        "paid": ("paid_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
+        "missing": ("missing_1", 404, stripe_error("invalid_request_error", "resource_missing")),
+        "wrong_credentials": ("in_1", 401, stripe_error("invalid_request_error", "api_key_invalid")),
+    },
+    "xero": {
+        "voided": (XERO_ID, 200, {"Invoices": [{"InvoiceID": XERO_ID, "Status": "VOIDED"}]}),
+        "already_void": ("void-1", 400, xero_error("Invoice not of valid status for modification")),
+        "paid": (
+            "paid-1",
+            400,
+            xero_error("This document cannot be edited as it has a payment or credit note allocated to it."),
+        ),
+        "missing": ("missing-1", 404, b"The resource you're looking for cannot be found"),
+        "wrong_credentials": (XERO_ID, 401, {"Title": "Unauthorized", "Status": 401}),
+    },
+    "quickbooks": {
+        "voided": ("130", 200, {"Invoice": {"Id": "130", "TotalAmt": 0, "PrivateNote": "Voided"}}),
+        "already_void": ("void-1", 400, quickbooks_error("5010", "Stale Object Error")),
+        "paid": ("paid-1", 400, quickbooks_error("6540", "Business Validation Error")),
+        "missing": ("missing-1", 400, quickbooks_error("610", "Object Not Found")),
+        "wrong_credentials": ("130", 401, {"fault": {"type": "AUTHENTICATION"}}),
+    },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
 
@@ -357,8 +486,11 @@ async def test_provider_answers(provider: str, case: str) -> None:
         else:
             reply = await client.void(provider, invoice_id)
         assert reply.status == status
-        assert reply.headers["Content-Type"].startswith("application/json")
-        assert contains(reply.json, expected), reply.json
+        if isinstance(expected, bytes):  # a provider's plain-text answer (Xero's 404)
+            assert reply.text == expected.decode()
+        else:
+            assert reply.headers["Content-Type"].startswith("application/json")
+            assert contains(reply.json, expected), reply.json
         applied = 1 if case == "voided" else 0
         assert client.sim.voids_applied[(provider, invoice_id)] == applied
         assert client.sim.void_requests[(provider, invoice_id)] == (0 if case == "wrong_credentials" else 1)
@@ -403,7 +535,7 @@ async def test_credentials_of_another_account_are_refused() -> None:
             assert reply.status == 401, provider
         reply = await client.campfire("1", authorization=None)
         assert reply.json == {"detail": "Authentication credentials were not provided."}
-        assert client.sim.stats()["totals"]["auth_failed"] == 6
+        assert client.sim.stats()["totals"]["auth_failed"] == len(PROVIDER_TYPES) + 1
 
 
 # Rapyd.
@@ -616,16 +748,23 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
     settings = SimulatorSettings.from_specs([f"{provider}:rate_limit=3/10s"])
     async with simulate(settings) as client:
         for n in range(3):
-            assert (await client.void(provider, f"{n + 1}")).status == 200
-        reply = await client.void(provider, "9")
+            assert (await client.void_once(provider, f"{n + 1}")).status == 200
+        reply = await client.void_once(provider, "9")
         assert reply.status == 429
-        assert "Retry-After" not in reply.headers
+        if provider == "xero":  # documented: its 429 says when, and which limit
+            assert reply.headers["Retry-After"] == "10"
+            assert reply.headers["X-Rate-Limit-Problem"] == "minute"
+        else:
+            assert "Retry-After" not in reply.headers
         expected = {
             "chargeover": chargeover_body(429, "Rate limit exceeded."),
             "rapyd": rapyd_error("TOO_MANY_REQUESTS"),
             "campfire": {"detail": "Request was throttled. Expected available in 10 seconds."},
             "maple": maple_error(429, "rate_limit_error", "rate_limited", "Rate limit exceeded"),
             "sellapp": sellapp_error("Too Many Attempts.", "rate_limit", "too_many_requests"),
+            "stripe": stripe_error("invalid_request_error", "rate_limit"),
+            "xero": {"Title": "Too Many Requests", "Status": 429},
+            "quickbooks": quickbooks_error("003001", "ThrottleExceeded"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -729,11 +868,11 @@ async def test_revoke_and_restore() -> None:
         assert (await client.sellapp("1")).status == 401
         assert (await client.send("POST", "/_sim/restore?provider=sellapp")).status == 200
         assert (await client.sellapp("1")).status == 200
-        unknown = await client.send("POST", "/_sim/revoke?provider=stripe")
+        unknown = await client.send("POST", "/_sim/revoke?provider=nosuch")
         assert unknown.status == 400
-        assert "stripe" in unknown.json["error"]
-        with pytest.raises(ValueError, match="stripe"):
-            client.sim.revoke("stripe")
+        assert "nosuch" in unknown.json["error"]
+        with pytest.raises(ValueError, match="nosuch"):
+            client.sim.revoke("nosuch")
 
 
 async def test_revoke_after_n_accepted_voids() -> None:
@@ -858,6 +997,9 @@ OWN_ECHO = {
     "campfire": ["Invalid token: Token sim_campfire_token."],
     "maple": ["Invalid API token sim_maple_token"],
     "sellapp": ["no account has the key <sim_sellapp_key>"],
+    "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_at_"],
+    "quickbooks": ["Token Bearer sim_qbo_at_"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -866,6 +1008,9 @@ WRONG_ECHO = {
     "campfire": ["Token sim_sellapp_key"],
     "maple": ["sim_sellapp_key"],
     "sellapp": ["sim_maple_token"],
+    "stripe": ["Invalid API Key provided: sim_sellapp_key"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_wrong"],
+    "quickbooks": ["Token Bearer sim_qbo_wrong expired or invalid"],
 }
 
 
@@ -1061,8 +1206,8 @@ def test_settings_validate_directly() -> None:
     """Faults and settings built in code are checked like specs, and faults are read-only."""
     with pytest.raises(ValueError, match="timeout_rate"):
         Faults(timeout_rate=2)
-    with pytest.raises(ValueError, match="stripe"):
-        SimulatorSettings(faults={"stripe": Faults()})
+    with pytest.raises(ValueError, match="nosuch"):
+        SimulatorSettings(faults={"nosuch": Faults()})
     with pytest.raises(ValueError, match="time_scale"):
         SimulatorSettings(time_scale=0)
     given = {"maple": Faults(error_rate=0.5)}
@@ -1121,8 +1266,8 @@ def test_invoice_states_from_ids() -> None:
     assert sim.invoice_state("sellapp", "draft-1") == "open"
     assert sim.invoice_state("campfire", "missing-9") == "missing"
     assert sim.invoice_state("chargeover", "paid") == "paid"
-    with pytest.raises(ValueError, match="stripe"):
-        sim.invoice_state("stripe", "1")
+    with pytest.raises(ValueError, match="nosuch"):
+        sim.invoice_state("nosuch", "1")
 
 
 async def test_serve_forever_reports_its_url() -> None:

@@ -5,6 +5,8 @@
 - `ops`: the writes a run makes (Attempt, Finish, Release), as records, not SQL.
 - `writer`: the backend-neutral group commit that batches a run's ops off the event loop.
 - `sqlite`: the default backend, one file per ledger; its schema is `sqlite/schema.sql`.
+- `postgres`: one job shared by many workers, in a PostgreSQL database (`postgresql://` URLs,
+  psycopg 3, the optional extra `batchvoid[postgresql]`); its schema is `postgres/schema.sql`.
 - `memory`: a backend in a dict, for the engine's unit tests.
 
 `open_ledger` picks the backend for a location.
@@ -15,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchvoid.ledger.api import Duplicate, Holder, Ingest, Job, Ledger, NewJob, WorkQueue, now
+from batchvoid.ledger.location import LedgerLocation, is_url, shown
 from batchvoid.ledger.sqlite import SqliteLedger
 from batchvoid.ledger.sqlite.dbfile import writable_problem
 from batchvoid.ledger.writer import LedgerWriter
@@ -25,21 +28,39 @@ __all__ = [
     "Ingest",
     "Job",
     "Ledger",
+    "LedgerLocation",
     "LedgerWriter",
     "NewJob",
     "SqliteLedger",
     "WorkQueue",
+    "is_url",
+    "ledger_exists",
     "now",
     "open_ledger",
+    "shown",
     "writable_problem",
 ]
 
 
-def open_ledger(location: str | Path, *, readonly: bool = False) -> SqliteLedger:
-    """The ledger at `location` (a file path: SQLite), to run jobs in or, `readonly`, to inspect.
+def ledger_exists(location: str | Path) -> bool:
+    """Whether there is a ledger at `location` to read (a file; a database with batchvoid's schema)."""
+    if is_url(location):
+        from batchvoid.ledger.postgres import has_ledger
 
+        return has_ledger(str(location))
+    return Path(location).is_file()
+
+
+def open_ledger(location: str | Path, *, readonly: bool = False) -> Ledger:
+    """The ledger at `location`, to run jobs in or, `readonly`, to inspect.
+
+    A `postgresql://` URL is a PostgreSQL database; anything else is a file path (SQLite).
     A read-only ledger is never created or changed, and may be of an older schema.
     """
+    if is_url(location):
+        from batchvoid.ledger.postgres import PostgresLedger  # imports psycopg: only when used
+
+        return PostgresLedger(str(location), readonly=readonly)
     if readonly:
         return SqliteLedger.open_readonly(location)
     return SqliteLedger(location)

@@ -14,13 +14,18 @@ wrong with the ledger and what to do.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO
 
 from batchvoid.ledger.ops import Op
 from batchvoid.models import Item, ItemState, RowError, WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 MAX_ERRORS_SHOWN = 20  # bad rows and duplicates an ingest keeps to show; the rest are counted
 
@@ -74,6 +79,7 @@ class Ingest:
     first_duplicates: tuple[Duplicate, ...] = field(default=())
     error_count: int = 0
     errors: tuple[RowError, ...] = field(default=())
+    joined: bool = False  # another worker recorded the job meanwhile (PostgreSQL): join it instead
 
     @property
     def recorded(self) -> bool:
@@ -87,6 +93,19 @@ class Holder:
     pid: int
     host: str
     started_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A worker that joined a job on a shared (PostgreSQL) ledger, as `status` shows it."""
+
+    id: int
+    host: str
+    pid: int
+    since: str  # UTC, ISO 8601
+    state: str  # live, left (it exited), dead (its lease ran out)
+    done: int  # items it brought to a final state
+    pace: float  # of those, per second, over its time in the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +136,13 @@ class WorkQueue(Protocol):
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Record a batch of ops in one transaction, each item's ops in the order given."""
+        ...
+
+    def pace(self, profile: Profile) -> Pace | None:
+        """The pace for a lane of `profile` when the queue keeps its limits across workers.
+
+        None: the lane keeps them itself (one process sends the job, as on SQLite).
+        """
         ...
 
 
@@ -178,12 +204,28 @@ class Reports(Protocol):
 
     def metadata_keys(self, job: Job, states: Collection[ItemState] | None = None) -> list[str]: ...
 
+    def workers(self, job_id: str) -> list[WorkerRow]:
+        """Every worker that joined the job, oldest first; none on a one-run ledger (SQLite)."""
+        ...
+
 
 class RunGuard(Protocol):
-    """One live run per job: who holds it."""
+    """Who runs a job: one live run per job (SQLite), or its live workers (PostgreSQL)."""
 
-    def guard(self, job_id: str, out: TextIO | None = None) -> AbstractContextManager[object]:
-        """Held for a whole run; raises LedgerLockedError when another live run holds the job."""
+    def guard(
+        self,
+        job_id: str,
+        out: TextIO | None = None,
+        *,
+        max_workers: int | None = None,
+        stopping: threading.Event | None = None,
+    ) -> AbstractContextManager[object]:
+        """Held for a whole run; raises LedgerLockedError when the job may take no more runs.
+
+        SQLite: one run per job. PostgreSQL: a run joins the job's live workers, up to
+        `max_workers` (None: any number). `stopping` (set by a signal) ends a claim's wait for
+        the items a peer holds: a run being stopped waits for nobody.
+        """
         ...
 
     def lock_holder(self, job_id: str) -> Holder | None: ...

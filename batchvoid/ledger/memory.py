@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from batchvoid.keys import idempotency_key
 from batchvoid.ledger.api import Job, now
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
 from batchvoid.models import Item, ItemState, WorkItem
+
+if TYPE_CHECKING:
+    from batchvoid.config import Profile
+    from batchvoid.pace import Pace
 
 
 @dataclass(slots=True)
@@ -58,6 +63,9 @@ class MemoryLedger:
             taken.append(WorkItem(index, row.item, row.key, row.attempts, row.state is ItemState.IN_FLIGHT))
             row.state, row.claimed = ItemState.IN_FLIGHT, True
         return taken
+
+    def pace(self, profile: Profile) -> Pace | None:
+        return None  # one engine: each lane keeps its own limits
 
     def apply(self, ops: Sequence[Op]) -> None:
         self.calls["apply"] += 1

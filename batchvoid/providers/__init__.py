@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from batchvoid.providers import campfire, chargeover, maple, quickbooks, rapyd, sellapp, xero
-from batchvoid.providers.base import Adapter, ProviderSpec
+from batchvoid.providers import campfire, chargeover, maple, quickbooks, rapyd, sellapp, stripe, xero
+from batchvoid.providers.base import Adapter
+from batchvoid.providers.facts import ProviderSpec
 
 REGISTRY: dict[str, ProviderSpec] = {
     spec.type: spec
@@ -13,6 +14,7 @@ REGISTRY: dict[str, ProviderSpec] = {
         campfire.SPEC,
         maple.SPEC,
         sellapp.SPEC,
+        stripe.SPEC,
         xero.SPEC,
         quickbooks.SPEC,
     )

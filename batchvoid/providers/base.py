@@ -9,15 +9,15 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.oauth import AccessToken, OAuthFacts
+from batchvoid.providers.facts import ProviderSpec
 
 
 class Adapter(Protocol):
@@ -53,28 +53,6 @@ class ReadsFirst(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """A provider type: what its config needs and how to build its adapter."""
-
-    type: str
-    title: str
-    credentials: Mapping[str, str]  # config key (e.g. "access_key_env") -> default env var
-    options: Mapping[str, str]  # further config keys -> what they mean
-    default_base_url: str | None  # None: every account has its own URL, so it is required
-    documented_limits: tuple[str, ...]  # as FACTS.md gives them; () when none is documented
-    example_limits: tuple[str, ...]  # what the example config uses
-    limits_note: str
-    idempotency_header: str | None
-    build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
-    # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
-    required_options: tuple[str, ...] = ()  # options a profile must set (the account: a tenant, a realm)
-    oauth: OAuthFacts | None = None  # an OAuth 2.0 provider: its credentials are the app's client
-    # connect(base_url, the connection's current access token, options): an OAuth adapter
-    connect: Callable[[str, AccessToken, Mapping[str, str]], Adapter] | None = None
-    max_concurrency: int | None = None  # documented requests in flight at once, if any
-
-
 class AdapterBase:
     """Defaults for adapters whose 'not voidable' answers are unambiguous."""
 
@@ -96,9 +74,27 @@ def says_already_void(message: object) -> bool:
     return bool(message) and _ALREADY_VOID.search(str(message)) is not None
 
 
-def path_segment(value: str) -> str:
-    """Percent-encode one path segment, '/' included, so an id can never change the path."""
-    return quote(value, safe="")
+def maybe_already_void(
+    spec: ProviderSpec, response: Response, reason: str, reference: str | None = None
+) -> Outcome:
+    """A void's state error that could mean "already void" (the provider answers a second void
+    like one of a paid or draft invoice): read the invoice to decide, through the provider's
+    documented read (`spec.lookup`, judged by `settled`); with no read, fail, saying so."""
+    if spec.lookup is not None:
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference, check_status=True)
+    reason = (
+        f"{reason}; it may be void already, but {spec.title} documents no read of an invoice to "
+        f"confirm it: check the invoice in {spec.title}"
+    )
+    return Outcome(OutcomeKind.REJECTED, reason, response.status, reference)
+
+
+def settled(spec: ProviderSpec, rejected: Outcome, status: object) -> Outcome:
+    """The outcome of a state error once the read gave the invoice's `status`: already void when
+    it is the provider's void status, else the rejection, naming the status."""
+    if spec.void_status is not None and status == spec.void_status:
+        return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
+    return replace(rejected, reason=f"{rejected.reason} (invoice status: {status})", check_status=False)
 
 
 def json_body(response: Response) -> Any:

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
-    ProviderSpec,
     describe,
     json_body,
-    path_segment,
     says_already_void,
     transient,
 )
+from batchvoid.providers.facts import ProviderSpec, Route, RowField
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +28,8 @@ class Campfire(AdapterBase):
             raise ValueError(f"line {item.line}: no void_date for a Campfire invoice")
         body = {"void_date": item.void_date}
         return Request(
-            "POST",
-            f"{self.base_url}/coa/api/v1/invoice/{path_segment(item.invoice_id)}/void/",
+            SPEC.void.method,
+            SPEC.void.url(self.base_url, invoice_id=item.invoice_id),
             {
                 "Authorization": f"Token {self.api_key}",
                 "Content-Type": "application/json",
@@ -42,14 +41,18 @@ class Campfire(AdapterBase):
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
+        if (
+            response.status == 200
+            and isinstance(body, dict)
+            and (body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"))
+        ):
+            ref = body.get("voided_journal_entry")  # the usual answer: no reason to word
+            return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
         message: object = None
         if isinstance(body, dict):
             message = body.get("detail") or json.dumps(body, separators=(",", ":"))[:300]
         reason = describe(response, message)
-        if response.status == 200 and isinstance(body, dict):
-            if body.get("voided_date") or str(body.get("status", "")).lower() in ("void", "voided"):
-                ref = body.get("voided_journal_entry")
-                return Outcome(OutcomeKind.VOIDED, "", 200, None if ref is None else str(ref))
+        if response.status == 200:
             return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice is not void: {reason}", 200)
         if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
@@ -72,9 +75,10 @@ SPEC = ProviderSpec(
         "timezone": "the IANA time zone of void_date = 'today', e.g. 'America/New_York' (default UTC)",
     },
     default_base_url="https://api.meetcampfire.com",
+    void=Route("POST", "/coa/api/v1/invoice/{invoice_id}/void/"),
     documented_limits=(),
     example_limits=("5/1s",),
     limits_note="no rate limit is documented: conservative 5/s; voiding needs an admin key",
-    idempotency_header=None,
+    row_fields=(RowField("void_date", "the void date, YYYY-MM-DD; default: the profile's void_date"),),
     build=_build,
 )

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
-    ProviderSpec,
     describe,
     json_body,
-    path_segment,
     says_already_void,
     transient,
 )
+from batchvoid.providers.facts import ProviderSpec, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +25,8 @@ class ChargeOver(AdapterBase):
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         # ChargeOver has no idempotency header; voiding twice answers "already void".
         return Request(
-            "POST",
-            f"{self.base_url}/api/v3/invoice/{path_segment(item.invoice_id)}/_action/void",
+            SPEC.void.method,
+            SPEC.void.url(self.base_url, invoice_id=item.invoice_id),
             {
                 "Authorization": self.authorization,
                 "Content-Type": "application/json",
@@ -39,10 +38,10 @@ class ChargeOver(AdapterBase):
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
+        if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
+            return Outcome(OutcomeKind.VOIDED, "", 200)  # the usual answer: no reason to word
         message = body.get("message") if isinstance(body, dict) else None
         reason = describe(response, message)
-        if response.status == 200 and isinstance(body, dict) and body.get("response") is True:
-            return Outcome(OutcomeKind.VOIDED, "", 200)
         if response.status in (400, 409) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
@@ -61,9 +60,9 @@ SPEC = ProviderSpec(
     credentials={"username_env": "CHARGEOVER_USERNAME", "password_env": "CHARGEOVER_PASSWORD"},
     options={},
     default_base_url=None,
+    void=Route("POST", "/api/v3/invoice/{invoice_id}/_action/void"),
     documented_limits=(),
     example_limits=("5/1s",),
     limits_note="no rate limit is documented (429 without Retry-After): conservative 5/s",
-    idempotency_header=None,
     build=_build,
 )

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
-    ProviderSpec,
     describe,
     header,
     json_body,
-    path_segment,
     says_already_void,
     transient,
+)
+from batchvoid.providers.facts import Idempotency, ProviderSpec, Route, RowField
+
+IDEMPOTENCY = Idempotency("Idempotency-Key", max_length=64, note="a key's first answer is replayed for 24 h")
+COMPANY = RowField(
+    "company_id", "the invoice's company (cmp_...); default: the profile's", "cmp_", required=True
 )
 
 
@@ -29,12 +33,11 @@ class Maple(AdapterBase):
         if company is None:  # the job file reader refuses such rows before anything is sent
             raise ValueError(f"line {item.line}: no company_id for a Maple invoice")
         return Request(
-            "POST",
-            f"{self.base_url}/api/v1/companies/{path_segment(company)}"
-            f"/invoices/{path_segment(item.invoice_id)}/void",
+            SPEC.void.method,
+            SPEC.void.url(self.base_url, company_id=company, invoice_id=item.invoice_id),
             {
                 "Authorization": f"Bearer {self.api_token}",
-                "Idempotency-Key": idempotency_key,
+                IDEMPOTENCY.header: idempotency_key,
                 "Accept": "application/json",
             },
             secrets=(self.api_token,),
@@ -43,11 +46,11 @@ class Maple(AdapterBase):
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
         fields = body if isinstance(body, dict) else {}
+        if response.status == 200 and fields.get("status") == "VOID":  # the usual answer: no reason to word
+            return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
         code = fields.get("error_code")
         message = fields.get("error_message")
         reason = describe(response, message and (f"{code}: {message}" if code else message))
-        if response.status == 200 and fields.get("status") == "VOID":
-            return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
         if code == "invoice_already_void" or says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if response.status >= 500 and header(response.headers, "Idempotency-Used") == "true":
@@ -71,9 +74,11 @@ SPEC = ProviderSpec(
     credentials={"api_token_env": "MAPLE_API_TOKEN"},
     options={"company_id": "the account's company id (cmp_...); a job row's company_id overrides it"},
     default_base_url="https://api.maplebilling.com",
+    void=Route("POST", "/api/v1/companies/{company_id}/invoices/{invoice_id}/void"),
     documented_limits=(),
     example_limits=("5/1s",),
     limits_note="limits depend on the plan and may drop during incidents: conservative 5/s",
-    idempotency_header="Idempotency-Key",
+    idempotency=IDEMPOTENCY,
+    row_fields=(COMPANY,),
     build=_build,
 )

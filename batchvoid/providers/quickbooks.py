@@ -18,16 +18,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.oauth import AccessToken, OAuthFacts
-from batchvoid.providers.base import ProviderSpec, describe, json_body, path_segment, transient
+from batchvoid.providers.base import describe, json_body, transient
+from batchvoid.providers.facts import Idempotency, OAuthFacts, ProviderSpec, Route
 
-MAX_REQUEST_ID = 50  # documented (36 for batch requests, which batchvoid does not send)
+if TYPE_CHECKING:
+    from batchvoid.oauth import AccessToken
+
+IDEMPOTENCY = Idempotency(
+    "requestid",
+    max_length=50,  # 36 for batch requests, which batchvoid does not send
+    note="derived from the item's key and the SyncToken: a repeat gets the first answer, window not "
+    "documented",
+    in_query=True,
+)
 STALE_OBJECT = "5010"  # the SyncToken given is not the invoice's current one
 NOT_FOUND = "610"  # "Object Not Found"
 
@@ -62,13 +71,10 @@ class QuickBooks:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token.access_token}", "Accept": "application/json"}
 
-    def _company(self) -> str:
-        return f"{self.base_url}/v3/company/{path_segment(self.realm_id)}"
-
     def read_first(self, item: Item) -> Request:
         """The read every void needs: the invoice, for its SyncToken (and whether it is void)."""
-        url = f"{self._company()}/invoice/{path_segment(item.invoice_id)}"
-        return Request("GET", url, self._headers(), secrets=self.token.secrets)
+        url = _READ.url(self.base_url, realm_id=self.realm_id, invoice_id=item.invoice_id)
+        return Request(_READ.method, url, self._headers(), secrets=self.token.secrets)
 
     def void_after_read(self, item: Item, idempotency_key: str, response: Response) -> Request | Outcome:
         """The void at the SyncToken the read gave, or the outcome the read settles by itself."""
@@ -90,12 +96,11 @@ class QuickBooks:
         return Outcome(OutcomeKind.REJECTED, reason, response.status)
 
     def _void(self, item: Item, idempotency_key: str, sync_token: str) -> Request:
-        query = urlencode({"operation": "void", "requestid": request_id(idempotency_key, sync_token)})
+        query = urlencode({IDEMPOTENCY.header: request_id(idempotency_key, sync_token)})
+        url = SPEC.void.url(self.base_url, realm_id=self.realm_id) + "&" + query  # after ?operation=void
         headers = {**self._headers(), "Content-Type": "application/json"}
         body = orjson.dumps({"Id": item.invoice_id, "SyncToken": sync_token})
-        return Request(
-            "POST", f"{self._company()}/invoice?{query}", headers, body, secrets=self.token.secrets
-        )
+        return Request(SPEC.void.method, url, headers, body, secrets=self.token.secrets)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         raise NotImplementedError(
@@ -155,7 +160,7 @@ OAUTH = OAuthFacts(
 )
 
 
-def _build(base_url: str, token: AccessToken, options: Mapping[str, str]) -> QuickBooks:
+def _connect(base_url: str, token: AccessToken, options: Mapping[str, str]) -> QuickBooks:
     return QuickBooks(base_url, token, options["realm_id"])
 
 
@@ -169,13 +174,18 @@ SPEC = ProviderSpec(
     credentials={"client_id_env": "QUICKBOOKS_CLIENT_ID", "client_secret_env": "QUICKBOOKS_CLIENT_SECRET"},
     options={"realm_id": "the company's realm id (the realmId the authorisation's redirect carries)"},
     default_base_url="https://quickbooks.api.intuit.com",
+    void=Route("POST", "/v3/company/{realm_id}/invoice?operation=void"),
+    # Read before every void, for the SyncToken; it also tells a voided invoice (`is_voided`).
+    lookup=Route("GET", "/v3/company/{realm_id}/invoice/{invoice_id}"),
     documented_limits=("500/60s",),
     example_limits=("500/60s",),
-    limits_note="documented, per company: 500 a minute and 10 requests in flight; each void is a read and a void",
-    idempotency_header=None,
+    limits_note="documented, per company: 500 a minute and 10 requests in flight; each void is a "
+    "read and a void",
+    idempotency=IDEMPOTENCY,
     build=_no_build,
     required_options=("realm_id",),
+    max_in_flight=10,
     oauth=OAUTH,
-    connect=_build,
-    max_concurrency=10,
+    connect=_connect,
 )
+_READ = SPEC.lookup or SPEC.void

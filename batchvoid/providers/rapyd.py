@@ -9,11 +9,12 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+from batchvoid.providers.base import describe, header, json_body, maybe_already_void, settled, transient
+from batchvoid.providers.facts import Idempotency, ProviderSpec, Route
 
 TIMESTAMP_WINDOW_S = 60  # Rapyd refuses a request whose timestamp is further off its clock
 CLOCK_NOTICE_S = 5  # a clock further off the provider's Date than this is named in a 401's reason
@@ -47,7 +48,8 @@ class Rapyd:
     salt: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(12), repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
-    def _signed(self, method: str, path: str, idempotency_key: str | None) -> Request:
+    def _signed(self, route: Route, item: Item, idempotency_key: str | None) -> Request:
+        method, path = route.method, route.url("", invoice_id=item.invoice_id)
         salt, timestamp = self.salt(), int(self.clock())
         signed = signature(
             method=method,
@@ -65,41 +67,37 @@ class Rapyd:
             "Content-Type": "application/json",
         }
         if idempotency_key is not None:
-            headers["idempotency"] = idempotency_key
+            headers[_IDEMPOTENCY_HEADER] = idempotency_key
         # The salt too: with the signature and the timestamp it is all a replay needs.
         hidden = (self.access_key, self.secret_key, signed, salt)
         return Request(method, self.base_url + path, headers, secrets=hidden)
 
     def void_request(self, item: Item, idempotency_key: str) -> Request:
-        path = f"/v1/invoices/{path_segment(item.invoice_id)}/void"
-        return self._signed("POST", path, idempotency_key)
+        return self._signed(SPEC.void, item, idempotency_key)
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         status, data = _envelope(response)
-        code = status.get("error_code")
-        reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         reference = status.get("operation_id") or None
         if response.status == 200 and status.get("status") == "SUCCESS":
-            if data.get("status") == "void":
+            if data.get("status") == "void":  # the usual answer: no reason to word
                 return Outcome(OutcomeKind.VOIDED, "", 200, reference)
             reason = f"answered 200 but the invoice status is {data.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200, reference)
+        code = status.get("error_code")
+        reason = describe(response, code and f"{code}: {status.get('message', '')}") + self._clock(response)
         if (shared := transient(response, reason)) is not None:
             return shared
-        # Rapyd answers a void of a void invoice like one of a paid invoice: read the status.
-        ambiguous = status.get("error_code") == _NOT_VOIDABLE
-        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference, check_status=ambiguous)
+        if status.get("error_code") == _NOT_VOIDABLE:  # also its answer to a void of a void invoice
+            return maybe_already_void(SPEC, response, reason, reference)
+        return Outcome(OutcomeKind.REJECTED, reason, response.status, reference)
 
     def lookup_request(self, item: Item) -> Request | None:
-        return self._signed("GET", f"/v1/invoices/{path_segment(item.invoice_id)}", None)
+        return self._signed(_LOOKUP, item, None)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         status, data = _envelope(response)
         if response.status == 200 and status.get("status") == "SUCCESS":
-            if data.get("status") == "void":
-                return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
-            reason = f"{rejected.reason} (invoice status: {data.get('status')})"
-            return replace(rejected, reason=reason, check_status=False)
+            return settled(SPEC, rejected, data.get("status"))
         reason = describe(response, status.get("error_code")) + self._clock(response)
         return transient(response, f"status lookup: {reason}") or rejected
 
@@ -150,9 +148,14 @@ SPEC = ProviderSpec(
     credentials={"access_key_env": "RAPYD_ACCESS_KEY", "secret_key_env": "RAPYD_SECRET_KEY"},
     options={},
     default_base_url="https://sandboxapi.rapyd.net",
+    void=Route("POST", "/v1/invoices/{invoice_id}/void"),
+    lookup=Route("GET", "/v1/invoices/{invoice_id}"),
+    void_status="void",
     documented_limits=("200/60s", "1000/300s"),
     example_limits=("200/60s", "1000/300s"),
     limits_note="documented: 200 per minute and 1000 per 5 minutes, both at once (about 3.3/s)",
-    idempotency_header="idempotency",
+    idempotency=Idempotency("idempotency"),
     build=_build,
 )
+_LOOKUP = SPEC.lookup or SPEC.void
+_IDEMPOTENCY_HEADER = SPEC.idempotency_header or "idempotency"

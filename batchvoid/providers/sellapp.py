@@ -9,13 +9,12 @@ from typing import Any
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
-    ProviderSpec,
     describe,
     json_body,
-    path_segment,
     says_already_void,
     transient,
 )
+from batchvoid.providers.facts import ProviderSpec, Route, RowField
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,19 +28,19 @@ class SellApp(AdapterBase):
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
         if store := item.store or self.store:
             headers["X-STORE"] = store
-        url = f"{self.base_url}/api/v2/invoices/{path_segment(item.invoice_id)}/mark-voided"
-        return Request("PATCH", url, headers, secrets=(self.api_key,))
+        url = SPEC.void.url(self.base_url, invoice_id=item.invoice_id)
+        return Request(SPEC.void.method, url, headers, secrets=(self.api_key,))
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
         fields: dict[str, Any] = body if isinstance(body, dict) else {}
-        message = fields.get("message")
-        reason = describe(response, message)
         if response.status == 200:
-            if _status(fields) == "VOIDED":
+            if _status(fields) == "VOIDED":  # the usual answer: no reason to word
                 return Outcome(OutcomeKind.VOIDED, "", 200)
             reason = f"answered 200 but the invoice status is {_status(fields)!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
+        message = fields.get("message")
+        reason = describe(response, message)
         if response.status in (400, 409, 422) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
         if (shared := transient(response, reason)) is not None:
@@ -66,9 +65,10 @@ SPEC = ProviderSpec(
     credentials={"api_key_env": "SELLAPP_API_KEY"},
     options={"store": "store slug sent as X-STORE (default: the key's first store)"},
     default_base_url="https://sell.app",
+    void=Route("PATCH", "/api/v2/invoices/{invoice_id}/mark-voided"),
     documented_limits=(),
     example_limits=("5/1s",),
     limits_note="no rate limit is documented (the SDK honours Retry-After): conservative 5/s",
-    idempotency_header=None,
+    row_fields=(RowField("store", "the store slug sent as X-STORE; default: the profile's store"),),
     build=_build,
 )

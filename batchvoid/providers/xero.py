@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.oauth import AccessToken, OAuthFacts
-from batchvoid.providers.base import ProviderSpec, describe, header, json_body, path_segment, transient
+from batchvoid.providers.base import describe, header, json_body, maybe_already_void, settled, transient
+from batchvoid.providers.facts import Idempotency, OAuthFacts, ProviderSpec, Route
 
-MAX_IDEMPOTENCY_KEY = 128  # documented (components.parameters.idempotencyKey)
+if TYPE_CHECKING:
+    from batchvoid.oauth import AccessToken
+
+IDEMPOTENCY = Idempotency("Idempotency-Key", max_length=128, note="replay window not documented")
 _NOT_VOIDABLE_YET = frozenset({"DRAFT", "SUBMITTED"})  # deleted in Xero, never voided
 
 
@@ -36,17 +39,15 @@ class Xero:
             "Accept": "application/json",
         }
 
-    def _url(self, item: Item) -> str:
-        return f"{self.base_url}/api.xro/2.0/Invoices/{path_segment(item.invoice_id)}"
-
     def void_request(self, item: Item, idempotency_key: str) -> Request:
         body = {"Invoices": [{"InvoiceID": item.invoice_id, "Status": "VOIDED"}]}
         headers = {
             **self._headers(),
             "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key[:MAX_IDEMPOTENCY_KEY],
+            IDEMPOTENCY.header: idempotency_key[: IDEMPOTENCY.max_length],
         }
-        return Request("POST", self._url(item), headers, orjson.dumps(body), secrets=self.token.secrets)
+        url = SPEC.void.url(self.base_url, invoice_id=item.invoice_id)
+        return Request(SPEC.void.method, url, headers, orjson.dumps(body), secrets=self.token.secrets)
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
@@ -59,29 +60,27 @@ class Xero:
         reason = describe(response, _message(body, response))
         if (shared := transient(response, reason)) is not None:
             return shared
-        # One ValidationException for a void, a draft and a paid invoice: read the status.
-        ambiguous = (
-            response.status == 400 and isinstance(body, dict) and body.get("Type") == "ValidationException"
-        )
-        return Outcome(OutcomeKind.REJECTED, reason, response.status, check_status=ambiguous)
+        if response.status == 400 and isinstance(body, dict) and body.get("Type") == "ValidationException":
+            # One answer for a void, a draft and a paid invoice alike: read the invoice to decide.
+            return maybe_already_void(SPEC, response, reason)
+        return Outcome(OutcomeKind.REJECTED, reason, response.status)
 
     def lookup_request(self, item: Item) -> Request | None:
-        return Request("GET", self._url(item), self._headers(), secrets=self.token.secrets)
+        url = _LOOKUP.url(self.base_url, invoice_id=item.invoice_id)
+        return Request(_LOOKUP.method, url, self._headers(), secrets=self.token.secrets)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         body = json_body(response)
         if response.status == 200:
             status = _invoice(body).get("Status")
-            if status == "VOIDED":
-                return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
+            outcome = settled(SPEC, rejected, status)
             if status in _NOT_VOIDABLE_YET:
                 reason = (
-                    f"{rejected.reason} (invoice status: {status}: Xero voids only approved invoices; "
-                    "a draft or submitted one is deleted instead, in Xero, not voided)"
+                    f"{outcome.reason}: Xero voids only approved (AUTHORISED) invoices; a draft or "
+                    "submitted one cannot be voided, only deleted, in Xero"
                 )
-            else:
-                reason = f"{rejected.reason} (invoice status: {status})"
-            return replace(rejected, reason=reason, check_status=False)
+                return replace(outcome, reason=reason)
+            return outcome
         reason = describe(response, _message(body, response))
         return transient(response, f"status lookup: {reason}") or replace(rejected, check_status=False)
 
@@ -119,7 +118,7 @@ OAUTH = OAuthFacts(
 )
 
 
-def _build(base_url: str, token: AccessToken, options: Mapping[str, str]) -> Xero:
+def _connect(base_url: str, token: AccessToken, options: Mapping[str, str]) -> Xero:
     return Xero(base_url, token, options["tenant_id"])
 
 
@@ -136,13 +135,17 @@ SPEC = ProviderSpec(
         "https://api.xero.com/connections lists them after authorising)",
     },
     default_base_url="https://api.xero.com",
+    void=Route("POST", "/api.xro/2.0/Invoices/{invoice_id}"),
+    lookup=Route("GET", "/api.xro/2.0/Invoices/{invoice_id}"),
+    void_status="VOIDED",
     documented_limits=("60/60s", "5000/24h"),
     example_limits=("60/60s", "5000/24h"),
     limits_note="documented, per tenant: 60 a minute and 5,000 a day, and 5 requests in flight",
-    idempotency_header="Idempotency-Key",
+    idempotency=IDEMPOTENCY,
     build=_no_build,
     required_options=("tenant_id",),
+    max_in_flight=5,
     oauth=OAUTH,
-    connect=_build,
-    max_concurrency=5,
+    connect=_connect,
 )
+_LOOKUP = SPEC.lookup or SPEC.void

@@ -2,7 +2,7 @@
 
 ```python
 async with Simulator(SimulatorSettings.from_specs(["rapyd:rate_limit=5/1s"])).serve() as url:
-    ...  # point providers' base URLs at `url`, authenticate with CREDENTIALS
+    ...  # point each provider's base URL at provider_url(url, type), authenticate with CREDENTIALS
 ```
 """
 
@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from batchvoid.simulator.credentials import CREDENTIALS, PROVIDER_TYPES
+from batchvoid.simulator.credentials import ACCOUNTS, CREDENTIALS, PROVIDER_TYPES, provider_url
 from batchvoid.simulator.settings import Faults, SimulatorSettings
 
 if TYPE_CHECKING:
     from batchvoid.simulator.server import Simulator, serve_forever
 
 __all__ = [
+    "ACCOUNTS",
     "CREDENTIALS",
     "PROVIDER_TYPES",
     "Faults",
     "Simulator",
     "SimulatorSettings",
+    "provider_url",
     "serve_forever",
 ]
 

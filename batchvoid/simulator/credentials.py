@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-PROVIDER_TYPES = ("chargeover", "rapyd", "campfire", "maple", "sellapp", "xero", "quickbooks")
+from batchvoid.providers import REGISTRY
+
+PROVIDER_TYPES = tuple(REGISTRY)
+
+
+def provider_url(url: str, provider_type: str) -> str:
+    """Where the simulator at `url` serves one provider: under its type, since two providers
+    may document the same path (Rapyd's and Stripe's `/v1/invoices/{id}/void`)."""
+    return f"{url}/{provider_type}"
+
 
 CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
@@ -14,6 +23,7 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "campfire": MappingProxyType({"api_key": "sim_campfire_token"}),
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
+        "stripe": MappingProxyType({"secret_key": "sk_test_SIMULATOR"}),
         "xero": MappingProxyType({"client_id": "sim_xero_client", "client_secret": "sim_xero_secret"}),
         "quickbooks": MappingProxyType({"client_id": "sim_qbo_client", "client_secret": "sim_qbo_secret"}),
     }

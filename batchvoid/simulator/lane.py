@@ -143,7 +143,10 @@ class Lane:
             return Decision(_redirect(faults.redirect_to))
         issuer = self.issuer
         if issuer is not None and action is Action.TOKEN:  # the token endpoint: another host, no API limits
-            answer = BAD_GRANT if self.revoked else issuer.refresh(incoming, incoming.wall)
+            if not self.revoked:
+                answer = issuer.refresh(incoming, incoming.wall)
+            else:
+                answer = issuer.refused_echoing(incoming) if faults.echo_credentials else BAD_GRANT
             counts[answer.tally] += 1
             return Decision(answer)
         if self.revoked or (issuer is not None and not issuer.valid(_bearer(incoming), incoming.wall)):

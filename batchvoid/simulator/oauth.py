@@ -64,6 +64,13 @@ class TokenIssuer:
         expires = self._access.get(access_token)
         return not self.revoked and expires is not None and wall < expires
 
+    def issue(self, wall: float) -> str:
+        """A new access token, good for `lifetime_s` from `wall` (a refresh's, or a test's own)."""
+        access = f"{self.prefix}_at_{next(self._serial)}_{secrets.token_urlsafe(12)}"
+        self._access = {t: e for t, e in self._access.items() if e > wall}  # forget expired ones
+        self._access[access] = wall + self.lifetime_s
+        return access
+
     def current_refresh_token(self) -> str:
         """The refresh token that works now (the one last issued): what a client should hold."""
         return next(reversed(self._used))
@@ -85,11 +92,10 @@ class TokenIssuer:
             return BAD_GRANT  # rotated: only the one issued in its place works now
         if first_use is None:
             self._used[given] = wall
-        serial = next(self._serial)
-        access = f"{self.prefix}_at_{serial}_{secrets.token_urlsafe(12)}"
-        rotated = f"{self.prefix}_rt_{serial}_{secrets.token_urlsafe(12)}"
-        self._access = {t: e for t, e in self._access.items() if e > wall}  # forget expired ones
-        self._access[access] = wall + self.lifetime_s
+        access, rotated = (
+            self.issue(wall),
+            f"{self.prefix}_rt_{next(self._serial)}_{secrets.token_urlsafe(12)}",
+        )
         self._used[rotated] = None
         self.refreshes += 1
         payload = {
@@ -99,6 +105,13 @@ class TokenIssuer:
             "refresh_token": rotated,
         }
         return json_answer(200, payload, Tally.TOKENS)
+
+    def refused_echoing(self, incoming: Incoming) -> Answer:
+        """A misbehaving token endpoint's refusal (fault echo_credentials, revoked connection):
+        its description quotes the refresh token and the client credentials presented."""
+        given = parse_qs(incoming.body.decode("utf-8", "replace")).get("refresh_token", [""])[0]
+        client = incoming.headers.get("Authorization", "")
+        return _error(400, "invalid_grant", f"refresh token {given} of client {client} is revoked")
 
     def _client_ok(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")

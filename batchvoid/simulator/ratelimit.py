@@ -12,6 +12,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
+from batchvoid.config import parse_rate_limit
+from batchvoid.providers.rapyd import SPEC as RAPYD
+
 
 class Limit(Protocol):
     """A rule about how many requests a provider accepts over time."""
@@ -80,12 +83,12 @@ class FixedWindow:
 
 
 def rapyd_windows(time_scale: float = 1.0) -> tuple[Limit, ...]:
-    """Rapyd's rule: 200 per minute, then 429 until the minute ends; 1000 per 5 minutes,
-    then blocked for 5 minutes. Both hold at once."""
-    minute, five_minutes = 60 * time_scale, 300 * time_scale
+    """Rapyd's rule, from its documented limits: 200 per minute, then 429 until the minute
+    ends; 1000 per 5 minutes, then blocked for 5 minutes. Both hold at once."""
+    short, long = (parse_rate_limit(text) for text in RAPYD.documented_limits)
     return (
-        FixedWindow(200, minute),
-        FixedWindow(1000, five_minutes, block=five_minutes),
+        FixedWindow(short.count, short.period * time_scale),
+        FixedWindow(long.count, long.period * time_scale, block=long.period * time_scale),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from batchvoid.simulator.credentials import PROVIDER_TYPES
+from batchvoid.simulator.credentials import PROVIDER_TYPES, provider_url
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.faults import Fault
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceKey
@@ -99,6 +99,14 @@ class Simulator:
         """Revoke the provider's credential: every later request gets its 401."""
         self._lane(provider_type).revoke()
 
+    def access_token(self, provider_type: str) -> str:
+        """A valid access token of an OAuth 2.0 provider's connection, issued without a request
+        (for tests that drive its API directly)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.issue(time.time())
+
     def restore(self, provider_type: str) -> None:
         """Make a revoked credential good again."""
         self._lane(provider_type).restore()
@@ -128,9 +136,14 @@ class Simulator:
 
     def _build_app(self) -> web.Application:
         app = web.Application()
+        taken: set[tuple[str, str]] = set()
         for lane in self._lanes.values():
             for route in lane.provider.routes:
-                app.router.add_route(route.method, route.path, self._handler(lane, route.action))
+                handler = self._handler(lane, route.action)
+                app.router.add_route(route.method, provider_url("", lane.name) + route.path, handler)
+                if (route.method, route.path) not in taken:  # also unprefixed, for its first claimant
+                    taken.add((route.method, route.path))
+                    app.router.add_route(route.method, route.path, handler)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_post("/_sim/revoke", self._post_revoke)
         app.router.add_post("/_sim/restore", self._post_restore)

@@ -46,7 +46,8 @@ class Faults:
     credential is revoked.
 
     Misbehaving providers: `echo_credentials` makes every 401 quote the credential the request
-    presented; `echo_headers` makes injected errors a gateway's 502/503 HTML page that lists the
+    presented (and an OAuth 2.0 token endpoint's refusal quote the refresh token and client
+    credentials); `echo_headers` makes injected errors a gateway's 502/503 HTML page that lists the
     request's headers. `clock_skew_s` sets the simulator's clock that many seconds ahead (its
     `Date` header and Rapyd's timestamp check). `redirect_to` answers every request with a
     301 to that URL, in front of everything else.

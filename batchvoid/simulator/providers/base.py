@@ -7,7 +7,9 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
+from batchvoid.providers.facts import ProviderSpec
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook
@@ -20,6 +22,22 @@ class Route:
     method: str
     path: str  # an aiohttp route pattern; path parameters are `{invoice_id}`, `{company_id}`
     action: Action
+
+
+def routes(spec: ProviderSpec) -> tuple[Route, ...]:
+    """The provider's documented void (and read, if it has one), and an OAuth 2.0 provider's
+    token endpoint, from its facts; a path's fixed query (`?operation=void`) is the provider's
+    to check."""
+    found = [Route(spec.void.method, _path(spec.void.path), Action.VOID)]
+    if spec.lookup is not None:
+        found.append(Route(spec.lookup.method, _path(spec.lookup.path), Action.LOOKUP))
+    if spec.oauth is not None:
+        found.append(Route("POST", _path(spec.oauth.token_url), Action.TOKEN))
+    return tuple(found)
+
+
+def _path(path_or_url: str) -> str:
+    return urlsplit(path_or_url).path
 
 
 class Provider(Protocol):

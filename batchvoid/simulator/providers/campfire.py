@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from batchvoid.providers.campfire import SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, dump, json_answer, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, numeric_id, utc
+from batchvoid.simulator.providers.base import Route, amount_cents, numeric_id, routes, utc
 from batchvoid.simulator.ratelimit import whole_seconds
 from batchvoid.simulator.stats import Tally
 
@@ -68,9 +69,7 @@ class Campfire:
 
     name: ClassVar[str] = "campfire"
     has_drafts: ClassVar[bool] = False
-    routes: ClassVar[Sequence[Route]] = (
-        Route("POST", "/coa/api/v1/invoice/{invoice_id}/void/", Action.VOID),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         header = incoming.headers.get("Authorization")

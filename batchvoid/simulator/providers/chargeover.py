@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from batchvoid.providers.chargeover import SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, dump, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route
+from batchvoid.simulator.providers.base import Route, routes
 from batchvoid.simulator.stats import Tally
 
 
@@ -53,9 +54,7 @@ class ChargeOver:
 
     name: ClassVar[str] = "chargeover"
     has_drafts: ClassVar[bool] = False
-    routes: ClassVar[Sequence[Route]] = (
-        Route("POST", "/api/v3/invoice/{invoice_id}/_action/void", Action.VOID),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         header = incoming.headers.get("Authorization")

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from batchvoid.providers.maple import COMPANY, IDEMPOTENCY, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, utc
+from batchvoid.simulator.providers.base import Route, amount_cents, routes, utc
 from batchvoid.simulator.stats import Tally
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 64
+MAX_IDEMPOTENCY_KEY_LENGTH = IDEMPOTENCY.max_length or 0
+_COMPANY_PREFIX = COMPANY.prefix or ""
 _SERVER_ERRORS: Mapping[int, tuple[str, str]] = MappingProxyType(
     {
         500: ("Internal server error", "internal_error"),
@@ -40,7 +42,7 @@ _UNAUTHORIZED = _error(401, "Invalid API token", "authentication_error", "unauth
 _NO_COMPANY = _error(404, "Company not found", "not_found", "company_not_found", Tally.REJECTED)
 _KEY_TOO_LONG = _error(
     400,
-    f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+    f"{IDEMPOTENCY.header} must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
     "invalid_request",
     "idempotency_key_too_long",
     Tally.REJECTED,
@@ -108,15 +110,13 @@ def _invoice(invoice_id: str, wall: float) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Maple:
     """Maple's `POST /api/v1/companies/{company_id}/invoices/{id}/void`; every `cmp_` company
-    is the simulator's."""
+    is the simulator's (the prefix from its facts)."""
 
     api_token: str = field(repr=False)
 
     name: ClassVar[str] = "maple"
     has_drafts: ClassVar[bool] = True
-    routes: ClassVar[Sequence[Route]] = (
-        Route("POST", "/api/v1/companies/{company_id}/invoices/{invoice_id}/void", Action.VOID),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         if incoming.headers.get("Authorization") == f"Bearer {self.api_token}":
@@ -142,7 +142,7 @@ class Maple:
     def answer(
         self, action: Action, incoming: Incoming, book: InvoiceBook, replays: IdempotencyStore
     ) -> Answer:
-        key = incoming.headers.get("Idempotency-Key")
+        key = incoming.headers.get(IDEMPOTENCY.header)
         if not key:
             return self._void(incoming, book)
         if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -157,7 +157,7 @@ class Maple:
         return stored.answer.with_headers(_REPLAYED).counted_as(Tally.IDEMPOTENT_REPLAYS)
 
     def _void(self, incoming: Incoming, book: InvoiceBook) -> Answer:
-        if not incoming.params["company_id"].startswith("cmp_"):
+        if not incoming.params["company_id"].startswith(_COMPANY_PREFIX):
             return _NO_COMPANY
         invoice_id = incoming.params["invoice_id"]
         match book.void(self.name, invoice_id):

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from batchvoid.providers.quickbooks import IDEMPOTENCY, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents
+from batchvoid.simulator.providers.base import Route, amount_cents, routes
 from batchvoid.simulator.stats import Tally
 
-MAX_REQUEST_ID_LENGTH = 50
+_MAX_REQUEST_ID = IDEMPOTENCY.max_length or 50
 _TIME = "2026-11-30T10:00:00.000-08:00"
 
 
@@ -33,25 +34,22 @@ def _fault(
     return json_answer(status, {"Fault": {"Error": [error], "type": kind}, "time": _TIME}, tally)
 
 
-_UNAUTHORIZED = json_answer(
-    401,
-    {
+def _unauthorized(detail: str) -> Answer:
+    error = {
+        "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+        "detail": detail,
+        "code": "3200",
+    }
+    payload = {
         "warnings": None,
         "intuitObject": None,
-        "fault": {
-            "error": [
-                {
-                    "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-                    "detail": "Token expired or invalid",
-                    "code": "3200",
-                }
-            ],
-            "type": "AUTHENTICATION",
-        },
+        "fault": {"error": [error], "type": "AUTHENTICATION"},
         "time": _TIME,
-    },
-    Tally.AUTH_FAILED,
-)
+    }
+    return json_answer(401, payload, Tally.AUTH_FAILED)
+
+
+_UNAUTHORIZED = _unauthorized("Token expired or invalid")
 _FORBIDDEN = _fault(
     403,
     "ApplicationAuthorizationFailed",
@@ -108,11 +106,7 @@ class QuickBooks:
 
     name: ClassVar[str] = "quickbooks"
     has_drafts: ClassVar[bool] = False  # there are no drafts in QuickBooks Online
-    routes: ClassVar[Sequence[Route]] = (
-        Route("GET", "/v3/company/{realm_id}/invoice/{invoice_id}", Action.LOOKUP),
-        Route("POST", "/v3/company/{realm_id}/invoice", Action.VOID),
-        Route("POST", "/oauth2/v1/tokens/bearer", Action.TOKEN),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
     token_prefix: ClassVar[str] = "sim_qbo"  # noqa: S105 - in the tokens it issues
     token_lifetime_s: ClassVar[float] = 3600  # documented: 1 hour
 
@@ -129,15 +123,7 @@ class QuickBooks:
         return _UNAUTHORIZED
 
     def unauthorized_echoing(self, incoming: Incoming) -> Answer:
-        header = incoming.headers.get("Authorization", "")
-        return _fault(
-            401,
-            "AuthenticationFailed",
-            f"Token {header} expired or invalid",
-            "3200",
-            Tally.AUTH_FAILED,
-            "AUTHENTICATION",
-        )
+        return _unauthorized(f"Token {incoming.headers.get('Authorization', '')} expired or invalid")
 
     def throttled(self, wait_s: float) -> Answer:
         return _THROTTLED
@@ -170,12 +156,12 @@ class QuickBooks:
                 "2010",
                 Tally.REJECTED,
             )
-        request_id = query.get("requestid", [""])[0]
-        if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        request_id = query.get(IDEMPOTENCY.header, [""])[0]
+        if len(request_id) > _MAX_REQUEST_ID:
             return _fault(
                 400,
                 "Invalid requestid",
-                f"requestid is longer than {MAX_REQUEST_ID_LENGTH} characters",
+                f"requestid is longer than {_MAX_REQUEST_ID} characters",
                 "2500",
                 Tally.REJECTED,
             )
@@ -212,6 +198,7 @@ class QuickBooks:
         invoice_id = payload["Id"]
         state = book.state(self.name, invoice_id)
         if state is InvoiceState.MISSING:
+            book.void(self.name, invoice_id)  # changes nothing; counted as a void the book saw
             return _not_found(invoice_id, Tally.NOT_FOUND)
         if payload["SyncToken"] != self._token(invoice_id, state):
             return _STALE

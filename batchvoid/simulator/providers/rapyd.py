@@ -9,14 +9,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from batchvoid.providers.rapyd import signature
+from batchvoid.providers.rapyd import SPEC, TIMESTAMP_WINDOW_S, signature
+from batchvoid.simulator.credentials import provider_url
 from batchvoid.simulator.exchange import Action, Answer, Incoming, dump
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents
+from batchvoid.simulator.providers.base import Route, amount_cents, routes
 from batchvoid.simulator.stats import Tally
 
-MAX_CLOCK_SKEW_S = 60
+MAX_CLOCK_SKEW_S = TIMESTAMP_WINDOW_S  # documented, so shared
+_IDEMPOTENCY_HEADER = SPEC.idempotency_header or "idempotency"
 _SALT_LENGTHS = range(8, 17)
 # Whitespace outside JSON strings: what the signed "body with no whitespace" leaves out.
 _WHITESPACE_OUTSIDE_STRINGS = re.compile(r'("(?:\\.|[^"\\])*")|\s+')
@@ -100,10 +102,7 @@ class Rapyd:
 
     name: ClassVar[str] = "rapyd"
     has_drafts: ClassVar[bool] = True
-    routes: ClassVar[Sequence[Route]] = (
-        Route("POST", "/v1/invoices/{invoice_id}/void", Action.VOID),
-        Route("GET", "/v1/invoices/{invoice_id}", Action.LOOKUP),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         headers = incoming.headers
@@ -123,7 +122,7 @@ class Rapyd:
             return self.unauthorized()
         expected = signature(
             method=incoming.method,
-            path=incoming.raw_path,
+            path=incoming.raw_path.removeprefix(provider_url("", self.name)),  # signed from /v1
             salt=salt,
             timestamp=seconds,
             access_key=access_key,
@@ -162,7 +161,7 @@ class Rapyd:
             if state is InvoiceState.MISSING:
                 return _error(400, _INVALID_INVOICE_ID, Tally.LOOKUPS)
             return Answer(200, _envelope("", "", _invoice(invoice_id, state)), Tally.LOOKUPS)
-        key = incoming.headers.get("idempotency")
+        key = incoming.headers.get(_IDEMPOTENCY_HEADER)
         if key:
             stored = replays.get(key)
             if stored is not None:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from batchvoid.providers.sellapp import SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, dump
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, numeric_id, utc
+from batchvoid.simulator.providers.base import Route, amount_cents, numeric_id, routes, utc
 from batchvoid.simulator.stats import Tally
 
 _STORE_SLUG = re.compile(r"[a-z0-9-]+")
@@ -82,9 +83,7 @@ class SellApp:
 
     name: ClassVar[str] = "sellapp"
     has_drafts: ClassVar[bool] = False
-    routes: ClassVar[Sequence[Route]] = (
-        Route("PATCH", "/api/v2/invoices/{invoice_id}/mark-voided", Action.VOID),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         headers = incoming.headers

@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from batchvoid.providers.xero import IDEMPOTENCY, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents
+from batchvoid.simulator.providers.base import Route, amount_cents, routes
 from batchvoid.simulator.ratelimit import whole_seconds
 from batchvoid.simulator.stats import Tally
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 128
+_MAX_KEY = IDEMPOTENCY.max_length or 128
 _STATUS = {
     InvoiceState.OPEN: "AUTHORISED",
     InvoiceState.PAID: "PAID",
@@ -87,11 +88,7 @@ class Xero:
 
     name: ClassVar[str] = "xero"
     has_drafts: ClassVar[bool] = True
-    routes: ClassVar[Sequence[Route]] = (
-        Route("POST", "/api.xro/2.0/Invoices/{invoice_id}", Action.VOID),
-        Route("GET", "/api.xro/2.0/Invoices/{invoice_id}", Action.LOOKUP),
-        Route("POST", "/connect/token", Action.TOKEN),
-    )
+    routes: ClassVar[Sequence[Route]] = routes(SPEC)
     token_prefix: ClassVar[str] = "sim_xero"  # noqa: S105 - in the tokens it issues
     token_lifetime_s: ClassVar[float] = 1800  # documented: 30 minutes
 
@@ -125,10 +122,10 @@ class Xero:
             if state is InvoiceState.MISSING:
                 return _NOT_FOUND.counted_as(Tally.LOOKUPS)
             return _invoices(invoice_id, state, Tally.LOOKUPS)
-        key = incoming.headers.get("Idempotency-Key")
-        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        key = incoming.headers.get(IDEMPOTENCY.header)
+        if key is not None and len(key) > _MAX_KEY:
             return _validation(
-                f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+                f"{IDEMPOTENCY.header} must be at most {_MAX_KEY} characters",
                 invoice_id,
                 Tally.REJECTED,
             )
