@@ -27,6 +27,7 @@ from batchvoid.progress import ProgressOptions
 from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
+from batchvoid.simulator.credentials import oauth_accounts
 
 SIM_ENV_PREFIX = "BATCHVOID_SIM_"
 
@@ -341,6 +342,8 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
         for spec_type, roles in CREDENTIALS.items():
             for role, value in roles.items():
                 click.echo(f"export {SIM_ENV_PREFIX}{spec_type.upper()}_{role.upper()}={value}")
+        for line in oauth_accounts(base_url):
+            click.echo(line, err=True)
 
     try:
         from batchvoid.simulator.server import serve_forever

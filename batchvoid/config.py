@@ -150,7 +150,12 @@ class Config:
         profiles = {}
         for name, p in self.profiles.items():
             url = provider_url(base_url, p.spec.type)
-            oauth = None if p.oauth is None else replace(p.oauth, token_url=url + _path(p.oauth.token_url))
+            facts = p.spec.oauth  # the simulator serves the documented endpoint, not a configured one
+            oauth = (
+                None
+                if p.oauth is None or facts is None
+                else replace(p.oauth, token_url=url + _path(facts.token_url))
+            )
             profiles[name] = replace(p, base_url=url, oauth=oauth)
         return replace(self, profiles=profiles)
 

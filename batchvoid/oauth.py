@@ -377,13 +377,13 @@ class Connection:
     def rejected(self, generation: int) -> bool:
         """A request made with `generation`'s token got a 401: is a fresh token worth a try?
 
-        Yes when a newer token exists already, or when this one did not come from a refresh that
-        an earlier 401 forced; then the next `ready` refreshes. No when even a forced fresh token
-        was refused: the connection itself is.
+        Yes when a newer token exists already, when this one did not come from a refresh that an
+        earlier 401 forced, or when it is due (a request in flight as it expired); then the next
+        `ready` refreshes. No when even a forced fresh token was refused: the connection itself is.
         """
         if generation != self.generation:
             return True
-        if self._forced:
+        if self._forced and not self.due():
             return False
         self._forced = True
         self._refresh_at = -math.inf

@@ -158,6 +158,64 @@ def test_a_crash_before_the_rename_leaves_the_old_token_whole(
     assert path.read_text() == "old-token\n"
 
 
+def test_the_new_token_is_written_and_synced_before_the_rename_and_the_rename_synced_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write(): the data, then fsync of the temporary file, then the rename, then fsync of the
+    directory; a power cut at any point leaves one whole token in the file's place."""
+    path = tmp_path / "xero.token"
+    path.write_text("old-token\n")
+    events: list[str] = []
+    real_write, real_fsync, real_replace = os.write, os.fsync, os.replace
+
+    def write(fd: int, data: bytes) -> int:
+        events.append("write")
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        # What a reader (or a crash) sees at the rename: the new token whole, on disk already.
+        events.append(f"rename ({Path(src).read_text()!r} over {Path(dst).read_text()!r})")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    RefreshTokenFile(path).write("new-token")
+    assert events == ["write", "fsync file", "rename ('new-token\\n' over 'old-token\\n')", "fsync dir"]
+    assert path.read_text() == "new-token\n"
+
+
+class WatchedStore(MemoryStore):
+    """A store that notes, at each write, whether the connection already hands out the new token."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.conn: Connection | None = None
+        self.seen: list[tuple[str, int, bool]] = []
+
+    def write(self, token: str) -> None:
+        assert self.conn is not None
+        self.seen.append((token, self.conn.generation, self.conn.due()))
+        super().write(token)
+
+
+async def test_no_request_can_have_the_new_access_token_before_its_refresh_token_is_stored() -> None:
+    """At the moment the rotated refresh token is written, the connection still hands out the old
+    generation and is still due: the new access token is given out only after the write."""
+    clock = FakeClock()
+    store = WatchedStore("rt0")
+    conn = store.conn = connection(store, clock)
+    endpoint = TokenEndpoint()
+    for generation in (1, 2, 3):
+        assert await conn.ready(endpoint) == generation
+        clock.advance(1800)
+    assert store.seen == [("rt1", 0, True), ("rt2", 1, True), ("rt3", 2, True)]
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -316,7 +374,8 @@ async def test_a_failing_token_endpoint_is_retried_with_backoff_then_stops_the_l
 
 
 async def test_a_401_forces_one_refresh_and_a_second_401_on_the_fresh_token_does_not() -> None:
-    """rejected(): a stale generation retries; the current one refreshes once; refused again, the lane stops."""
+    """rejected(): a stale generation retries; the current one refreshes once; refused again, the lane
+    stops; a forced token's 401 once it is due is an expiry, and refreshes again."""
     clock = FakeClock()
     endpoint = TokenEndpoint()
     conn = connection(MemoryStore("rt0"), clock)
@@ -330,6 +389,10 @@ async def test_a_401_forces_one_refresh_and_a_second_401_on_the_fresh_token_does
     clock.advance(1800)
     third = await conn.ready(endpoint)  # a refresh on schedule starts afresh
     assert conn.rejected(third)
+    fourth = await conn.ready(endpoint)  # forced
+    clock.advance(1500)  # it served until due; a request in flight as it expired gets a 401
+    assert conn.rejected(fourth)  # an expiry, not a refusal: refresh again
+    assert await conn.ready(endpoint) == fourth + 1
 
 
 async def test_two_connections_on_one_file_never_refresh_with_a_used_token(tmp_path: Path) -> None:

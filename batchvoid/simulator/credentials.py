@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from batchvoid.providers import REGISTRY
 
@@ -39,3 +40,19 @@ ACCOUNTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "quickbooks": MappingProxyType({"realm_id": "9130350000000001"}),
     }
 )
+
+
+def oauth_accounts(url: str) -> list[str]:
+    """For a configuration of its own against the simulator at `url`: each OAuth 2.0 provider's
+    first refresh token, account and token endpoint, as lines to show."""
+    lines = []
+    for kind, token in REFRESH_TOKENS.items():
+        oauth = REGISTRY[kind].oauth
+        assert oauth is not None
+        token_url = provider_url(url, kind) + urlsplit(oauth.token_url).path
+        account = ", ".join(f'{key} = "{value}"' for key, value in ACCOUNTS[kind].items())
+        lines.append(
+            f"{kind}: write {token} to the refresh_token_file (it rotates from there); {account}; "
+            f'token_url = "{token_url}"; base_url = "{provider_url(url, kind)}"'
+        )
+    return lines

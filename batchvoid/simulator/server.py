@@ -107,6 +107,13 @@ class Simulator:
             raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
         return issuer.issue(time.time())
 
+    def refresh_token(self, provider_type: str) -> str:
+        """The refresh token an OAuth 2.0 provider's connection takes now (the last one issued)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.current_refresh_token()
+
     def restore(self, provider_type: str) -> None:
         """Make a revoked credential good again."""
         self._lane(provider_type).restore()
