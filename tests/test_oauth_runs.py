@@ -268,3 +268,15 @@ def _wait(predicate: object, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the process")
         time.sleep(0.02)
+
+
+def test_plan_shows_xeros_daily_window_and_two_requests_per_quickbooks_void(tmp_path: Path) -> None:
+    """Past 5,000 a day Xero's estimate runs in days; each QuickBooks item is a read and a void."""
+    work = [("xero", f"x{n}") for n in range(6_000)] + [("quickbooks", str(n)) for n in range(1_000)]
+    result = CliRunner().invoke(main, ["plan", str(job(tmp_path, work)), "--simulate"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"│ xero +│ +6000 │ +0 │ +0 │ +6000 │ 60/60s, 5000/24h │ 28:48:00 │", result.stdout)
+    assert re.search(r"│ quickbooks +│ +1000 │ +0 │ +0 │ +1000 │ 500/60s +│ +4:00 │", result.stdout)
+    assert "Estimated time: 28:48:00, set by xero (6000 items at 0.0579/s)" in result.stdout
+    small = CliRunner().invoke(main, ["plan", str(job(tmp_path, work[:300], "small.csv")), "--simulate"])
+    assert re.search(r"│ xero +│ +300 │ .* │ +5:00 │", small.stdout)  # 300 fill no day: 60 a minute

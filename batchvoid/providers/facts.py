@@ -89,6 +89,7 @@ class ProviderSpec:
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
     required_options: tuple[str, ...] = ()  # options every profile must set (the account: a tenant)
+    requests_per_item: int = 1  # requests one void takes before any retry (a read first: 2)
     max_in_flight: int | None = None  # documented requests in flight at once, per account, if any
     oauth: OAuthFacts | None = None  # an OAuth 2.0 provider: its credentials are the app's client
     # connect(base_url, the connection's current access token, options): an OAuth 2.0 adapter,

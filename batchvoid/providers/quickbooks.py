@@ -184,6 +184,7 @@ SPEC = ProviderSpec(
     idempotency=IDEMPOTENCY,
     build=_no_build,
     required_options=("realm_id",),
+    requests_per_item=2,
     max_in_flight=10,
     oauth=OAUTH,
     connect=_connect,
