@@ -51,6 +51,7 @@ from batchvoid.providers import Adapter
 from batchvoid.providers.base import ReadsFirst
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
+TOKEN_RETRIES = 3  # 401s per item that a fresh OAuth 2.0 access token is tried after
 CLAIM_MAX = 256  # items a lane claims at a time, at most
 CLAIM_AHEAD_S = 1.0  # ... and no more than it sends in about this long at its configured pace
 
@@ -296,6 +297,7 @@ class Engine:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
+        refused = 0  # 401s answered with a fresh access token (OAuth 2.0), in this run
         while True:
             if not self._done(lane):
                 if lane.pace.may_wait():
@@ -354,8 +356,9 @@ class Engine:
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
-                if lane.auth is not None and lane.auth.rejected(generation):
-                    continue  # an access token refused early: the next try refreshes it
+                refused += 1
+                if lane.auth is not None and refused <= TOKEN_RETRIES and lane.auth.rejected(generation):
+                    continue  # an access token refused early (expired in flight): the next try refreshes it
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
@@ -436,7 +439,10 @@ class Engine:
         self._attempt(lane, work, writer, work.attempts + trip.sent, read, started)
         with self._wait(lane):
             sent_at = await lane.pace.acquire()
-        return None if self._done(lane) else (decided, sent_at)
+        if self._done(lane) or (lane.auth is not None and await self._authorize(lane, session) < 0):
+            return None
+        # Built now, with the access token the void goes with (refreshed, if it fell due meanwhile).
+        return reads.void_after_read(work.item, work.idempotency_key, response), sent_at
 
     async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
         """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""

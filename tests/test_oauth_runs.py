@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchvoid.cli import main
+from batchvoid.engine import TOKEN_RETRIES
 from batchvoid.providers import REGISTRY
 from batchvoid.simulator import ACCOUNTS, CREDENTIALS, Faults, SimulatorSettings, provider_url
 from batchvoid.simulator.credentials import REFRESH_TOKENS
@@ -280,3 +281,21 @@ def test_plan_shows_xeros_daily_window_and_two_requests_per_quickbooks_void(tmp_
     assert "Estimated time: 28:48:00, set by xero (6000 items at 0.0579/s)" in result.stdout
     small = CliRunner().invoke(main, ["plan", str(job(tmp_path, work[:300], "small.csv")), "--simulate"])
     assert re.search(r"│ xero +│ +300 │ .* │ +5:00 │", small.stdout)  # 300 fill no day: 60 a minute
+
+
+def test_tokens_that_expire_in_flight_are_retried_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers slower than the refresh margin: each item tries a fresh token a few times, then the lane stops (exit 3), never loops."""
+    monkeypatch.chdir(tmp_path)
+    set_credentials(monkeypatch)
+    slow = {kind: Faults(token_lifetime_s=0.2, latency_ms=120) for kind in OAUTH}
+    work = [("quickbooks", "q1")]  # its read and void, 240 ms: the void's token expires on the way
+    with served(SimulatorSettings(faults=slow)) as sim:
+        result = CliRunner().invoke(
+            main, ["run", str(job(tmp_path, work)), "--config", str(config(tmp_path, sim.url))]
+        )
+        stats = sim.simulator.stats()
+    assert result.exit_code == 3, result.output
+    assert "stopped quickbooks: the provider refused the credentials" in result.stdout
+    assert stats["quickbooks"]["auth_failed"] == 1 + TOKEN_RETRIES  # the first 401, then one per fresh token
