@@ -326,7 +326,7 @@ def run(
 @seed_option
 @time_scale_option
 def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, time_scale: float) -> None:
-    """Serve all five providers' void endpoints on one port, for rehearsals and tests.
+    """Serve every provider's endpoints on one port, for rehearsals and tests.
 
     \b
     Use it with config/simulator.toml, after exporting the test credentials it prints:
