@@ -587,5 +587,7 @@ def config_check(config_path: Path | None) -> None:
     width = max(map(len, checked.profiles))
     for name, profile in checked.profiles.items():
         sources = ", ".join(f"{c.key} {c.label}" for c in profile.credentials.values())
+        if profile.oauth is not None:
+            sources += f", refresh_token_file {profile.oauth.refresh_token_file}"
         click.echo(f"  {name:<{width}}  {profile.spec.type} at {profile.base_url}; {sources}")
     click.echo("Credentials are not read here: `batchvoid plan JOB_FILE` checks those a job needs.")
