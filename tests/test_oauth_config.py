@@ -118,4 +118,6 @@ def test_config_check_names_the_refresh_token_file_without_reading_it(tmp_path: 
     """`config check` shows where each OAuth 2.0 connection's refresh token is kept; the file need not exist yet."""
     result = CliRunner().invoke(main, ["config", "check", "--config", str(config(tmp_path, XERO))])
     assert result.exit_code == 0, result.output
-    assert f"client_secret_env XERO_CLIENT_SECRET, refresh_token_file {tmp_path / 'xero.token'}" in result.stdout
+    assert (
+        f"client_secret_env XERO_CLIENT_SECRET, refresh_token_file {tmp_path / 'xero.token'}" in result.stdout
+    )
