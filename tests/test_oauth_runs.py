@@ -299,3 +299,17 @@ def test_tokens_that_expire_in_flight_are_retried_a_bounded_number_of_times(
     assert result.exit_code == 3, result.output
     assert "stopped quickbooks: the provider refused the credentials" in result.stdout
     assert stats["quickbooks"]["auth_failed"] == 1 + TOKEN_RETRIES  # the first 401, then one per fresh token
+
+
+def test_the_example_job_rehearses_every_case_of_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jobs/example-oauth.csv --simulate: open voided, void confirmed by the read, paid, draft and missing failed."""
+    monkeypatch.chdir(tmp_path)
+    example = Path(__file__).resolve().parent.parent / "jobs" / "example-oauth.csv"
+    result = CliRunner().invoke(main, ["run", str(example), "--simulate"])
+    assert result.exit_code == 1, result.output
+    got = states(tmp_path / "rehearsal.sqlite")
+    assert sorted(got.values()) == sorted(["voided"] * 3 + ["already_void"] * 2 + ["failed"] * 4)
+    assert got["xero:draft-9f8e7d6c-5b4a-4321-8fed-cba987654321"] == "failed"
+    assert got["quickbooks:void-1044"] == "already_void"
