@@ -35,6 +35,7 @@ from batchvoid.ledger.api import Job, WorkQueue, now
 from batchvoid.ledger.ops import Attempt, Finish, Release
 from batchvoid.ledger.writer import LedgerWriter
 from batchvoid.models import (
+    Item,
     ItemState,
     Outcome,
     OutcomeKind,
@@ -48,7 +49,6 @@ from batchvoid.network import DIRECT, Route
 from batchvoid.oauth import Connection, ConnectionLost
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
-from batchvoid.providers.base import ReadsFirst
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
 TOKEN_RETRIES = 3  # 401s per item that a fresh OAuth 2.0 access token is tried after
@@ -87,7 +87,6 @@ class Lane:
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
     route: Route = DIRECT  # through which proxy, trusting which CAs
     auth: Connection | None = None  # an OAuth 2.0 connection whose access token its requests carry
-    reads_first: ReadsFirst | None = None  # the adapter, when each void needs a read first
 
     @property
     def name(self) -> str:
@@ -201,8 +200,7 @@ class Engine:
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        reads = adapter if isinstance(adapter, ReadsFirst) else None
-        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth, reads_first=reads)
+        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -312,24 +310,17 @@ class Engine:
             if generation < 0:
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
+            read = lane.adapter.read_request(item)  # what the void depends on, if anything
+            request = lane.adapter.void_request(item, key) if read is None else read
+            trip.sent += 1
+            trip.on_the_wire = True
+            lane.requests += 1
             started = time.perf_counter()
-            if lane.reads_first is None:
-                request: Request | Outcome = lane.adapter.void_request(item, key)
-            else:  # a read first (QuickBooks' SyncToken), which may settle the item by itself
-                read = await self._read_first(lane.reads_first, session, lane, work, trip, writer)
-                if read is None:
-                    writer.record(Release(work.id, trip.sent, trip.maybe_sent))
-                    return
-                request, sent_at = read
-            if isinstance(request, Outcome):
-                outcome = request
-            else:
-                trip.sent += 1
-                trip.on_the_wire = True
-                lane.requests += 1
-                started = time.perf_counter()
-                outcome = await self._exchange(session, request, lane, work)
-                trip.on_the_wire = False
+            outcome = await self._exchange(session, request, lane, item, reading=read is not None)
+            trip.on_the_wire = False
+            if isinstance(outcome, Item):  # the read told what the void needs: it goes next, at the pace
+                item = outcome
+                continue
             if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
@@ -363,6 +354,7 @@ class Engine:
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
             trip.maybe_sent = trip.maybe_sent or outcome.http_status is None  # a timeout may have voided it
+            item = work.item  # a read's answer is good for one void: a retry reads again (a new SyncToken)
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 
@@ -412,38 +404,6 @@ class Engine:
                 until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
             )
 
-    async def _read_first(
-        self,
-        reads: ReadsFirst,
-        session: aiohttp.ClientSession,
-        lane: Lane,
-        work: WorkItem,
-        trip: _Trip,
-        writer: LedgerWriter,
-    ) -> tuple[Request | Outcome, float] | None:
-        """The read a void needs first, and the void it gives (paced: the void is a request too)
-        or the outcome it settles; and when the request was let go. None: the lane stopped."""
-        trip.sent += 1
-        lane.requests += 1
-        started = time.perf_counter()
-        try:
-            response = await send(
-                session, reads.read_first(work.item), lane.profile.settings.timeout_s, lane.route
-            )
-        except TransportError as exc:
-            return Outcome(OutcomeKind.RETRYABLE, f"invoice read: {exc}"), started
-        decided = reads.void_after_read(work.item, work.idempotency_key, response)
-        if isinstance(decided, Outcome):
-            return decided, started
-        read = Outcome(OutcomeKind.READ, "", response.status)
-        self._attempt(lane, work, writer, work.attempts + trip.sent, read, started)
-        with self._wait(lane):
-            sent_at = await lane.pace.acquire()
-        if self._done(lane) or (lane.auth is not None and await self._authorize(lane, session) < 0):
-            return None
-        # Built now, with the access token the void goes with (refreshed, if it fell due meanwhile).
-        return reads.void_after_read(work.item, work.idempotency_key, response), sent_at
-
     async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
         """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""
         assert lane.auth is not None
@@ -456,8 +416,8 @@ class Engine:
             return -1
 
     async def _exchange(
-        self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
-    ) -> Outcome:
+        self, session: aiohttp.ClientSession, request: Request, lane: Lane, item: Item, *, reading: bool
+    ) -> Outcome | Item:
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
         except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
@@ -466,7 +426,7 @@ class Engine:
             return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
-        return lane.adapter.parse_void(work.item, response)
+        return lane.adapter.parse_read(item, response) if reading else lane.adapter.parse_void(item, response)
 
     async def _check_status(
         self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome

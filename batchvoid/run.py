@@ -226,7 +226,9 @@ async def _run_job(
         dates = {name: profile.default_void_date(now) for name, profile in config.profiles.items()}
         ledger.fill_void_dates(job, {name: date for name, date in dates.items() if date})
     redriven = ledger.redrive(job) if options.retry_failed else {}
-    counts = ledger.counts(job)
+    # A job just recorded: its counts and void dates are the ingest's, not a scan of its items.
+    recorded = None if ingest is None or ingest.void_dates is None else _recorded(ingest.void_dates)
+    counts = ledger.counts(job) if recorded is None else recorded[0]
     todo = sorted({provider for (provider, state) in counts if not state.is_final})
     async with AsyncExitStack() as stack:
         if options.simulate:
@@ -250,7 +252,11 @@ async def _run_job(
             items=sum(counts.values()),
             unfinished=sum(n for (_, s), n in counts.items() if not s.is_final),
             simulate=options.simulate,
-            **({"void_dates": on} if (on := ledger.void_dates(job)) else {}),
+            **(
+                {"void_dates": on}
+                if (on := ledger.void_dates(job) if recorded is None else recorded[1])
+                else {}
+            ),
             **({"proxies": proxies} if proxies else {}),
         )
         if redriven:
@@ -442,3 +448,17 @@ def describe_stop(config: Config, stop: Stop) -> str:
             f"more than --max-failure-rate {stop.limit:g}"
         )
     return f"interrupted by {stop.detail}"
+
+
+def _recorded(
+    void_dates: Mapping[tuple[str, str | None], int],
+) -> tuple[dict[tuple[str, ItemState], int], dict[str, dict[str, int]]]:
+    """A new job's counts by (provider, state), all pending, and its void dates by provider, as
+    `Ledger.counts` and `Ledger.void_dates` would read them, from what its ingest counted."""
+    counts: dict[tuple[str, ItemState], int] = {}
+    dates: dict[str, dict[str, int]] = {}
+    for (provider, date), n in sorted(void_dates.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        counts[provider, ItemState.PENDING] = counts.get((provider, ItemState.PENDING), 0) + n
+        if date is not None:
+            dates.setdefault(provider, {})[date] = n
+    return counts, dates

@@ -469,3 +469,26 @@ def test_foreign_keys_are_checked_again_after_an_ingest(tmp_path: Path, profiles
         assert ledger._db.execute("PRAGMA foreign_keys").fetchone() == (1,)
         with pytest.raises(sqlite3.IntegrityError):
             ledger._db.execute("INSERT INTO attempts (item, attempt, at, outcome) VALUES (999, 1, 'x', 'y')")
+
+
+def test_an_ingest_counts_what_it_recorded_as_the_ledger_reads_it(
+    tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts and void dates a new run starts from (no scan of the items) are the ledger's own,
+    with duplicates across chunks counted once, as their first row."""
+    from batchvoid.ledger import sqlite as backend
+    from batchvoid.run import _recorded
+
+    monkeypatch.setattr(backend, "_CHUNK", 100)
+    lines = [f"campfire,c{n},2026-11-{1 + n % 3:02d}" for n in range(250)]
+    lines += [f"rapyd,r{n}," for n in range(120)]
+    lines[150] = "campfire,c5,2026-12-31"  # a duplicate, chunks later, with a date of its own
+    lines[160] = "rapyd,r3,"
+    path = write(tmp_path / "j.csv", "provider,invoice_id,void_date\n" + "\n".join(lines) + "\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        result = ledger.ingest(new_job(path, profiles))
+        job = ledger.job("job")
+        assert job is not None
+        assert result.void_dates is not None
+        assert result.duplicates == 2
+        assert _recorded(result.void_dates) == (ledger.counts(job), ledger.void_dates(job))

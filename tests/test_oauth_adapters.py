@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
+from batchvoid.models import Item, Outcome, OutcomeKind, Response
 from batchvoid.providers.quickbooks import QuickBooks, is_voided, request_id
 from batchvoid.providers.xero import Xero
 
@@ -186,7 +186,7 @@ def fault(code: str, message: str, detail: str = "") -> dict[str, Any]:
 
 def test_quickbooks_reads_the_invoice_then_voids_it_at_its_sync_token() -> None:
     """QuickBooks: GET the invoice, then POST ?operation=void&requestid=... with {"Id", "SyncToken"}."""
-    read = QBO.read_first(QITEM)
+    read = QBO.read_request(QITEM)
     assert read is not None
     assert (read.method, read.url, read.body) == (
         "GET",
@@ -194,8 +194,10 @@ def test_quickbooks_reads_the_invoice_then_voids_it_at_its_sync_token() -> None:
         None,
     )
     assert read.headers == {"Authorization": "Bearer at-1", "Accept": "application/json"}
-    void = QBO.void_after_read(QITEM, KEY, answer(200, qbo_invoice("3")))
-    assert isinstance(void, Request)
+    told = QBO.parse_read(QITEM, answer(200, qbo_invoice("3")))
+    assert isinstance(told, Item)
+    assert QBO.read_request(told) is None  # read for this void: the void goes next
+    void = QBO.void_request(told, KEY)
     url = urlsplit(void.url)
     assert (void.method, url.path) == ("POST", f"/v3/company/{REALM}/invoice")
     assert parse_qs(url.query) == {"operation": ["void"], "requestid": [request_id(KEY, "3")]}
@@ -215,9 +217,9 @@ def test_the_request_id_is_stable_per_sync_token_and_new_when_it_changes() -> No
     assert len(first) <= 50
     assert request_id(KEY, "4") != first
     assert request_id(KEY.replace("0", "1"), "3") != first  # another invoice (another key)
-    again = QBO.void_after_read(QITEM, KEY, answer(200, qbo_invoice("3")))
-    assert isinstance(again, Request)
-    assert request_id(KEY, "3") in again.url
+    told = QBO.parse_read(QITEM, answer(200, qbo_invoice("3")))
+    assert isinstance(told, Item)
+    assert request_id(KEY, "3") in QBO.void_request(told, KEY).url
 
 
 @pytest.mark.parametrize(
@@ -245,7 +247,7 @@ def test_the_request_id_is_stable_per_sync_token_and_new_when_it_changes() -> No
 )
 def test_quickbooks_read_answers(response: Response, kind: OutcomeKind, says: str) -> None:
     """The read settles a voided invoice (already void, no void sent), a missing one, auth, throttling, errors."""
-    outcome = QBO.void_after_read(QITEM, KEY, response)
+    outcome = QBO.parse_read(QITEM, response)
     assert isinstance(outcome, Outcome)
     assert outcome.kind is kind
     assert says in outcome.reason

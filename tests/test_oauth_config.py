@@ -34,8 +34,8 @@ def config(tmp_path: Path, table: str, defaults: str = "") -> Path:
         ('type = "xero"\nrefresh_token_file = "x"\n', "[providers.xero]: tenant_id is required for Xero: "),
         (
             XERO + "concurrency = 8\n",
-            "[providers.xero]: concurrency is 8, but Xero takes at most 5 requests in flight at once "
-            "(documented): set concurrency = 5 or lower in this table",
+            "[providers.xero]: concurrency = 8, but Xero takes at most 5 requests in flight per account "
+            "(it queues, slows and then refuses more): set concurrency to 5 or less",
         ),
         (
             XERO + 'token_url = "http://identity.example/token"\n',

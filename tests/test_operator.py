@@ -659,6 +659,10 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
         "maple",
         "sellapp",
         "stripe",
+        "recurly",
+        "maxio",
+        "chargebee",
+        "lago",
         "xero",
         "quickbooks",
     ]

@@ -65,14 +65,15 @@ async def test_chaos_run_ends_with_every_item_in_its_right_state(tmp_path: Path)
         "SELECT count(*) FROM items WHERE state = 'already_void' AND attempts > 1"
     ).fetchone()[0]
     assert resent > 0
-    # The lanes adapt: 429s come in the first part of the run and fall away after.
+    # The lanes adapt: 429s fall away, so the last third of the run meets fewer than the first,
+    # or none at all (a loaded machine can start the run slowly, so the limit first bites later).
     throttled = sorted(str(e["timestamp"]) for e in events(tmp_path) if e.get("outcome") == "throttled")
     attempts = sorted(str(e["timestamp"]) for e in events(tmp_path) if e["event"].startswith("void."))
     assert throttled, "the simulator's limit never bit: the test proves nothing"
     first, last = attempts[: len(attempts) // 3], attempts[-len(attempts) // 3 :]
     early = sum(1 for t in throttled if t <= first[-1])
     late = sum(1 for t in throttled if t >= last[0])
-    assert late < early
+    assert late < early or late == 0, (early, late)
 
 
 async def test_a_key_revoked_mid_run_stops_only_its_provider(tmp_path: Path) -> None:

@@ -80,6 +80,9 @@ class Ingest:
     error_count: int = 0
     errors: tuple[RowError, ...] = field(default=())
     joined: bool = False  # another worker recorded the job meanwhile (PostgreSQL): join it instead
+    # (provider, void date or None) -> items, when the backend counted them while recording:
+    # then the run starts without a scan of the job's items for them.
+    void_dates: Mapping[tuple[str, str | None], int] | None = None
 
     @property
     def recorded(self) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from batchvoid.providers.base import Adapter
 
 _PARAM = re.compile(r"\{(\w+)\}")
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote() leaves as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,17 @@ class Route:
 
     def url(self, base_url: str, **params: str) -> str:
         """The full URL; every parameter percent-encoded, '/' included, so no id changes the path."""
-        return base_url + _PARAM.sub(lambda m: quote(params[m.group(1)], safe=""), self.path)
+        parts = _split(self.path)  # literal, name, literal, name, ..., literal
+        pieces = [base_url, parts[0]]
+        for i in range(1, len(parts), 2):
+            value = params[parts[i]]
+            pieces += (value if _UNRESERVED.fullmatch(value) else quote(value, safe=""), parts[i + 1])
+        return "".join(pieces)
+
+
+@lru_cache(maxsize=64)  # a route's path is split once, not once per request
+def _split(path: str) -> list[str]:
+    return _PARAM.split(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +69,8 @@ class RowField:
     meaning: str
     prefix: str | None = None  # every value must start with this (e.g. Maple's "cmp_")
     required: bool = False  # a row must have it, from the row or the profile's setting
+    choices: tuple[str, ...] = ()  # the values it may take (lower case); () when any text will do
+    max_length: int | None = None  # the longest value the provider takes (e.g. Chargebee's comment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +99,21 @@ class ProviderSpec:
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
     lookup: Route | None = None  # the documented read of one invoice, if the adapter uses one
+    other_voids: tuple[Route, ...] = ()  # other documented voids it picks among (Recurly's mark_failed)
     void_status: str | None = None  # the read's status of a void invoice (e.g. "void")
+    done_statuses: tuple[str, ...] = ()  # other read statuses that mean it is done (Recurly's "failed")
+    max_in_flight: int | None = None  # documented most requests at once per account; None: not documented
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
+    # Named base URLs a profile's `region` chooses from (Lago's "us", "eu"); base_url instead
+    # names any other (a self-hosted one). The default is `default_base_url`.
+    regions: Mapping[str, str] = field(default_factory=dict)
+    account_url: str | None = None  # with no default: the form of an account's URL, for messages
+    # The start of every route's path, which the provider's docs write into their base URL
+    # (Lago's "/api/v1"): a base_url ending with it would double it, so config refuses one.
+    api_prefix: str | None = None
     required_options: tuple[str, ...] = ()  # options every profile must set (the account: a tenant)
     requests_per_item: int = 1  # requests one void takes before any retry (a read first: 2)
-    max_in_flight: int | None = None  # documented requests in flight at once, per account, if any
     oauth: OAuthFacts | None = None  # an OAuth 2.0 provider: its credentials are the app's client
     # connect(base_url, the connection's current access token, options): an OAuth 2.0 adapter,
     # used in place of `build` (whose secrets, the client's, only the token endpoint needs)

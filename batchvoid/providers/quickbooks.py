@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import describe, json_body, transient
+from batchvoid.providers.base import AdapterBase, describe, json_body, transient
 from batchvoid.providers.facts import Idempotency, OAuthFacts, ProviderSpec, Route
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ IDEMPOTENCY = Idempotency(
     "documented",
     in_query=True,
 )
+SYNC_TOKEN = "SyncToken"  # noqa: S105 - the item metadata key for what the read gave (no row field has it)
 STALE_OBJECT = "5010"  # the SyncToken given is not the invoice's current one
 NOT_FOUND = "610"  # "Object Not Found"
 
@@ -63,7 +64,7 @@ def _zero(value: object) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class QuickBooks:
+class QuickBooks(AdapterBase):
     base_url: str
     token: AccessToken = field(repr=False)
     realm_id: str
@@ -71,13 +72,15 @@ class QuickBooks:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token.access_token}", "Accept": "application/json"}
 
-    def read_first(self, item: Item) -> Request:
+    def read_request(self, item: Item) -> Request | None:
         """The read every void needs: the invoice, for its SyncToken (and whether it is void)."""
+        if SYNC_TOKEN in item.metadata:
+            return None  # read for this void already
         url = _READ.url(self.base_url, realm_id=self.realm_id, invoice_id=item.invoice_id)
         return Request(_READ.method, url, self._headers(), secrets=self.token.secrets)
 
-    def void_after_read(self, item: Item, idempotency_key: str, response: Response) -> Request | Outcome:
-        """The void at the SyncToken the read gave, or the outcome the read settles by itself."""
+    def parse_read(self, item: Item, response: Response) -> Item | Outcome:
+        """The item at the SyncToken the read gave, or the outcome the read settles by itself."""
         body = json_body(response)
         invoice = body.get("Invoice") if isinstance(body, dict) else None
         if response.status == 200 and isinstance(invoice, dict):
@@ -87,7 +90,7 @@ class QuickBooks:
             if isinstance(sync_token, int) and not isinstance(sync_token, bool):
                 sync_token = str(sync_token)
             if isinstance(sync_token, str) and sync_token.isdigit():
-                return self._void(item, idempotency_key, sync_token)
+                return replace(item, metadata={**item.metadata, SYNC_TOKEN: sync_token})
             return Outcome(OutcomeKind.REJECTED, "the invoice read gave no SyncToken", 200)
         _, message = _fault(body)
         reason = describe(response, message)
@@ -95,17 +98,13 @@ class QuickBooks:
             return shared
         return Outcome(OutcomeKind.REJECTED, reason, response.status)
 
-    def _void(self, item: Item, idempotency_key: str, sync_token: str) -> Request:
+    def void_request(self, item: Item, idempotency_key: str) -> Request:
+        sync_token = item.metadata[SYNC_TOKEN]  # from parse_read: the engine reads first
         query = urlencode({IDEMPOTENCY.header: request_id(idempotency_key, sync_token)})
         url = SPEC.void.url(self.base_url, realm_id=self.realm_id) + "&" + query  # after ?operation=void
         headers = {**self._headers(), "Content-Type": "application/json"}
         body = orjson.dumps({"Id": item.invoice_id, "SyncToken": sync_token})
         return Request(SPEC.void.method, url, headers, body, secrets=self.token.secrets)
-
-    def void_request(self, item: Item, idempotency_key: str) -> Request:
-        raise NotImplementedError(
-            "a QuickBooks void needs the invoice's SyncToken: read_first, then void_after_read"
-        )
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
         body = json_body(response)
@@ -121,12 +120,6 @@ class QuickBooks:
         if code == STALE_OBJECT:  # changed since the read (a payment?): read it again, then decide
             return Outcome(OutcomeKind.RETRYABLE, f"{reason} (the invoice changed since it was read)", 400)
         return Outcome(OutcomeKind.REJECTED, reason, response.status)
-
-    def lookup_request(self, item: Item) -> Request | None:
-        return None  # the read before every void settles "already void"
-
-    def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
-        return rejected
 
 
 def _reference(invoice: Mapping[str, Any]) -> str | None:

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import describe, header, json_body, maybe_already_void, settled, transient
+from batchvoid.providers.base import (
+    AdapterBase,
+    describe,
+    header,
+    json_body,
+    maybe_already_void,
+    settled,
+    transient,
+)
 from batchvoid.providers.facts import Idempotency, OAuthFacts, ProviderSpec, Route
 
 if TYPE_CHECKING:
@@ -27,7 +35,7 @@ _NOT_VOIDABLE_YET = frozenset({"DRAFT", "SUBMITTED"})  # deleted in Xero, never 
 
 
 @dataclass(frozen=True, slots=True)
-class Xero:
+class Xero(AdapterBase):
     base_url: str
     token: AccessToken = field(repr=False)
     tenant_id: str

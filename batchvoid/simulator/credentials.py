@@ -25,6 +25,10 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
         "stripe": MappingProxyType({"secret_key": "sk_test_SIMULATOR"}),
+        "recurly": MappingProxyType({"api_key": "sim_recurly_private_key"}),
+        "maxio": MappingProxyType({"api_key": "sim_maxio_api_key"}),
+        "chargebee": MappingProxyType({"api_key": "test_cb_SIMULATOR"}),
+        "lago": MappingProxyType({"api_key": "sim_lago_api_key"}),
         "xero": MappingProxyType({"client_id": "sim_xero_client", "client_secret": "sim_xero_secret"}),
         "quickbooks": MappingProxyType({"client_id": "sim_qbo_client", "client_secret": "sim_qbo_secret"}),
     }

@@ -16,6 +16,7 @@ import json
 import queue
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class _Found:
     duplicates: list[Duplicate] = field(default_factory=list)
     error_count: int = 0
     errors: list[RowError] = field(default_factory=list)
+    void_dates: Counter[tuple[str, str | None]] = field(default_factory=Counter)  # of the items recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class _Chunk:
 
     items: list[Item]
     rows: str
+    void_dates: Counter[tuple[str, str | None]]  # its rows by (provider, void date)
 
 
 def _read_chunks(
@@ -202,7 +205,7 @@ def _chunk(job_id: str, items: list[Item]) -> _Chunk:
         )
         for row in items
     ]
-    return _Chunk(items, orjson.dumps(rows).decode())
+    return _Chunk(items, orjson.dumps(rows).decode(), Counter([(row[0], row[3]) for row in rows]))
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM; JSON1 is built in everywhere from then on
@@ -419,8 +422,7 @@ class SqliteLedger:
                     for statement in _WORK_INDEXES.values():
                         db.execute(statement)
                 if accept is not None:
-                    used = db.execute("SELECT DISTINCT provider FROM items WHERE job = ?", (job,))
-                    accept({provider for (provider,) in used})
+                    accept({provider for (provider, _), n in found.void_dates.items() if n})
                 db.execute(
                     "UPDATE jobs SET items = ?, duplicates = ? WHERE id = ?",
                     (found.items, found.duplicate_count, job),
@@ -444,6 +446,7 @@ class SqliteLedger:
             tuple(found.duplicates),
             found.error_count,
             tuple(found.errors),
+            void_dates=+found.void_dates,  # the unary plus drops the zero counts
         )
 
     def _copy_rows(self, job: int, new: NewJob, found: _Found) -> None:
@@ -478,6 +481,7 @@ class SqliteLedger:
         db.execute(_INSERT, (chunk.rows, job, now()))
         inserted = db.total_changes - before
         found.items += inserted
+        found.void_dates.update(chunk.void_dates)
         if inserted == len(chunk.items):
             return
         for row in chunk.items:  # some rows repeat an earlier one: the table holds the first's line
@@ -488,6 +492,7 @@ class SqliteLedger:
             if first == row.line:
                 continue
             found.duplicate_count += 1
+            found.void_dates[row.provider, row.void_date] -= 1  # the first's counts, not this one
             db.execute(
                 "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)",
                 (job, row.line, row.provider, row.invoice_id, first),

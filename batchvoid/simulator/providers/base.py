@@ -25,10 +25,10 @@ class Route:
 
 
 def routes(spec: ProviderSpec) -> tuple[Route, ...]:
-    """The provider's documented void (and read, if it has one), and an OAuth 2.0 provider's
+    """The provider's documented voids (and read, if it has one), and an OAuth 2.0 provider's
     token endpoint, from its facts; a path's fixed query (`?operation=void`) is the provider's
     to check."""
-    found = [Route(spec.void.method, _path(spec.void.path), Action.VOID)]
+    found = [Route(r.method, _path(r.path), Action.VOID) for r in (spec.void, *spec.other_voids)]
     if spec.lookup is not None:
         found.append(Route(spec.lookup.method, _path(spec.lookup.path), Action.LOOKUP))
     if spec.oauth is not None:
