@@ -32,6 +32,14 @@ COMMON_KEYS = {
 }
 
 
+# The keys of an OAuth 2.0 provider's profile (Xero, QuickBooks Online) beyond its options.
+OAUTH_KEYS = {
+    "refresh_token_file": "the file that holds the connection's refresh token (0600); batchvoid "
+    "replaces it, atomically, on every refresh",
+    "token_url": "the provider's token endpoint",
+}
+
+
 CREDENTIAL_SOURCES = (
     "Credentials never go in the file. For each one, give one of: *_env, the environment variable "
     "that holds it (the default below); *_file, a file that holds it (a mounted Kubernetes or Docker "
@@ -68,6 +76,12 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "max_in_flight": spec.max_in_flight,
         "lookup": spec.lookup and f"{spec.lookup.method} {spec.lookup.path}",
         "row_fields": {f.name: f.meaning for f in spec.row_fields},
+        "oauth": spec.oauth
+        and {
+            "keys": OAUTH_KEYS,
+            "token_url": spec.oauth.token_url,
+            "access_lifetime_s": spec.oauth.access_lifetime_s,
+        },
     }
 
 
@@ -87,12 +101,26 @@ def _keys(mapping: Mapping[str, str], *, default_word: str) -> list[str]:
 def _idempotency(spec: ProviderSpec) -> str:
     if spec.idempotency is None:
         return "none"
-    said = [f"{spec.idempotency.header} header"]
+    said = [f"{spec.idempotency.header} {'query parameter' if spec.idempotency.in_query else 'header'}"]
     if spec.idempotency.max_length is not None:
         said.append(f"at most {spec.idempotency.max_length} characters")
     if spec.idempotency.note:
         said.append(spec.idempotency.note)
     return ", ".join(said)
+
+
+def _idempotency_cell(spec: ProviderSpec) -> str:
+    if spec.idempotency is None:
+        return "none"
+    return f"`{spec.idempotency.header}`" + (" (query)" if spec.idempotency.in_query else "")
+
+
+def _oauth(spec: ProviderSpec) -> str:
+    assert spec.oauth is not None
+    return (
+        f"refresh_token_file (required): {OAUTH_KEYS['refresh_token_file']}; token_url (default "
+        f"{spec.oauth.token_url}); access tokens last {spec.oauth.access_lifetime_s / 60:g} minutes"
+    )
 
 
 def _base_url(spec: ProviderSpec) -> str:
@@ -117,7 +145,7 @@ def markdown_table() -> str:
             spec.title,
             ", ".join(f"`{var}`" for var in spec.credentials.values()),
             " or ".join(f"`{route.method} {route.path}`" for route in (spec.void, *spec.other_voids)),
-            f"`{spec.idempotency_header}`" if spec.idempotency_header else "none",
+            _idempotency_cell(spec),
             ", ".join(spec.documented_limits) or "none documented",
             ", ".join(spec.example_limits) or "none",
         )
@@ -145,6 +173,7 @@ def text() -> str:
             *([("in flight", f"at most {spec.max_in_flight} (concurrency)")] if spec.max_in_flight else []),
             *([("read", f"{spec.lookup.method} {spec.lookup.path}")] if spec.lookup else []),
             ("row fields", "; ".join(f"{f.name}: {f.meaning}" for f in spec.row_fields) or "-"),
+            *([("oauth", _oauth(spec))] if spec.oauth else []),
         ]
         lines += [f"  {name:<11}  {value}" for name, value in rows]
     return "\n".join(lines)

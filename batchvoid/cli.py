@@ -28,6 +28,7 @@ from batchvoid.progress import ProgressOptions
 from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STDOUT_CLOSED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
+from batchvoid.simulator.credentials import oauth_accounts
 
 SIM_ENV_PREFIX = "BATCHVOID_SIM_"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -357,7 +358,7 @@ def run(
 @seed_option
 @time_scale_option
 def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, time_scale: float) -> None:
-    """Serve every provider's void endpoints on one port, for rehearsals and tests.
+    """Serve every provider's endpoints on one port, for rehearsals and tests.
 
     \b
     Use it with config/simulator.toml, after exporting the test credentials it prints:
@@ -373,6 +374,8 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
         for spec_type, roles in CREDENTIALS.items():
             for role, value in roles.items():
                 click.echo(f"export {SIM_ENV_PREFIX}{spec_type.upper()}_{role.upper()}={value}")
+        for line in oauth_accounts(base_url):
+            click.echo(line, err=True)
 
     try:
         from batchvoid.simulator.server import serve_forever
@@ -617,5 +620,7 @@ def config_check(config_path: Path | None) -> None:
     width = max(map(len, checked.profiles))
     for name, profile in checked.profiles.items():
         sources = ", ".join(f"{c.key} {c.label}" for c in profile.credentials.values())
+        if profile.oauth is not None:
+            sources += f", refresh_token_file {profile.oauth.refresh_token_file}"
         click.echo(f"  {name:<{width}}  {profile.spec.type} at {profile.base_url}; {sources}")
     click.echo("Credentials are not read here: `batchvoid plan JOB_FILE` checks those a job needs.")

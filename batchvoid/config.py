@@ -26,8 +26,9 @@ from batchvoid.credentials import KINDS, Credential, Reader, command_argv, reade
 from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.network import is_loopback, tls_context
+from batchvoid.oauth import AccessToken, OAuthSettings, RefreshTokenFile
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
-from batchvoid.simulator.credentials import provider_url
+from batchvoid.simulator.credentials import ACCOUNTS, provider_url
 from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -72,6 +73,7 @@ class Profile:
     settings: Settings
     ca_bundle: str | None = None  # PEM file of the CAs its https:// certificate is checked against
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
+    oauth: OAuthSettings | None = None  # an OAuth 2.0 provider's connection; file "": a rehearsal's
 
     def secrets(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> dict[str, str]:
         """The credential values by role, read from `source` (a mapping: the environment).
@@ -100,6 +102,8 @@ class Profile:
                 if notice not in notices:
                     notices.append(notice)
             values[role] = value
+        if self.oauth is not None and self.oauth.refresh_token_file:
+            RefreshTokenFile(self.oauth.refresh_token_file).check(self.source)
         return values
 
     def default_void_date(self, at: dt.datetime) -> str | None:
@@ -111,8 +115,18 @@ class Profile:
             return chosen
         return at.astimezone(zoneinfo.ZoneInfo(self.options.get("timezone", "UTC"))).date().isoformat()
 
-    def adapter(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> Adapter:
-        """The adapter for this profile, with its credentials read from `source` (see `secrets`)."""
+    def adapter(
+        self,
+        source: Mapping[str, str] | Reader,
+        notices: list[str] | None = None,
+        token: AccessToken | None = None,
+    ) -> Adapter:
+        """The adapter for this profile, with its credentials read from `source` (see `secrets`);
+        an OAuth 2.0 provider's carries `token`, its connection's current access token."""
+        if self.spec.connect is not None:
+            if token is None:
+                raise ValueError(f"{self.source}: an OAuth 2.0 profile's adapter needs its connection")
+            return self.spec.connect(self.base_url, token, self.options)
         return self.spec.build(self.base_url, self.secrets(source, notices), self.options)
 
 
@@ -131,18 +145,27 @@ class Config:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def pointed_at(self, base_url: str) -> Config:
-        """The same profiles, every one sending to the simulator at `base_url` (its own part)."""
-        profiles = {
-            name: replace(p, base_url=provider_url(base_url, p.spec.type))
-            for name, p in self.profiles.items()
-        }
+        """The same profiles, every one sending to the simulator at `base_url` (its own part), an
+        OAuth 2.0 connection's refreshes too."""
+        profiles = {}
+        for name, p in self.profiles.items():
+            url = provider_url(base_url, p.spec.type)
+            facts = p.spec.oauth  # the simulator serves the documented endpoint, not a configured one
+            oauth = (
+                None
+                if p.oauth is None or facts is None
+                else replace(p.oauth, token_url=url + _path(facts.token_url))
+            )
+            profiles[name] = replace(p, base_url=url, oauth=oauth)
         return replace(self, profiles=profiles)
 
     def rehearsal(self) -> Config:
         """The same profiles with every credential from an environment variable, for the simulator.
 
         A `*_file` or `*_command` credential becomes the variable BATCHVOID_SIM_<TYPE>_<ROLE>: a
-        rehearsal reads no secret file and runs no password manager.
+        rehearsal reads no secret file and runs no password manager. An OAuth 2.0 connection's
+        refresh token stays in memory, where the rehearsal's simulator issued it: a rehearsal
+        never reads or rotates the real connection's refresh token file.
         """
         profiles = {
             name: replace(
@@ -153,6 +176,7 @@ class Config:
                     else Credential(role, "env", f"BATCHVOID_SIM_{p.spec.type.upper()}_{role.upper()}")
                     for role, c in p.credentials.items()
                 },
+                oauth=None if p.oauth is None else replace(p.oauth, refresh_token_file=""),
             )
             for name, p in self.profiles.items()
         }
@@ -171,6 +195,11 @@ def _control_character(value: str) -> str | None:
             name = _CHARACTER_NAMES.get(char, "a control character")
             return f"{name} (U+{ord(char):04X})"
     return None
+
+
+def _path(url: str) -> str:
+    """The path of `url` (a token endpoint's, for the simulator that serves it)."""
+    return urlsplit(url).path
 
 
 def parse_rate_limit(text: object) -> RateLimit:
@@ -271,10 +300,14 @@ def builtin() -> Config:
                 key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
                 for key, var in spec.credentials.items()
             },
-            options={f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
+            options={
+                **{f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
+                **ACCOUNTS.get(spec.type, {}),
+            },
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
             source=f"built-in simulator configuration: [providers.{spec.type}]",
+            oauth=None if spec.oauth is None else OAuthSettings("", spec.oauth.token_url),
         )
         for spec in REGISTRY.values()
     }
@@ -313,6 +346,7 @@ def _profile(
         *(f"{role}_{source}" for role in roles for source in KINDS),
         *spec.options,
         *_SETTINGS,
+        *(("refresh_token_file", "token_url") if spec.oauth is not None else ()),
     }
     _unknown(table, allowed, where)
 
@@ -340,6 +374,9 @@ def _profile(
             if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
                 raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
+    for key in spec.required_options:
+        if key not in options:
+            raise ConfigError(f"{where}: {key} is required for {spec.title}: {spec.options[key]}")
     for row_field in spec.row_fields:
         value = options.get(row_field.name)
         if value is not None and row_field.prefix is not None and not value.startswith(row_field.prefix):
@@ -375,7 +412,31 @@ def _profile(
         settings=_in_flight(spec, _settings(table, defaults, where), "concurrency" in table, where),
         ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
+        oauth=_oauth(spec, table, insecure, where, base_dir),
     )
+
+
+def _oauth(
+    spec: ProviderSpec, table: Mapping[str, Any], insecure: bool, where: str, base_dir: Path | None
+) -> OAuthSettings | None:
+    """An OAuth 2.0 profile's connection: its refresh token file (required) and token endpoint."""
+    if spec.oauth is None:
+        return None
+    value = table.get("refresh_token_file")
+    if value is None:
+        raise ConfigError(
+            f"{where}: refresh_token_file is required for {spec.title}: the file where batchvoid keeps "
+            "the connection's refresh token, which it replaces on every refresh (README: 'Authorising "
+            "Xero and QuickBooks' says how to get the first one)"
+        )
+    if not isinstance(value, str) or not value.strip() or _control_character(value) is not None:
+        raise ConfigError(f"{where}: refresh_token_file must be the path of a file, on one line")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    token_url = table.get("token_url", spec.oauth.token_url)
+    _check_base_url(token_url, insecure, where, "token_url")
+    return OAuthSettings(str(path.absolute()), str(token_url))
 
 
 def _region_url(spec: ProviderSpec, table: Mapping[str, Any], where: str) -> str | None:
@@ -468,7 +529,7 @@ def _check_void_date(options: Mapping[str, str], where: str) -> None:
             ) from None
 
 
-def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
+def _check_base_url(base_url: object, insecure: bool, where: str, key: str = "base_url") -> None:
     """A base URL is http(s)://host[:port][/path], with no user or password, and https:// unless
     it is this machine (loopback) or the profile says allow_insecure_http."""
     if isinstance(base_url, str) and "@" in base_url:  # checked first: the password is never shown
@@ -476,10 +537,10 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         scheme = scheme if scheme in ("http", "https") else "https"  # anything else may be the user
         after = base_url.rpartition("@")[2]
         raise ConfigError(
-            f"{where}: base_url must not carry a user or password ({scheme}://...@{after}): credentials "
+            f"{where}: {key} must not carry a user or password ({scheme}://...@{after}): credentials "
             f"come only from the environment variables the profile names; write {scheme}://{after}"
         )
-    bad = f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}"
+    bad = f"{where}: {key} must be an http:// or https:// URL, got {base_url!r}"
     if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
         raise ConfigError(bad)
     try:
@@ -491,7 +552,7 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         raise ConfigError(bad)
     if parts.scheme == "http" and not insecure and not is_loopback(host):
         raise ConfigError(
-            f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
+            f"{where}: {key} {base_url!r} is plain http:// to {host}, so the credentials would travel "
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )

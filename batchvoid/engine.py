@@ -46,10 +46,12 @@ from batchvoid.models import (
     WorkItem,
 )
 from batchvoid.network import DIRECT, Route
+from batchvoid.oauth import Connection, ConnectionLost
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
+TOKEN_RETRIES = 3  # 401s per item that a fresh OAuth 2.0 access token is tried after
 CLAIM_MAX = 256  # items a lane claims at a time, at most
 CLAIM_AHEAD_S = 1.0  # ... and no more than it sends in about this long at its configured pace
 
@@ -84,6 +86,7 @@ class Lane:
     exhausted: bool = False  # a claim came back empty: nothing more to take
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
     route: Route = DIRECT  # through which proxy, trusting which CAs
+    auth: Connection | None = None  # an OAuth 2.0 connection whose access token its requests carry
 
     @property
     def name(self) -> str:
@@ -147,6 +150,7 @@ class Engine:
         failure_limits: FailureLimits | None = None,
         describe: Callable[[Stop], str] = _plain,
         routes: Mapping[str, Route] | None = None,
+        connections: Mapping[str, Connection] | None = None,
     ) -> None:
         """One lane per adapter, with its profile; `describe` words a stop for the log and the console."""
         self.job = job
@@ -158,6 +162,7 @@ class Engine:
         self._adapters = adapters
         self._profiles = profiles
         self._routes = routes or {}
+        self._connections = connections or {}
         self.lanes: dict[str, Lane] = {}
         self.halted: Stop | None = None  # why the whole engine stopped dispatching
         self.failed = 0
@@ -172,6 +177,7 @@ class Engine:
                 adapter,
                 self._routes.get(name, DIRECT),
                 self.queue.pace(self._profiles[name]),
+                self._connections.get(name),
             )
             for name, adapter in self._adapters.items()
         }
@@ -185,14 +191,16 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter, route: Route, shared: Pace | None) -> Lane:
+    def _new_lane(
+        profile: Profile, adapter: Adapter, route: Route, shared: Pace | None, auth: Connection | None
+    ) -> Lane:
         """`shared`: the queue's pace for the profile, when its limits are kept across workers."""
         settings, pace = profile.settings, shared or Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        return Lane(profile, adapter, pace, patience, claim_size, route=route)
+        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -287,6 +295,7 @@ class Engine:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
+        refused = 0  # 401s answered with a fresh access token (OAuth 2.0), in this run
         while True:
             if not self._done(lane):
                 if lane.pace.may_wait():
@@ -295,6 +304,10 @@ class Engine:
                 else:
                     sent_at = await lane.pace.acquire()
             if self._done(lane):
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                return
+            generation = 0 if lane.auth is None else await self._authorize(lane, session)
+            if generation < 0:
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
             read = lane.adapter.read_request(item)  # what the void depends on, if anything
@@ -339,10 +352,14 @@ class Engine:
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
+                refused += 1
+                if lane.auth is not None and refused <= TOKEN_RETRIES and lane.auth.rejected(generation):
+                    continue  # an access token refused early (expired in flight): the next try refreshes it
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
             trip.maybe_sent = trip.maybe_sent or outcome.http_status is None  # a timeout may have voided it
+            item = work.item  # a read's answer is good for one void: a retry reads again (a new SyncToken)
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 
@@ -391,6 +408,17 @@ class Engine:
                 pause_s=round(pause),
                 until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
             )
+
+    async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
+        """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""
+        assert lane.auth is not None
+        timeout_s = lane.profile.settings.timeout_s
+        try:
+            return await lane.auth.ready(lambda request, route: send(session, request, timeout_s, route))
+        except ConnectionLost as exc:
+            kind = StopKind.REAUTHORIZE if exc.reauthorize else StopKind.CONNECTION_LOST
+            self._stop_lane(lane, Stop(kind, lane.name, str(exc)))
+            return -1
 
     async def _exchange(
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, item: Item, *, reading: bool

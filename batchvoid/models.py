@@ -153,6 +153,8 @@ class StopKind(enum.StrEnum):
     """Why a lane (one provider) or the whole engine sends nothing more in this run."""
 
     AUTH_REFUSED = "auth_refused"  # a 401/403: the credential is wrong or revoked
+    REAUTHORIZE = "reauthorize"  # an OAuth token endpoint refused the refresh token or the client
+    CONNECTION_LOST = "connection_lost"  # no access token: the token endpoint fails, or a token is unsaved
     PROXY_REFUSED = "proxy_refused"  # a 407 from the proxy: its user and password
     REJECTIONS = "rejections"  # stop_after_rejections permanent failures in a row
     THROTTLED = "throttled"  # a pause over max_pause_s, or 429s for give_up_throttled_after_s

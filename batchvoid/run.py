@@ -27,13 +27,16 @@ import anyio
 from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
-from batchvoid.errors import BatchVoidError, LogFileError, RunAborted, RunInterrupted
+from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAborted, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
+from batchvoid.network import route, tls_context
+from batchvoid.oauth import Connection, MemoryStore, RefreshTokenFile, TokenStore
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env, targets
 from batchvoid.progress import Display
 from batchvoid.providers import Adapter
+from batchvoid.simulator.credentials import REFRESH_TOKENS
 from batchvoid.simulator.settings import SimulatorSettings
 
 EXIT_OK = 0
@@ -238,7 +241,9 @@ async def _run_job(
         assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
         try:
-            adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+            adapters, connections = await anyio.to_thread.run_sync(
+                partial(_adapters, config, todo, sources, notices)
+            )
         except RunInterrupted as exc:  # a credential's command was stopped by the signal
             raise RunInterrupted(
                 f"interrupted by {signals.received}: {exc}. Run the same command again to resume"
@@ -274,6 +279,7 @@ async def _run_job(
             failure_limits=options.failure_limits,
             describe=partial(describe_stop, config),
             routes=network,
+            connections=connections,
         )
         if signals.received is not None:
             raise RunInterrupted(
@@ -329,9 +335,50 @@ async def _run_job(
 
 def _adapters(
     config: Config, names: Iterable[str], sources: Reader, notices: list[str]
-) -> dict[str, Adapter]:
-    """The adapters of the profiles `names`, their credentials read (a command may take a while)."""
-    return {name: config.profiles[name].adapter(sources, notices) for name in names}
+) -> tuple[dict[str, Adapter], dict[str, Connection]]:
+    """The adapters of the profiles `names`, their credentials read (a command may take a while),
+    and the OAuth 2.0 connections of those that have one: one per refresh token file, shared."""
+    adapters: dict[str, Adapter] = {}
+    connections: dict[str, Connection] = {}
+    by_file: dict[str, Connection] = {}
+    for name in names:
+        profile = config.profiles[name]
+        if profile.oauth is None or profile.spec.oauth is None:
+            adapters[name] = profile.adapter(sources, notices)
+            continue
+        secrets = profile.secrets(sources, notices)
+        path = profile.oauth.refresh_token_file
+        key = path or f"rehearsal:{profile.spec.type}"  # a rehearsal's simulator has one per type
+        connection = by_file.get(key)
+        if connection is None:
+            store: TokenStore = (
+                RefreshTokenFile(path) if path else MemoryStore(REFRESH_TOKENS[profile.spec.type])
+            )
+            https = profile.oauth.token_url.startswith("https://")
+            connection = by_file[key] = Connection(
+                title=profile.spec.title,
+                where=profile.source,
+                facts=profile.spec.oauth,
+                token_url=profile.oauth.token_url,
+                client_id=secrets["client_id"],
+                client_secret=secrets["client_secret"],
+                store=store,
+                credentials=", ".join(c.label for c in profile.credentials.values()),
+                route=route(
+                    profile.oauth.token_url,
+                    tls=tls_context(profile.ca_bundle, profile.source) if https else None,
+                ),
+                timeout_s=profile.settings.timeout_s,
+            )
+        elif connection.client != (profile.oauth.token_url, secrets["client_id"]):
+            raise ConfigError(
+                f"{profile.source}: refresh_token_file {path} is also {connection.where}'s, with another "
+                "token_url or client id: one refresh token belongs to one app's connection. Give each "
+                "connection its own file"
+            )
+        connections[name] = connection
+        adapters[name] = profile.adapter(sources, notices, connection)
+    return adapters, connections
 
 
 def _aborted(exc: Exception, log: Any, log_file: Path, requests: int) -> RunAborted:
@@ -376,6 +423,8 @@ def describe_stop(config: Config, stop: Stop) -> str:
             f"it in this run. Check {variables}, then run the same command again to void its "
             "remaining items"
         )
+    if stop.kind in (StopKind.REAUTHORIZE, StopKind.CONNECTION_LOST):
+        return f"{name}: {stop.detail}. No more requests go to it in this run; its items stay pending"
     if stop.kind is StopKind.PROXY_REFUSED:
         return (
             f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it (none "

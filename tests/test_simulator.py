@@ -21,6 +21,7 @@ import pytest
 
 from batchvoid.providers.rapyd import signature
 from batchvoid.simulator import (
+    ACCOUNTS,
     CREDENTIALS,
     PROVIDER_TYPES,
     Faults,
@@ -240,6 +241,54 @@ class Client:
         path = f"/lago/api/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
         return await self.send(method, path, headers={"Authorization": f"Bearer {api_key}"})
 
+    async def xero(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        method: str = "POST",
+        key: str | None = None,
+        tenant: str = ACCOUNTS["xero"]["tenant_id"],
+        status: str = "VOIDED",
+    ) -> Reply:
+        headers = {
+            "Authorization": f"Bearer {token or self.sim.access_token('xero')}",
+            "xero-tenant-id": tenant,
+            "Content-Type": "application/json",
+        }
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        body = json.dumps({"Invoices": [{"InvoiceID": invoice_id, "Status": status}]}).encode()
+        path = f"/xero/api.xro/2.0/Invoices/{invoice_id}"
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def quickbooks(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        sync_token: str | None = None,
+        request_id: str | None = None,
+        realm: str = ACCOUNTS["quickbooks"]["realm_id"],
+    ) -> Reply:
+        """Read the invoice for its SyncToken (unless given), then void it at that token."""
+        headers = {"Authorization": f"Bearer {token or self.sim.access_token('quickbooks')}"}
+        company = f"/quickbooks/v3/company/{realm}"
+        if sync_token is None:
+            read = await self.send("GET", f"{company}/invoice/{invoice_id}", headers=headers)
+            if read.status not in (200, 400):
+                return read
+            # A 400 (no such invoice): void it anyway, at the token a new invoice has.
+            sync_token = read.json["Invoice"]["SyncToken"] if read.status == 200 else "0"
+        query = "operation=void" + (f"&requestid={request_id}" if request_id else "")
+        body = json.dumps({"Id": invoice_id, "SyncToken": sync_token}).encode()
+        return await self.send(
+            "POST",
+            f"{company}/invoice?{query}",
+            headers={**headers, "Content-Type": "application/json"},
+            body=body,
+        )
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -261,8 +310,18 @@ class Client:
                 return await self.chargebee(invoice_id)
             case "lago":
                 return await self.lago(invoice_id)
+            case "xero":
+                return await self.xero(invoice_id)
+            case "quickbooks":
+                return await self.quickbooks(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
+
+    async def void_once(self, provider: str, invoice_id: str) -> Reply:
+        """Void in one request: QuickBooks without its read, at a new invoice's SyncToken."""
+        if provider == "quickbooks":
+            return await self.quickbooks(invoice_id, sync_token="0")
+        return await self.void(provider, invoice_id)
 
     async def void_with_wrong_credentials(self, provider: str, invoice_id: str) -> Reply:
         """Void with another account's credentials (the maple token, or sellapp's key)."""
@@ -286,6 +345,10 @@ class Client:
                 return await self.chargebee(invoice_id, api_key=other)
             case "lago":
                 return await self.lago(invoice_id, api_key=other)
+            case "xero":
+                return await self.xero(invoice_id, token="sim_xero_wrong")
+            case "quickbooks":
+                return await self.quickbooks(invoice_id, token="sim_qbo_wrong", sync_token="0")
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -306,6 +369,12 @@ def contains(actual: Any, expected: Any) -> bool:
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
             key in actual and contains(actual[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(contains(a, e) for a, e in zip(actual, expected, strict=True))
         )
     return bool(actual == expected)
 
@@ -360,7 +429,16 @@ def lago_error(status: int, code: str) -> dict[str, Any]:
     return {"status": status, "code": code}
 
 
-ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
+def xero_error(message: str) -> dict[str, Any]:
+    return {"Type": "ValidationException", "Elements": [{"ValidationErrors": [{"Message": message}]}]}
+
+
+def quickbooks_error(code: str, message: str) -> dict[str, Any]:
+    return {"Fault": {"Error": [{"code": code, "Message": message}]}}
+
+
+XERO_ID = "a03ffcd2-5d91-4c7e-b483-318584e9e439"
+ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any] | bytes | None]]] = {
     "chargeover": {
         "voided": ("inv-1", 200, chargeover_body(200, "")),
         "already_void": ("void-1", 400, chargeover_body(400, "Invoice is already void.")),
@@ -483,6 +561,24 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "missing": ("missing_1", 404, lago_error(404, "invoice_not_found")),
         "wrong_credentials": ("lg_1", 401, {"status": 401, "error": "Unauthorized"}),
     },
+    "xero": {
+        "voided": (XERO_ID, 200, {"Invoices": [{"InvoiceID": XERO_ID, "Status": "VOIDED"}]}),
+        "already_void": ("void-1", 400, xero_error("Invoice not of valid status for modification")),
+        "paid": (
+            "paid-1",
+            400,
+            xero_error("This document cannot be edited as it has a payment or credit note allocated to it."),
+        ),
+        "missing": ("missing-1", 404, b"The resource you're looking for cannot be found"),
+        "wrong_credentials": (XERO_ID, 401, {"Title": "Unauthorized", "Status": 401}),
+    },
+    "quickbooks": {
+        "voided": ("130", 200, {"Invoice": {"Id": "130", "TotalAmt": 0, "PrivateNote": "Voided"}}),
+        "already_void": ("void-1", 400, quickbooks_error("5010", "Stale Object Error")),
+        "paid": ("paid-1", 400, quickbooks_error("6540", "Business Validation Error")),
+        "missing": ("missing-1", 400, quickbooks_error("610", "Object Not Found")),
+        "wrong_credentials": ("130", 401, {"fault": {"type": "AUTHENTICATION"}}),
+    },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
 
@@ -500,8 +596,11 @@ async def test_provider_answers(provider: str, case: str) -> None:
         else:
             reply = await client.void(provider, invoice_id)
         assert reply.status == status
-        assert reply.headers["Content-Type"].startswith("application/json")
-        assert contains(reply.json, expected), reply.json
+        if isinstance(expected, bytes):  # a provider's plain-text answer (Xero's 404)
+            assert reply.text == expected.decode()
+        else:
+            assert reply.headers["Content-Type"].startswith("application/json")
+            assert contains(reply.json, expected), reply.json
         applied = 1 if case == "voided" else 0
         assert client.sim.voids_applied[(provider, invoice_id)] == applied
         assert client.sim.void_requests[(provider, invoice_id)] == (0 if case == "wrong_credentials" else 1)
@@ -759,10 +858,14 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
     settings = SimulatorSettings.from_specs([f"{provider}:rate_limit=3/10s"])
     async with simulate(settings) as client:
         for n in range(3):
-            assert (await client.void(provider, f"{n + 1}")).status == 200
-        reply = await client.void(provider, "9")
+            assert (await client.void_once(provider, f"{n + 1}")).status == 200
+        reply = await client.void_once(provider, "9")
         assert reply.status == 429
-        assert "Retry-After" not in reply.headers
+        if provider == "xero":  # documented: its 429 says when, and which limit
+            assert reply.headers["Retry-After"] == "10"
+            assert reply.headers["X-Rate-Limit-Problem"] == "minute"
+        else:
+            assert "Retry-After" not in reply.headers
         expected = {
             "chargeover": chargeover_body(429, "Rate limit exceeded."),
             "rapyd": rapyd_error("TOO_MANY_REQUESTS"),
@@ -774,6 +877,8 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "maxio": {},  # {"errors": ["Your request was denied due to a usage violation. ..."]}
             "chargebee": chargebee_error(429, "api_request_limit_exceeded"),
             "lago": lago_error(429, "too_many_requests"),
+            "xero": {"Title": "Too Many Requests", "Status": 429},
+            "quickbooks": quickbooks_error("003001", "ThrottleExceeded"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -1011,6 +1116,8 @@ OWN_ECHO = {
     "maxio": ["Access denied for sim_maxio_api_key"],
     "chargebee": ["Invalid api key test_cb_SIMULATOR"],
     "lago": ["no organization has the API key sim_lago_api_key"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_at_"],
+    "quickbooks": ["Token Bearer sim_qbo_at_"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -1024,6 +1131,8 @@ WRONG_ECHO = {
     "maxio": ["Access denied for sim_sellapp_key"],
     "chargebee": ["Invalid api key sim_sellapp_key"],
     "lago": ["no organization has the API key sim_sellapp_key"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_wrong"],
+    "quickbooks": ["Token Bearer sim_qbo_wrong expired or invalid"],
 }
 
 

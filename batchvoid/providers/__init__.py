@@ -9,10 +9,12 @@ from batchvoid.providers import (
     lago,
     maple,
     maxio,
+    quickbooks,
     rapyd,
     recurly,
     sellapp,
     stripe,
+    xero,
 )
 from batchvoid.providers.base import Adapter
 from batchvoid.providers.facts import ProviderSpec
@@ -30,6 +32,8 @@ REGISTRY: dict[str, ProviderSpec] = {
         maxio.SPEC,
         chargebee.SPEC,
         lago.SPEC,
+        xero.SPEC,
+        quickbooks.SPEC,
     )
 }
 

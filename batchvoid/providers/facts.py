@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
+    from batchvoid.oauth import AccessToken
     from batchvoid.providers.base import Adapter
 
 _PARAM = re.compile(r"\{(\w+)\}")
@@ -53,9 +54,10 @@ def _split(path: str) -> list[str]:
 class Idempotency:
     """The provider's idempotency header and what it documents about it."""
 
-    header: str
+    header: str  # the header's name; the query parameter's when `in_query`
     max_length: int | None = None  # longest key it takes; None when not documented
     note: str = ""  # e.g. how long a key's first answer is replayed
+    in_query: bool = False  # a query parameter (QuickBooks' requestid), not a header
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,16 @@ class RowField:
     required: bool = False  # a row must have it, from the row or the profile's setting
     choices: tuple[str, ...] = ()  # the values it may take (lower case); () when any text will do
     max_length: int | None = None  # the longest value the provider takes (e.g. Chargebee's comment)
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthFacts:
+    """What an OAuth 2.0 provider documents about its connections (Xero, QuickBooks Online)."""
+
+    token_url: str  # the refresh endpoint; on another host than the API
+    access_lifetime_s: float  # used when a token answer says no expires_in
+    authorize: str  # where a person learns to get the first refresh token (the README section)
+    grace: str = ""  # what the provider does with a refresh token used twice, for messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +112,12 @@ class ProviderSpec:
     # The start of every route's path, which the provider's docs write into their base URL
     # (Lago's "/api/v1"): a base_url ending with it would double it, so config refuses one.
     api_prefix: str | None = None
+    required_options: tuple[str, ...] = ()  # options every profile must set (the account: a tenant)
+    requests_per_item: int = 1  # requests one void takes before any retry (a read first: 2)
+    oauth: OAuthFacts | None = None  # an OAuth 2.0 provider: its credentials are the app's client
+    # connect(base_url, the connection's current access token, options): an OAuth 2.0 adapter,
+    # used in place of `build` (whose secrets, the client's, only the token endpoint needs)
+    connect: Callable[[str, AccessToken, Mapping[str, str]], Adapter] | None = None
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -108,7 +126,9 @@ class ProviderSpec:
 
     @property
     def idempotency_header(self) -> str | None:
-        return None if self.idempotency is None else self.idempotency.header
+        if self.idempotency is None or self.idempotency.in_query:
+            return None
+        return self.idempotency.header
 
     def row_field(self, name: str) -> RowField | None:
         """The row field `name`, if this provider reads it."""

@@ -1,4 +1,4 @@
-"""The simulator's HTTP server: all five providers on one port, plus `/_sim/` controls.
+"""The simulator's HTTP server: every provider on one port, plus `/_sim/` controls.
 
 Handlers stay lean for benchmarks: no access log, no per-request logging, O(1) work.
 """
@@ -97,12 +97,27 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         """Per provider type: requests, voided, already_void, rejected, not_found,
         auth_failed, throttled, redirected, lookups, faults {error, timeout, reset},
-        idempotent_replays; and `"totals"` over all five."""
+        idempotent_replays; and `"totals"` over all of them."""
         return report_all({name: lane.counts for name, lane in self._lanes.items()})
 
     def revoke(self, provider_type: str) -> None:
         """Revoke the provider's credential: every later request gets its 401."""
         self._lane(provider_type).revoke()
+
+    def access_token(self, provider_type: str) -> str:
+        """A valid access token of an OAuth 2.0 provider's connection, issued without a request
+        (for tests that drive its API directly)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.issue(time.time())
+
+    def refresh_token(self, provider_type: str) -> str:
+        """The refresh token an OAuth 2.0 provider's connection takes now (the last one issued)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.current_refresh_token()
 
     def restore(self, provider_type: str) -> None:
         """Make a revoked credential good again."""
