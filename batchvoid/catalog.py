@@ -56,12 +56,16 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "credential_sources": _sources(spec),
         "options": dict(spec.options),
         "base_url": spec.default_base_url,
+        "account_url": spec.account_url,
+        "regions": dict(spec.regions),
         "documented_limits": list(spec.documented_limits),
         "default_limits": list(spec.example_limits),
         "limits_note": spec.limits_note,
         "idempotency_header": spec.idempotency_header,
         "idempotency_key_max_length": spec.idempotency and spec.idempotency.max_length,
         "void": f"{spec.void.method} {spec.void.path}",
+        "other_voids": [f"{route.method} {route.path}" for route in spec.other_voids],
+        "max_in_flight": spec.max_in_flight,
         "lookup": spec.lookup and f"{spec.lookup.method} {spec.lookup.path}",
         "row_fields": {f.name: f.meaning for f in spec.row_fields},
     }
@@ -91,6 +95,15 @@ def _idempotency(spec: ProviderSpec) -> str:
     return ", ".join(said)
 
 
+def _base_url(spec: ProviderSpec) -> str:
+    if spec.default_base_url is None:
+        return "required: every account has its own" + (f" ({spec.account_url})" if spec.account_url else "")
+    if not spec.regions:
+        return spec.default_base_url
+    regions = ", ".join(f"{name!r} {url}" for name, url in spec.regions.items())
+    return f"{spec.default_base_url}; or region = one of {regions}; or base_url for any other"
+
+
 def markdown_table() -> str:
     """The README's provider table, one row per registered provider."""
     rows = [
@@ -103,7 +116,7 @@ def markdown_table() -> str:
             f"`{spec.type}`",
             spec.title,
             ", ".join(f"`{var}`" for var in spec.credentials.values()),
-            f"`{spec.void.method} {spec.void.path}`",
+            " or ".join(f"`{route.method} {route.path}`" for route in (spec.void, *spec.other_voids)),
             f"`{spec.idempotency_header}`" if spec.idempotency_header else "none",
             ", ".join(spec.documented_limits) or "none documented",
             ", ".join(spec.example_limits) or "none",
@@ -124,11 +137,12 @@ def text() -> str:
             ("credentials", ", ".join(_keys(spec.credentials, default_word="default"))),
             ("or instead", ", ".join(k for keys in _sources(spec).values() for k in keys[1:])),
             ("other keys", "; ".join(f"{k}: {v}" for k, v in spec.options.items()) or "-"),
-            ("base_url", spec.default_base_url or "required: every account has its own"),
+            ("base_url", _base_url(spec)),
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
             ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
             ("idempotency", _idempotency(spec)),
-            ("void", f"{spec.void.method} {spec.void.path}"),
+            ("void", " or ".join(f"{r.method} {r.path}" for r in (spec.void, *spec.other_voids))),
+            *([("in flight", f"at most {spec.max_in_flight} (concurrency)")] if spec.max_in_flight else []),
             *([("read", f"{spec.lookup.method} {spec.lookup.path}")] if spec.lookup else []),
             ("row fields", "; ".join(f"{f.name}: {f.meaning}" for f in spec.row_fields) or "-"),
         ]

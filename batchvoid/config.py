@@ -307,19 +307,22 @@ def _profile(
         "allow_insecure_http",
         "rate_limits",
         "ca_bundle",
+        *(("region",) if spec.regions else ()),
         *(f"{role}_{source}" for role in roles for source in KINDS),
         *spec.options,
         *_SETTINGS,
     }
     _unknown(table, allowed, where)
 
-    base_url = table.get("base_url", spec.default_base_url)
+    base_url = _region_url(spec, table, where) or table.get("base_url", spec.default_base_url)
     if base_url is None:
-        raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own)")
+        form = f": {spec.account_url}" if spec.account_url else ""
+        raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own{form})")
     insecure = table.get("allow_insecure_http", False)
     if not isinstance(insecure, bool):
         raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
     _check_base_url(base_url, insecure, where)
+    _check_base_path(spec, base_url, where)
 
     credentials = {
         key.removesuffix("_env"): _credential(key.removesuffix("_env"), default, table, where, base_dir)
@@ -341,6 +344,15 @@ def _profile(
             raise ConfigError(
                 f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
             )
+        if value is not None and row_field.choices and value.lower() not in row_field.choices:
+            raise ConfigError(
+                f"{where}: {row_field.name} must be {' or '.join(row_field.choices)}, got {value!r}"
+            )
+        if value is not None and row_field.max_length is not None and len(value) > row_field.max_length:
+            raise ConfigError(
+                f"{where}: {row_field.name} is {len(value)} characters long; {spec.title} takes at most "
+                f"{row_field.max_length}"
+            )
     _check_void_date(options, where)
 
     raw_limits = table.get("rate_limits", list(spec.example_limits))
@@ -358,10 +370,28 @@ def _profile(
         credentials=credentials,
         options=options,
         rate_limits=limits,
-        settings=_settings(table, defaults, where),
+        settings=_in_flight(spec, _settings(table, defaults, where), "concurrency" in table, where),
         ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
     )
+
+
+def _region_url(spec: ProviderSpec, table: Mapping[str, Any], where: str) -> str | None:
+    """The base URL of the profile's `region`, if it names one of the provider's (see ProviderSpec)."""
+    if "region" not in table:
+        return None
+    region, known = table["region"], ", ".join(repr(name) for name in spec.regions)
+    if "base_url" in table:
+        raise ConfigError(
+            f"{where}: base_url and region both say where {spec.title} is: keep region for one of "
+            f"{spec.title}'s own ({known}), or base_url for any other (a self-hosted one)"
+        )
+    if region not in spec.regions:
+        raise ConfigError(
+            f"{where}: region must be one of {known}, got {region!r}; for a self-hosted "
+            f"{spec.title}, set base_url instead"
+        )
+    return spec.regions[region]
 
 
 def _credential(
@@ -463,6 +493,33 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )
+
+
+def _check_base_path(spec: ProviderSpec, base_url: str, where: str) -> None:
+    """A base URL copied from the provider's docs with its `api_prefix` (Lago's `/api/v1`) would
+    double it in every request: each void would answer 404."""
+    prefix = spec.api_prefix
+    if prefix and urlsplit(base_url).path.rstrip("/").endswith(prefix):
+        host = base_url.rstrip("/").removesuffix(prefix)
+        raise ConfigError(
+            f"{where}: base_url ends with {prefix}, which batchvoid adds itself to every {spec.title} "
+            f"request ({spec.void.method} {spec.void.path}): write base_url = {host!r}"
+        )
+
+
+def _in_flight(spec: ProviderSpec, settings: Settings, own: bool, where: str) -> Settings:
+    """The settings with concurrency within the provider's documented most in flight: a profile's
+    own concurrency above it is an error, the [defaults] one is lowered to it."""
+    most = spec.max_in_flight
+    if most is None or settings.concurrency <= most:
+        return settings
+    if own:
+        raise ConfigError(
+            f"{where}: concurrency = {settings.concurrency}, but {spec.title} takes at most {most} "
+            f"requests in flight per account (it queues, slows and then refuses more): set "
+            f"concurrency to {most} or less"
+        )
+    return replace(settings, concurrency=most)
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

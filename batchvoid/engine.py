@@ -35,6 +35,7 @@ from batchvoid.ledger.api import Job, WorkQueue, now
 from batchvoid.ledger.ops import Attempt, Finish, Release
 from batchvoid.ledger.writer import LedgerWriter
 from batchvoid.models import (
+    Item,
     ItemState,
     Outcome,
     OutcomeKind,
@@ -296,13 +297,17 @@ class Engine:
             if self._done(lane):
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
-            request = lane.adapter.void_request(item, key)
+            read = lane.adapter.read_request(item)  # what the void depends on, if anything
+            request = lane.adapter.void_request(item, key) if read is None else read
             trip.sent += 1
             trip.on_the_wire = True
             lane.requests += 1
             started = time.perf_counter()
-            outcome = await self._exchange(session, request, lane, work)
+            outcome = await self._exchange(session, request, lane, item, reading=read is not None)
             trip.on_the_wire = False
+            if isinstance(outcome, Item):  # the read told what the void needs: it goes next, at the pace
+                item = outcome
+                continue
             if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
@@ -383,8 +388,8 @@ class Engine:
             )
 
     async def _exchange(
-        self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
-    ) -> Outcome:
+        self, session: aiohttp.ClientSession, request: Request, lane: Lane, item: Item, *, reading: bool
+    ) -> Outcome | Item:
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
         except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
@@ -393,7 +398,7 @@ class Engine:
             return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
-        return lane.adapter.parse_void(work.item, response)
+        return lane.adapter.parse_read(item, response) if reading else lane.adapter.parse_void(item, response)
 
     async def _check_status(
         self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome

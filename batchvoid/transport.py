@@ -125,7 +125,8 @@ class Secrets:
         credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
         headers = request.headers
         auth = tuple([headers[name] for name in _credential_names(tuple(headers))])
-        return _secrets(request.secrets, auth, route.proxy_authorization if route.secrets else "")
+        proxy = route.proxy_authorization if route.secrets else ""
+        return _secrets(request.secrets, auth, proxy, request.public)
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every part of any form of any value replaced by REDACTED."""
@@ -153,12 +154,15 @@ class Secrets:
 
 
 @lru_cache(maxsize=256)  # most lanes' requests carry the same credentials every time
-def _secrets(declared: tuple[str, ...], auth: tuple[str, ...], proxy: str) -> Secrets:
+def _secrets(
+    declared: tuple[str, ...], auth: tuple[str, ...], proxy: str, public: tuple[str, ...]
+) -> Secrets:
     values = set(declared)
     for header in (*auth, proxy):
         if header:
             values.update(_credential_values(header))
     values.discard("")
+    values.difference_update(public)
     return Secrets(tuple((value, _core(value)) for value in values))
 
 

@@ -19,6 +19,7 @@ from batchvoid import jobfile
 from batchvoid.config import Config
 from batchvoid.errors import JobFileError
 from batchvoid.models import Item, RowError
+from batchvoid.providers import REGISTRY
 from tests.conftest import write
 
 
@@ -56,8 +57,7 @@ def test_jsonl_rows_become_items(tmp_path: Path, profiles: Config) -> None:
     [
         (
             "rapid,inv_1,",
-            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp, stripe); "
-            "did you mean 'rapyd'?",
+            f"unknown provider 'rapid' (configured: {', '.join(REGISTRY)}); did you mean 'rapyd'?",
         ),
         ("rapyd,,", "empty invoice_id"),
         (",inv_1,", "empty provider"),

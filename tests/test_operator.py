@@ -659,6 +659,10 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
         "maple",
         "sellapp",
         "stripe",
+        "recurly",
+        "maxio",
+        "chargebee",
+        "lago",
     ]
     assert data["providers"][1]["credentials"] == {
         "access_key_env": "RAPYD_ACCESS_KEY",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from batchvoid.cli import main
 from batchvoid.models import Item, Request
-from batchvoid.providers import REGISTRY
+from batchvoid.providers import REGISTRY, maxio
 from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings, provider_url
 from batchvoid.transport import REDACTED, Secrets, TransportError, send
 from tests.served import served, set_credentials
@@ -34,6 +34,10 @@ FAKE = {
     "api_key": "key_live_5b7e1d30",
     "api_token": "tok_live_9a2c4f68",
 }
+
+
+# The profile settings every provider's rows need (Maple's company, Maxio's void reason).
+OPTIONS = {"company_id": "cmp_simulated", "void_reason": "duplicate invoice"}
 
 
 def basic(username: str, password: str) -> str:
@@ -101,11 +105,12 @@ def test_no_part_of_any_occurrence_survives(secrets: list[str], pieces: list[str
 def requests_of(provider: str) -> Iterable[Request]:
     spec = REGISTRY[provider]
     roles = {key.removesuffix("_env"): FAKE[key.removesuffix("_env")] for key in spec.credentials}
-    adapter = spec.build("https://provider.example", roles, {"company_id": "cmp_x"})
+    adapter = spec.build("https://provider.example", roles, OPTIONS)
     item = Item(1, provider, "inv_1", void_date="2026-11-30")
     yield adapter.void_request(item, KEY)
-    if (lookup := adapter.lookup_request(item)) is not None:
-        yield lookup
+    for read in (adapter.lookup_request(item), adapter.read_request(item)):
+        if read is not None:
+            yield read
 
 
 @pytest.mark.parametrize("provider", list(REGISTRY))
@@ -133,7 +138,7 @@ def anyio_backend() -> str:
 def real_request(provider: str, base_url: str) -> Request:
     spec = REGISTRY[provider]
     roles = dict(CREDENTIALS[provider])
-    adapter = spec.build(provider_url(base_url, provider), roles, {"company_id": "cmp_simulated"})
+    adapter = spec.build(provider_url(base_url, provider), roles, OPTIONS)
     return adapter.void_request(Item(1, provider, "inv_1", void_date="2026-11-30"), KEY)
 
 
@@ -141,8 +146,10 @@ def all_forms(provider: str) -> list[str]:
     values = list(CREDENTIALS[provider].values())
     if provider == "chargeover":
         values.append(basic(*CREDENTIALS["chargeover"].values()))
-    if provider == "stripe":  # the secret key as a Basic username, with an empty password
-        values.append(basic(CREDENTIALS["stripe"]["secret_key"], ""))
+    if provider in ("stripe", "recurly", "chargebee"):  # the key as a Basic username, with an empty password
+        values.append(basic(next(iter(CREDENTIALS[provider].values())), ""))
+    if provider == "maxio":  # the key as a Basic username, with the documented password "x"
+        values.append(basic(CREDENTIALS["maxio"]["api_key"], maxio.PASSWORD))
     return values
 
 
@@ -249,7 +256,7 @@ def sent_secrets(requests: list[dict[str, str]]) -> set[str]:
                 if scheme == "Basic":
                     pair = base64.b64decode(token).decode()
                     values |= {pair, *pair.split(":", 1)}
-    return values
+    return values - {maxio.PASSWORD}  # a documented constant, the same for every key
 
 
 def test_no_echoed_credential_reaches_ledger_log_terminal_report_or_status(

@@ -191,6 +191,55 @@ class Client:
         path = f"/stripe/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
         return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
 
+    async def recurly(
+        self,
+        invoice_id: str,
+        *,
+        call: str = "mark_failed",
+        api_key: str = CREDENTIALS["recurly"]["api_key"],
+        accept: str | None = "application/vnd.recurly.v2021-02-25",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, "")}
+        if accept is not None:
+            headers["Accept"] = accept
+        if call == "read":
+            return await self.send("GET", f"/recurly/invoices/{invoice_id}", headers=headers)
+        return await self.send("PUT", f"/recurly/invoices/{invoice_id}/{call}", headers=headers)
+
+    async def maxio(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["maxio"]["api_key"],
+        password: str = "x",
+        body: bytes | None = b'{"void": {"reason": "duplicate"}}',
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, password), "Content-Type": "application/json"}
+        if body is None:
+            return await self.send("GET", f"/maxio/invoices/{invoice_id}.json", headers=headers)
+        return await self.send("POST", f"/maxio/invoices/{invoice_id}/void.json", headers=headers, body=body)
+
+    async def chargebee(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["chargebee"]["api_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, ""), "Content-Type": "application/x-www-form-urlencoded"}
+        if key is not None:
+            headers["chargebee-idempotency-key"] = key
+        path = f"/chargebee/api/v2/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def lago(
+        self, invoice_id: str, *, api_key: str = CREDENTIALS["lago"]["api_key"], method: str = "POST"
+    ) -> Reply:
+        path = f"/lago/api/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers={"Authorization": f"Bearer {api_key}"})
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -204,6 +253,14 @@ class Client:
                 return await self.maple(invoice_id)
             case "stripe":
                 return await self.stripe(invoice_id)
+            case "recurly":
+                return await self.recurly(invoice_id)
+            case "maxio":
+                return await self.maxio(invoice_id)
+            case "chargebee":
+                return await self.chargebee(invoice_id)
+            case "lago":
+                return await self.lago(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
 
@@ -221,6 +278,14 @@ class Client:
                 return await self.maple(invoice_id, token=other)
             case "stripe":
                 return await self.stripe(invoice_id, secret_key=other)
+            case "recurly":
+                return await self.recurly(invoice_id, api_key=other)
+            case "maxio":
+                return await self.maxio(invoice_id, api_key=other)
+            case "chargebee":
+                return await self.chargebee(invoice_id, api_key=other)
+            case "lago":
+                return await self.lago(invoice_id, api_key=other)
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -276,6 +341,23 @@ def sellapp_error(message: str, error_type: str, code: str) -> dict[str, Any]:
 # provider -> case -> (invoice id, status, expected subset of the JSON body)
 def stripe_error(error_type: str, code: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "code": code}}
+
+
+def recurly_error(error_type: str) -> dict[str, Any]:
+    return {"error": {"type": error_type}}
+
+
+MAXIO_NOT_VOIDABLE = {
+    "errors": ["Invoice status must be 'open', 'canceled', or 'pending' and non-consolidated to be voided."]
+}
+
+
+def chargebee_error(status: int, code: str) -> dict[str, Any]:
+    return {"api_error_code": code, "http_status_code": status}
+
+
+def lago_error(status: int, code: str) -> dict[str, Any]:
+    return {"status": status, "code": code}
 
 
 ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
@@ -372,6 +454,34 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "paid": ("paid_1", 400, stripe_error("invalid_request_error", "invoice_not_open")),
         "missing": ("missing_1", 404, stripe_error("invalid_request_error", "resource_missing")),
         "wrong_credentials": ("in_1", 401, stripe_error("invalid_request_error", "api_key_invalid")),
+    },
+    "recurly": {  # a charge invoice: marked failed
+        "voided": ("e28zov4fw0v2", 200, {"id": "e28zov4fw0v2", "type": "charge", "state": "failed"}),
+        "already_void": ("void_e28zov4fw0v3", 422, recurly_error("validation")),
+        "paid": ("paid_e28zov4fw0v4", 422, recurly_error("validation")),
+        "missing": ("missing_1", 404, recurly_error("not_found")),
+        "wrong_credentials": ("e28zov4fw0v2", 401, recurly_error("unauthorized")),
+    },
+    "maxio": {
+        "voided": ("inv_8htcd29wcq3q6", 200, {"uid": "inv_8htcd29wcq3q6", "status": "voided"}),
+        "already_void": ("void_inv_1", 422, MAXIO_NOT_VOIDABLE),
+        "paid": ("paid_inv_1", 422, MAXIO_NOT_VOIDABLE),
+        "missing": ("missing_inv_1", 404, None),
+        "wrong_credentials": ("inv_1", 401, {"errors": ["HTTP Basic: Access denied."]}),
+    },
+    "chargebee": {
+        "voided": ("cb_1", 200, {"invoice": {"id": "cb_1", "status": "voided"}}),
+        "already_void": ("void_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "paid": ("paid_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "missing": ("missing_1", 404, chargebee_error(404, "resource_not_found")),
+        "wrong_credentials": ("cb_1", 401, chargebee_error(401, "api_authentication_failed")),
+    },
+    "lago": {
+        "voided": ("lg_1", 200, {"invoice": {"lago_id": "lg_1", "status": "voided"}}),
+        "already_void": ("void_1", 405, lago_error(405, "not_voidable")),
+        "paid": ("paid_1", 405, lago_error(405, "not_voidable")),
+        "missing": ("missing_1", 404, lago_error(404, "invoice_not_found")),
+        "wrong_credentials": ("lg_1", 401, {"status": 401, "error": "Unauthorized"}),
     },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
@@ -660,6 +770,10 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "maple": maple_error(429, "rate_limit_error", "rate_limited", "Rate limit exceeded"),
             "sellapp": sellapp_error("Too Many Attempts.", "rate_limit", "too_many_requests"),
             "stripe": stripe_error("invalid_request_error", "rate_limit"),
+            "recurly": recurly_error("rate_limited"),
+            "maxio": {},  # {"errors": ["Your request was denied due to a usage violation. ..."]}
+            "chargebee": chargebee_error(429, "api_request_limit_exceeded"),
+            "lago": lago_error(429, "too_many_requests"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -683,7 +797,7 @@ async def test_retry_after_seconds_and_date() -> None:
     """retry_after=seconds sends whole seconds (at least 1); =date sends an HTTP-date."""
     settings = SimulatorSettings.from_specs(
         [
-            "rate_limit=1/0.2s",
+            "rate_limit=1/1s",  # the second request of each comes well within it, even on a busy machine
             "sellapp:retry_after=seconds",
             "maple:retry_after=date",
         ]
@@ -893,6 +1007,10 @@ OWN_ECHO = {
     "maple": ["Invalid API token sim_maple_token"],
     "sellapp": ["no account has the key <sim_sellapp_key>"],
     "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
+    "recurly": ["Invalid API key: sim_recurly_private_key"],
+    "maxio": ["Access denied for sim_maxio_api_key"],
+    "chargebee": ["Invalid api key test_cb_SIMULATOR"],
+    "lago": ["no organization has the API key sim_lago_api_key"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -902,6 +1020,10 @@ WRONG_ECHO = {
     "maple": ["sim_sellapp_key"],
     "sellapp": ["sim_maple_token"],
     "stripe": ["Invalid API Key provided: sim_sellapp_key"],
+    "recurly": ["Invalid API key: sim_sellapp_key"],
+    "maxio": ["Access denied for sim_sellapp_key"],
+    "chargebee": ["Invalid api key sim_sellapp_key"],
+    "lago": ["no organization has the API key sim_sellapp_key"],
 }
 
 
@@ -916,7 +1038,9 @@ async def test_echo_credentials_quotes_the_presented_key_in_the_401(provider: st
         stats = client.sim.stats()[provider]
     for reply, quoted in ((wrong, WRONG_ECHO[provider]), (revoked, OWN_ECHO[provider])):
         assert reply.status == 401
-        shape = {k: v for k, v in expected.items() if k not in ("message", "error_message", "detail")}
+        shape = {
+            k: v for k, v in expected.items() if k not in ("message", "error_message", "detail", "errors")
+        }
         assert contains(reply.json, shape), reply.json
         for text in quoted:
             assert text in reply.text, reply.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -67,6 +67,8 @@ class RowField:
     meaning: str
     prefix: str | None = None  # every value must start with this (e.g. Maple's "cmp_")
     required: bool = False  # a row must have it, from the row or the profile's setting
+    choices: tuple[str, ...] = ()  # the values it may take (lower case); () when any text will do
+    max_length: int | None = None  # the longest value the provider takes (e.g. Chargebee's comment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,19 @@ class ProviderSpec:
     build: Callable[[str, Mapping[str, str], Mapping[str, str]], Adapter]
     # build(base_url, secrets by role e.g. {"access_key": ...}, options e.g. {"company_id": ...})
     lookup: Route | None = None  # the documented read of one invoice, if the adapter uses one
+    other_voids: tuple[Route, ...] = ()  # other documented voids it picks among (Recurly's mark_failed)
     void_status: str | None = None  # the read's status of a void invoice (e.g. "void")
+    done_statuses: tuple[str, ...] = ()  # other read statuses that mean it is done (Recurly's "failed")
+    max_in_flight: int | None = None  # documented most requests at once per account; None: not documented
     idempotency: Idempotency | None = None
     row_fields: tuple[RowField, ...] = ()
+    # Named base URLs a profile's `region` chooses from (Lago's "us", "eu"); base_url instead
+    # names any other (a self-hosted one). The default is `default_base_url`.
+    regions: Mapping[str, str] = field(default_factory=dict)
+    account_url: str | None = None  # with no default: the form of an account's URL, for messages
+    # The start of every route's path, which the provider's docs write into their base URL
+    # (Lago's "/api/v1"): a base_url ending with it would double it, so config refuses one.
+    api_prefix: str | None = None
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -24,5 +24,9 @@ CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "maple": MappingProxyType({"api_token": "sim_maple_token"}),
         "sellapp": MappingProxyType({"api_key": "sim_sellapp_key"}),
         "stripe": MappingProxyType({"secret_key": "sk_test_SIMULATOR"}),
+        "recurly": MappingProxyType({"api_key": "sim_recurly_private_key"}),
+        "maxio": MappingProxyType({"api_key": "sim_maxio_api_key"}),
+        "chargebee": MappingProxyType({"api_key": "test_cb_SIMULATOR"}),
+        "lago": MappingProxyType({"api_key": "sim_lago_api_key"}),
     }
 )

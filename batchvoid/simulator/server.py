@@ -41,7 +41,8 @@ class Simulator:
 
     Inspect it in-process: `void_requests` counts the requests the invoice logic saw,
     `voids_applied` the times an invoice went from voidable to void (0 or 1 each),
-    `arrivals` the `time.monotonic()` of every provider request before any check.
+    `arrivals` the `time.monotonic()` of every provider request before any check,
+    `peak_in_flight` the most requests each provider had in hand at once.
     """
 
     def __init__(self, settings: SimulatorSettings | None = None) -> None:
@@ -51,6 +52,9 @@ class Simulator:
         self.void_requests: Counter[InvoiceKey] = self._book.void_requests
         self.voids_applied: Counter[InvoiceKey] = self._book.voids_applied
         self.arrivals: dict[str, list[float]] = {name: [] for name in PROVIDER_TYPES}
+        # The most requests each provider had in hand at once (Maxio takes at most 4 per site).
+        self.peak_in_flight: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self._lanes: dict[str, Lane] = {
             p.name: Lane(
                 p,
@@ -113,6 +117,7 @@ class Simulator:
         self._book.clear()
         for arrivals in self.arrivals.values():
             arrivals.clear()
+        self.peak_in_flight.clear()
         for lane in self._lanes.values():
             lane.reset()
 
@@ -147,28 +152,34 @@ class Simulator:
 
     def _handler(self, lane: Lane, action: Action) -> Handler:
         arrivals = self.arrivals[lane.name]
+        in_flight, peak, name = self._in_flight, self.peak_in_flight, lane.name
 
         async def handle(request: web.Request) -> web.StreamResponse:
             now = time.monotonic()
             arrivals.append(now)
-            incoming = Incoming(
-                method=request.method,
-                raw_path=request.raw_path,
-                headers=request.headers,
-                params=request.match_info,
-                body=await request.read(),
-                wall=time.time(),
-            )
-            decision = lane.decide(action, incoming, now)
-            delay = lane.dice.delay_s()
-            if decision.fault is Fault.TIMEOUT:
-                delay += self._settings.hang_s * self._settings.time_scale
-            if delay > 0:
-                await _pause(request.app, delay)
-            if decision.answer is None:
-                _drop_connection(request)
-                return web.Response(status=500)  # never sent: the transport is gone
-            return _response(decision.answer)
+            in_flight[name] += 1
+            peak[name] = max(peak[name], in_flight[name])
+            try:
+                incoming = Incoming(
+                    method=request.method,
+                    raw_path=request.raw_path,
+                    headers=request.headers,
+                    params=request.match_info,
+                    body=await request.read(),
+                    wall=time.time(),
+                )
+                decision = lane.decide(action, incoming, now)
+                delay = lane.dice.delay_s()
+                if decision.fault is Fault.TIMEOUT:
+                    delay += self._settings.hang_s * self._settings.time_scale
+                if delay > 0:
+                    await _pause(request.app, delay)
+                if decision.answer is None:
+                    _drop_connection(request)
+                    return web.Response(status=500)  # never sent: the transport is gone
+                return _response(decision.answer)
+            finally:
+                in_flight[name] -= 1
 
         return handle
 

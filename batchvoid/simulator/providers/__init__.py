@@ -9,9 +9,13 @@ from batchvoid.providers import REGISTRY
 from batchvoid.simulator.credentials import CREDENTIALS
 from batchvoid.simulator.providers.base import Provider, Route
 from batchvoid.simulator.providers.campfire import Campfire
+from batchvoid.simulator.providers.chargebee import Chargebee
 from batchvoid.simulator.providers.chargeover import ChargeOver
+from batchvoid.simulator.providers.lago import Lago
 from batchvoid.simulator.providers.maple import Maple
+from batchvoid.simulator.providers.maxio import Maxio
 from batchvoid.simulator.providers.rapyd import Rapyd
+from batchvoid.simulator.providers.recurly import Recurly
 from batchvoid.simulator.providers.sellapp import SellApp
 from batchvoid.simulator.providers.stripe import Stripe
 
@@ -24,6 +28,10 @@ SIMULATED: Mapping[str, Callable[..., Provider]] = MappingProxyType(
         "maple": Maple,
         "sellapp": SellApp,
         "stripe": Stripe,
+        "recurly": Recurly,
+        "maxio": Maxio,
+        "chargebee": Chargebee,
+        "lago": Lago,
     }
 )
 

@@ -24,8 +24,8 @@ class Route:
 
 
 def routes(spec: ProviderSpec) -> tuple[Route, ...]:
-    """The provider's documented void (and read, if it has one), from its facts."""
-    found = [Route(spec.void.method, spec.void.path, Action.VOID)]
+    """The provider's documented voids (and read, if it has one), from its facts."""
+    found = [Route(r.method, r.path, Action.VOID) for r in (spec.void, *spec.other_voids)]
     if spec.lookup is not None:
         found.append(Route(spec.lookup.method, spec.lookup.path, Action.LOOKUP))
     return tuple(found)
