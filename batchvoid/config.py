@@ -176,15 +176,17 @@ def _control_character(value: str) -> str | None:
 def parse_rate_limit(text: object) -> RateLimit:
     """'200/60s', '5/s', '1000/5m' -> RateLimit; raises ValueError with what is accepted."""
     match = _RATE.match(text) if isinstance(text, str) else None
+    shown = repr(text) if len(repr(text)) <= 40 else f"{repr(text)[:36]}..."
     if match is None or not isinstance(text, str):
         raise ValueError(
-            f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
+            f"{shown} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
         )
-    count, amount, unit = int(match[1]), float(match[2] or 1), match[3]
-    period = amount * _UNITS[unit]
-    if count < 1 or period <= 0:
-        raise ValueError(f"{text!r}: the count and the period must both be above zero")
-    return RateLimit(count, period, text.strip())
+    count, period = match[1].lstrip("0") or "0", float(match[2] or 1) * _UNITS[match[3]]
+    if count == "0" or period <= 0:
+        raise ValueError(f"{shown}: the count and the period must both be above zero")
+    if problem := RateLimit.problem(count, period):
+        raise ValueError(f"{shown}: {problem}")
+    return RateLimit(int(count), period, text.strip())
 
 
 def load(path: str | Path) -> Config:
@@ -288,7 +290,7 @@ def _profile(
     base_dir: Path | None,
 ) -> Profile:
     kind = table.get("type")
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         known = ", ".join(REGISTRY)
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")

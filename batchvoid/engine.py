@@ -308,7 +308,7 @@ class Engine:
             if isinstance(outcome, Item):  # the read told what the void needs: it goes next, at the pace
                 item = outcome
                 continue
-            if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
+            if outcome is not None and outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
                     self._attempt(lane, work, writer, work.attempts + trip.sent, outcome, started)
@@ -317,6 +317,11 @@ class Engine:
                     lane.requests += 1
                     started = time.perf_counter()
                     outcome = await self._check_status(session, lane, work, lookup, outcome)
+            if outcome is None:  # the proxy refused it: no request reached the provider, none counts
+                trip.sent -= 1
+                lane.requests -= 1
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                return
             state = _FINAL.get(outcome.kind)
             if outcome.kind is OutcomeKind.RETRYABLE:
                 failures += 1
@@ -389,22 +394,30 @@ class Engine:
 
     async def _exchange(
         self, session: aiohttp.ClientSession, request: Request, lane: Lane, item: Item, *, reading: bool
-    ) -> Outcome | Item:
+    ) -> Outcome | Item | None:
+        """The provider's answer as an outcome (a read's: the item with what it told, or an outcome);
+        None: the proxy refused it (the lane is stopped)."""
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
-        except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
-            stop = Stop(StopKind.PROXY_REFUSED, lane.name, str(exc), setting=lane.route.variable)
-            self._stop_lane(lane, stop)
-            return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
+        except ProxyRefused as exc:
+            self._proxy_refused(lane, exc)
+            return None
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
         return lane.adapter.parse_read(item, response) if reading else lane.adapter.parse_void(item, response)
 
+    def _proxy_refused(self, lane: Lane, exc: ProxyRefused) -> None:
+        """A 407: stopped for the network's configuration, not the provider's keys."""
+        self._stop_lane(lane, Stop(StopKind.PROXY_REFUSED, lane.name, str(exc), setting=lane.route.variable))
+
     async def _check_status(
         self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome
-    ) -> Outcome:
+    ) -> Outcome | None:
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
+        except ProxyRefused as exc:
+            self._proxy_refused(lane, exc)
+            return None
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, f"status lookup after {rejected.reason}: {exc}")
         return lane.adapter.parse_lookup(work.item, response, rejected)

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import re
+import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ REQUIRED = ("provider", "invoice_id")
 OPTIONAL = ("void_date", "company_id", "store")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_ID = 200
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -278,10 +280,41 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             except json.JSONDecodeError as exc:
                 yield line, f"malformed JSON: {exc.msg} at column {exc.colno}"
                 continue
+            except ValueError:  # the only other: an integer past Python's int-str digit limit
+                digits = sys.get_int_max_str_digits()
+                yield line, f"a number over {digits} digits long, which no id or field is: {_BIG_FIX}"
+                continue
             if not isinstance(value, dict):
                 yield line, f"expected a JSON object, found {type(value).__name__}"
                 continue
+            if "\\u" in text and (where := _lone_surrogate(value)) is not None:
+                yield line, f"{where} holds {_SURROGATE_FIX}"
+                continue
             yield line, value
+
+
+_BIG_FIX = "check the line (an id is best written as a string)"
+_SURROGATE_FIX = (
+    "a \\u escape of half a UTF-16 pair (a lone surrogate, \\ud800 to \\udfff), which is no "
+    "character: fix the program that wrote the file"
+)
+
+
+def _lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON value a string holds a lone surrogate ("field x", "a key"), if anywhere."""
+    if isinstance(value, str):
+        return None if _SURROGATE.search(value) is None else (where or "a value")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if _SURROGATE.search(key) is not None:
+                return f'the key "{key.encode("utf-8", "backslashreplace").decode()[:40]}"'
+            if (found := _lone_surrogate(inner, where or f"field {key!r}")) is not None:
+                return found
+    elif isinstance(value, list):
+        for inner in value:
+            if (found := _lone_surrogate(inner, where)) is not None:
+                return found
+    return None
 
 
 class _CsvRow:

@@ -45,6 +45,7 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a tool killed writing to a closed pipe
 FAILURES_SHOWN = 5  # failed items the summary names; the rest it counts by reason
 REASONS_SHOWN = 10
 
@@ -228,7 +229,9 @@ async def _run_job(
             f"{', '.join(config.profiles)}); nothing was sent"
         )
     # One reader for the run: a credential's file is read, and its command run, once.
-    sources = None if options.simulate else Sources(os.environ if env is None else env)
+    sources = (
+        None if options.simulate else Sources(os.environ if env is None else env, cancelled=signals.cancelled)
+    )
     try:
         job, ingest = await anyio.to_thread.run_sync(
             partial(prepare, options, config, ledger, out, signals.cancelled, sources)
@@ -259,7 +262,12 @@ async def _run_job(
             sources = Sources(simulator_env(config))
         assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
-        adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+        try:
+            adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+        except RunInterrupted as exc:  # a credential's command was stopped by the signal
+            raise RunInterrupted(
+                f"interrupted by {signals.received}: {exc}. Run the same command again to resume"
+            ) from None
         for notice in notices:
             print(f"warning: {notice}", file=out)
         network = routes(config, todo)
@@ -429,8 +437,10 @@ def describe_stop(config: Config, stop: Stop) -> str:
         )
     if stop.kind is StopKind.PROXY_REFUSED:
         return (
-            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it. Fix "
-            f"the user:password in {stop.setting}, then run the same command again"
+            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it (none "
+            f"is counted as sent). Set the proxy's user:password in {stop.setting} "
+            "(http://USER:PASSWORD@HOST:PORT, percent-encoded), or add the provider's host to "
+            "NO_PROXY if it is to be reached directly, then run the same command again"
         )
     if stop.kind is StopKind.REJECTIONS:
         return (

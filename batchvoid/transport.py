@@ -84,7 +84,7 @@ async def send(
         ) as answer:
             if answer.status == 407 and route.proxy is not None:  # the proxy's answer, not the provider's
                 raise ProxyRefused(_refused(route))
-            body = await answer.content.read(MAX_BODY)
+            body = await _read_body(answer.content)
             headers = secrets.scrub_headers(answer.headers, answer.raw_headers)
             return Response(answer.status, headers, secrets.scrub(body))
     except TimeoutError:
@@ -96,6 +96,19 @@ async def send(
     except aiohttp.ClientError as exc:
         text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
         raise TransportError(text[:300]) from None
+
+
+async def _read_body(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, up to MAX_BODY: `read(n)` gives what has arrived, often one chunk of many."""
+    body = await content.read(MAX_BODY)
+    if content.at_eof() or not body:  # the usual answer: it came whole, in one piece
+        return body
+    parts = [body]
+    size = len(body)
+    while size < MAX_BODY and (part := await content.read(MAX_BODY - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _refused(route: Route) -> str:

@@ -1319,3 +1319,19 @@ def test_serves_again_on_a_new_event_loop_keeping_state() -> None:
     assert anyio.run(void_once) == 200
     assert anyio.run(void_once) == 422
     assert sim.voids_applied[("sellapp", "5")] == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("rate_limit=2000000/1s", "the count must be at most 1,000,000 requests per window"),
+        ("rate_limit=" + "9" * 5000 + "/1s", "the count must be at most 1,000,000"),
+        ("rate_limit=1/" + "9" * 400 + "s", "the period must be from 1ms to 24h"),
+        ("rate_limit=1/1441m", "the period must be from 1ms to 24h"),
+    ],
+)
+def test_an_absurd_simulator_rate_limit_is_refused_as_a_profile_one_is(spec: str, message: str) -> None:
+    """A --fault rate limit past 1,000,000 per window or outside 1 ms..24 h is a clear error, the spec cut short."""
+    with pytest.raises(ValueError, match=message) as caught:
+        SimulatorSettings.from_specs([spec])
+    assert len(str(caught.value)) < 600

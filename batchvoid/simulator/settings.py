@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from batchvoid.models import RateLimit
 from batchvoid.simulator.credentials import PROVIDER_TYPES
 
 RETRY_AFTER_FORMS = ("none", "seconds", "date")
@@ -27,11 +28,13 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
     match = _RATE_LIMIT.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"rate_limit must look like {_RATE_LIMIT_FORMS}, got {text!r}")
-    count = int(match["count"])
+    count = match["count"].lstrip("0") or "0"
     period = float(match["period"] or 1) * (60 if match["unit"] == "m" else 1)
-    if count < 1 or period <= 0:
-        raise ValueError(f"rate_limit needs N >= 1 and T > 0, got {text!r}")
-    return count, period
+    if count == "0" or period <= 0:
+        raise ValueError(f"rate_limit needs N >= 1 and T > 0, got {text[:40]!r}")
+    if problem := RateLimit.problem(count, period):
+        raise ValueError(f"rate_limit {text[:40]!r}: {problem}")
+    return int(count), period
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,8 @@ def _parse_spec(spec: str) -> tuple[tuple[str, ...], dict[str, object]]:
     """One CLI fault spec -> (the providers it names, its field values)."""
 
     def bad(problem: str) -> ValueError:
-        return ValueError(f"fault spec {spec!r}: {problem}")
+        shown = repr(spec) if len(spec) <= 80 else f"{spec[:76]!r}..."
+        return ValueError(f"fault spec {shown}: {problem}")
 
     head, colon, tail = spec.partition(":")
     if colon and "=" not in head:

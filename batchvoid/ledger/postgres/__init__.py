@@ -47,6 +47,7 @@ from batchvoid.ledger.api import (
     Job,
     NewJob,
     NewRun,
+    Rows,
     Run,
     RunEnd,
     WorkerRow,
@@ -54,7 +55,7 @@ from batchvoid.ledger.api import (
 )
 from batchvoid.ledger.location import shown
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
-from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+from batchvoid.models import UNACTED_REDIRECTS, UNDONE, Item, ItemState, RowError, WorkItem
 
 if TYPE_CHECKING:
     import psycopg
@@ -305,12 +306,18 @@ class PostgresLedger:
                 [(job.id, profile, target) for profile, target in targets.items()],
             )
 
-    def touched(self, job: Job) -> set[str]:
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
         with self._sql("cannot read the job's items") as cur:
             cur.execute(
-                "SELECT DISTINCT provider FROM items WHERE job = %s AND state <> 'pending'", (job.id,)
+                "SELECT provider, state, count(*) FROM items WHERE job = %s AND state <> 'pending'"
+                " AND NOT (state = 'failed' AND coalesce(http_status, 0) = ANY(%s))"
+                " GROUP BY provider, state",
+                (job.id, list(UNACTED_REDIRECTS)),
             )
-            return {provider for (provider,) in cur}
+            touched: dict[str, dict[ItemState, int]] = {}
+            for provider, state, n in cur:
+                touched.setdefault(provider, {})[ItemState(state)] = n
+            return touched
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
         with self._sql("cannot read the job's void dates") as cur:
@@ -631,9 +638,7 @@ class PostgresLedger:
             )
             return {(provider, ItemState(state)): n for provider, state, n in cur.fetchall()}
 
-    def items(
-        self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None
-    ) -> Iterator[dict[str, Any]]:
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
         where, params = _job_filter(job, states, run)
         with self._sql("cannot read the job's items") as cur:
             cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only
