@@ -17,14 +17,15 @@ import anyio
 import click
 from rich.console import Console
 
-from batchvoid import __version__, catalog, locations, plan, report
+from batchvoid import __version__, catalog, locations, plan, report, results
 from batchvoid import config as configuration
+from batchvoid.consolelog import LEVELS, ConsoleLog, Format
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import BatchVoidError, ConfigError, LedgerLockedError, RunAborted, RunInterrupted
 from batchvoid.ledger import is_url, open_ledger
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.preflight import RunOptions
-from batchvoid.progress import ProgressOptions
+from batchvoid.progress import MODES, Mode, ProgressOptions
 from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STDOUT_CLOSED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
@@ -49,6 +50,17 @@ def _simulator_settings(faults: tuple[str, ...], seed: int | None, time_scale: f
         raise click.BadParameter(str(exc), param_hint="'--fault'") from None
 
 
+def _exit_status(exc: BatchVoidError) -> int:
+    """The exit status that means `exc`."""
+    if isinstance(exc, LedgerLockedError):
+        return EXIT_LOCKED
+    if isinstance(exc, RunInterrupted):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, RunAborted) and exc.requests:
+        return EXIT_STOPPED
+    return EXIT_USAGE
+
+
 class _Console(Console):
     """rich's Console, but a closed stdout is the command layer's to handle (rich would exit 1)."""
 
@@ -69,13 +81,7 @@ def _stdout_closed() -> NoReturn:
 def _fail(exc: BatchVoidError) -> NoReturn:
     """Print the error as one line (no traceback) and exit with the status that means it."""
     click.echo(f"error: {exc}", err=True)
-    if isinstance(exc, LedgerLockedError):
-        sys.exit(EXIT_LOCKED)
-    if isinstance(exc, RunInterrupted):
-        sys.exit(EXIT_INTERRUPTED)
-    if isinstance(exc, RunAborted) and exc.requests:
-        sys.exit(EXIT_STOPPED)
-    sys.exit(EXIT_USAGE)
+    sys.exit(_exit_status(exc))
 
 
 class _Commands(click.Group):
@@ -267,8 +273,17 @@ def main() -> None:
     "--quiet",
     "-q",
     is_flag=True,
-    help="Show only the final summary: no progress, and on stderr only errors and warnings about "
-    "the run itself (a long pause, a stopped provider, a signal).",
+    help="Show only the final summary: no progress, and on stderr only the start and end lines "
+    "(times, exit status) and the errors and warnings about the run itself (a long pause, a "
+    "stopped provider, a signal).",
+)
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(MODES),
+    default=None,
+    help="How progress shows on stderr: bars (a terminal's), plain lines, or none; auto: bars "
+    "on a terminal, else plain lines.  [default: auto; none with --quiet]",
 )
 @click.option(
     "--progress-interval",
@@ -276,7 +291,65 @@ def main() -> None:
     default=10.0,
     show_default=True,
     metavar="SECONDS",
-    help="Between progress lines when stderr is not a terminal (cron, CI, a pipe).",
+    help="Between plain progress lines (cron, CI, a pipe).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(tuple(LEVELS)),
+    default="info",
+    show_default=True,
+    help="Which log lines show on stderr: debug shows every event the log file gets, each "
+    "item's too; info the run's own events and its warnings (single items' for the first few "
+    "only); warning or error only those. The log file always gets every event.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="The log lines on stderr: for a person, or as the log file's JSON lines (for a log pipeline).",
+)
+@click.option(
+    "--yes",
+    "-y",
+    "assume_yes",
+    is_flag=True,
+    help="Do not ask for confirmation on a terminal (a real run asks there first; off a "
+    "terminal it never asks).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="A canary: send at most N items in this run, then stop (exit 3, the rest left pending).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="Send only to this profile's items (repeatable); the others stay pending (exit 3).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the end-of-run summary as JSON (with a schema_version) instead of the table.",
+)
+@click.option(
+    "--summary-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the end-of-run summary as JSON to this file.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the run's metrics in Prometheus text format to this file, atomically (for "
+    "node_exporter's textfile collector: name it *.prom in its directory); also when the run "
+    "is refused.",
 )
 def run(
     job_file: Path,
@@ -295,17 +368,27 @@ def run(
     dry_run: bool,
     retry_failed: bool,
     quiet: bool,
+    progress_mode: Mode | None,
     progress_interval: float,
+    log_level: str,
+    log_format: Format,
+    assume_yes: bool,
+    limit: int | None,
+    providers: tuple[str, ...],
+    as_json: bool,
+    summary_file: Path | None,
+    metrics_file: Path | None,
 ) -> None:
     """Void every invoice listed in JOB_FILE (CSV or JSONL), resuming where the last run stopped.
 
     \b
     Exit status: 0 every item is void; 1 some items failed at a provider; 2 refused before
-    anything was sent (usage, configuration, job file, credential, ledger or log file); 3
-    stopped with items left (a provider refused the key, rejected item after item or throttled
-    past the pause limits, --max-failures/--max-failure-rate, or a fault such as a full disk);
-    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL); 130
-    interrupted (SIGINT/SIGTERM): run the same command to resume. A rehearsal (--simulate)
+    anything was sent (usage, configuration, job file, credential, ledger or log file, or not
+    confirmed); 3 stopped with items left (--limit or --provider, a provider refused the key,
+    rejected item after item or throttled past the pause limits,
+    --max-failures/--max-failure-rate, or a fault such as a full disk);
+    4 another run holds the job (SQLite), or --max-workers live workers do (PostgreSQL);
+    130 interrupted (SIGINT/SIGTERM): run the same command to resume. A rehearsal (--simulate)
     keeps its own ledger, rehearsal.sqlite.
 
     \b
@@ -313,6 +396,8 @@ def run(
       batchvoid run jobs/example.csv --simulate
       batchvoid run jobs/march.csv --config batchvoid.toml --dry-run
       batchvoid run jobs/march.csv --config batchvoid.toml --retry-failed --quiet
+      batchvoid run jobs/march.csv --config batchvoid.toml --limit 20
+      batchvoid run jobs/march.csv --config batchvoid.toml --yes --metrics-file m.prom
     """
     if (faults or seed is not None) and not simulate:
         raise click.UsageError("--fault and --seed only apply with --simulate")
@@ -327,21 +412,63 @@ def run(
         failure_limits=FailureLimits(max_failures, max_failure_rate),
         retry_failed=retry_failed,
         allow_target_change=allow_target_change,
-        progress=ProgressOptions("quiet" if quiet else "auto", interval_s=progress_interval),
+        progress=ProgressOptions(
+            progress_mode or ("none" if quiet else "auto"), interval_s=progress_interval
+        ),
+        console=ConsoleLog(log_level, log_format, quiet=quiet),
+        command=("batchvoid", *sys.argv[1:]),
+        limit=limit,
+        providers=providers,
         max_workers=max_workers,
     )
     if dry_run:
         _show_plan(options)
+    for option, path in (("--summary-file", summary_file), ("--metrics-file", metrics_file)):
+        if path is not None and (problem := results.writable_problem(path)):
+            raise click.BadParameter(f"{path}: {problem}", param_hint=f"'{option}'")
+    if not (simulate or assume_yes) and sys.stdin.isatty():
+        from batchvoid import confirm
+
+        try:
+            answer = confirm.ask(options, sys.stdin, sys.stderr, retry_failed=retry_failed)
+        except BatchVoidError as exc:
+            _fail(exc)
+        if answer is None:
+            sys.exit(EXIT_USAGE)
+        if not answer:
+            click.echo(
+                "Not confirmed: nothing was sent. Run the same command again to be asked again.", err=True
+            )
+            sys.exit(EXIT_USAGE)
     try:
         report = _run_async(run_job, options)
     except BatchVoidError as exc:
+        if metrics_file is not None:  # a refused or aborted run is what monitoring must see
+            text = results.metrics_text(options.job_name, _exit_status(exc))
+            try:
+                results.write_atomically(metrics_file, text, "metrics file")
+            except BatchVoidError as also:
+                click.echo(f"error: {also}", err=True)
         _fail(exc)
     from batchvoid.summary import render
 
+    summary = results.summary_json(report, ledger=options.ledger)
     try:
-        render(report, _Console(), ledger=options.ledger)
+        if as_json:
+            click.echo(results.summary_text(summary), nl=False)
+        else:
+            render(report, _Console(), ledger=options.ledger)
     except BrokenPipeError:  # the summary has no reader; the exit status still says how the run went
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    try:
+        if summary_file is not None:
+            results.write_atomically(summary_file, results.summary_text(summary), "summary file")
+        if metrics_file is not None:
+            text = results.metrics_text(options.job_name, report.exit_status, report=report)
+            results.write_atomically(metrics_file, text, "metrics file")
+    except BatchVoidError as exc:
+        click.echo(f"error: {exc}; the run itself is recorded in the ledger", err=True)
+        sys.exit(EXIT_STOPPED)
     sys.exit(report.exit_status)
 
 
@@ -394,13 +521,16 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
 JSONL = (".jsonl", ".ndjson")
 
 
-def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoReturn:
+def _show_plan(options: RunOptions, *, retry_failed: bool | None = None, as_json: bool = False) -> NoReturn:
     retry = options.retry_failed if retry_failed is None else retry_failed
     try:
         checked = plan.make(options, os.environ, retry_failed=retry)
     except BatchVoidError as exc:
         _fail(exc)
-    plan.render(checked, _Console(), _Console(stderr=True))
+    if as_json:
+        click.echo(json.dumps(plan.as_json(checked), indent=2))
+    else:
+        plan.render(checked, _Console(), _Console(stderr=True))
     sys.exit(0 if checked.runnable else EXIT_USAGE)
 
 
@@ -408,6 +538,12 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None) -> NoRe
 @job_arguments
 @click.option("--simulate", is_flag=True, help="Plan a rehearsal on the simulator (its test credentials).")
 @click.option("--retry-failed", is_flag=True, help="Count the failed items as to be sent again.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the plan as JSON (with a schema_version), problems included.",
+)
 def plan_command(
     job_file: Path,
     config_path: Path | None,
@@ -416,6 +552,7 @@ def plan_command(
     allow_target_change: bool,
     simulate: bool,
     retry_failed: bool,
+    as_json: bool,
 ) -> None:
     """Check a job and show what a run would do, without sending anything.
 
@@ -442,7 +579,7 @@ def plan_command(
         simulate=simulate,
         allow_target_change=allow_target_change,
     )
-    _show_plan(options, retry_failed=retry_failed)
+    _show_plan(options, retry_failed=retry_failed, as_json=as_json)
 
 
 @main.command()
@@ -484,11 +621,19 @@ def status(ledger: Path | str | None, job_id: str | None, as_json: bool) -> None
     help="Only items in this state (repeatable; pending includes in flight). Default: all.",
 )
 @click.option(
+    "--run",
+    "run_id",
+    default=None,
+    metavar="RUN_ID",
+    help="Only items whose last outcome this run recorded (`batchvoid status --job-id JOB` lists the runs).",
+)
+@click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "jsonl"]),
+    type=click.Choice(["csv", "jsonl", "html"]),
     default=None,
-    help="Default: jsonl when -o ends in .jsonl or .ndjson, csv otherwise.",
+    help="Default: jsonl when -o ends in .jsonl or .ndjson, html for .html or .htm, csv otherwise. "
+    "html is one self-contained page: the job, its runs, a chart, the failure reasons, the items.",
 )
 @click.option(
     "-o",
@@ -501,6 +646,7 @@ def report_command(
     ledger: Path | str | None,
     job_id: str | None,
     states: tuple[str, ...],
+    run_id: str | None,
     fmt: str | None,
     output: Path | None,
 ) -> None:
@@ -518,24 +664,26 @@ def report_command(
       batchvoid run failed.csv --config batchvoid.toml
       batchvoid report --job-id march --format jsonl | jq -c 'select(.http_status == 404)'
     """
-    jsonl = fmt == "jsonl" or (fmt is None and output is not None and output.suffix.lower() in JSONL)
-    chosen: report.Format = "jsonl" if jsonl else "csv"
+    suffix = "" if output is None else output.suffix.lower()
+    by_suffix = "jsonl" if suffix in JSONL else "html" if suffix in (".html", ".htm") else "csv"
+    chosen: report.Format = fmt or by_suffix  # type: ignore[assignment]
     ledger = _ledger(ledger, simulate=False)
     try:
         with open_ledger(ledger, readonly=True) as book:
             job = report.pick_job(book, job_id)
             selected = report.states_for(states)
+            run = report.pick_run(book, job, run_id)
             if output is None:
-                report.write_report(book, job, selected, chosen, sys.stdout)
+                report.write_report(book, job, selected, chosen, sys.stdout, run)
                 return
             try:
                 with output.open("w", encoding="utf-8", newline="") as f:
-                    written = report.write_report(book, job, selected, chosen, f)
+                    written = report.write_report(book, job, selected, chosen, f, run)
             except OSError as exc:
                 raise click.FileError(str(output), exc.strerror) from None
     except BatchVoidError as exc:
         _fail(exc)
-    which = "+".join(states) if states else "all"
+    which = ("+".join(states) if states else "all") + (f", run {run_id}" if run_id else "")
     click.echo(f"{written} items ({which}) of job {job.job_id!r} written to {output}", err=True)
 
 

@@ -9,6 +9,7 @@ BatchVoidError
                      newer schema), a rehearsal or another target's results, a changed job file
     LedgerLockedError  another live run holds the job
   LogFileError       the run's log file cannot be opened or written
+  ResultFileError    the run's summary or metrics file cannot be written
   RunInterrupted     SIGINT or SIGTERM came before the first request: nothing was sent
   RunAborted         a fault (disk full, a lost ledger, an unwritable log, a bug) stopped a run
 ```
@@ -51,6 +52,10 @@ class LedgerLockedError(LedgerError):
 
 class LogFileError(BatchVoidError):
     """Raised when the run's log file cannot be opened or written (permissions, a full disk)."""
+
+
+class ResultFileError(BatchVoidError):
+    """Raised when the run's --summary-file or --metrics-file cannot be written."""
 
 
 class RunInterrupted(BatchVoidError):

@@ -1,8 +1,9 @@
 """Structured logs: JSON lines to the run's log file, a readable rendering on stderr.
 
 Every event goes to the file; the console shows run-level events and problems only, so a
-million-item run does not print a million lines. No event ever carries a credential: the
-engine never logs headers, and a last processor blanks any key that looks like a secret.
+million-item run does not print a million lines (`consolelog` says which, and in what form).
+No event ever carries a credential: the engine never logs headers, and a last processor blanks
+any key that looks like a secret.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from batchvoid.consolelog import ConsoleLog
 from batchvoid.errors import LogFileError, os_cause
 
 _SECRET_KEYS = frozenset(
@@ -34,9 +36,6 @@ _SECRET_KEYS = frozenset(
         "salt",
     }
 )
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-# Per-item events go to the file only; run-level ones also to the console.
-CONSOLE_EVENTS = frozenset({"run.started", "run.finished", "job.ingested", "job.resumed", "job.redriven"})
 
 
 def default_log_path(ledger: Path | str, job_id: str) -> Path:
@@ -69,26 +68,31 @@ def _redact(event: EventDict) -> None:
 class _Console:
     """A processor that also renders chosen events to a console stream, then passes them on.
 
-    A stream with a true `run_level_only` attribute (--quiet's) gets only the warnings and
-    errors about the run, none about one item (`void.*`). A traceback goes to the file only.
+    Which, and as what, `consolelog.ConsoleLog` says. A traceback goes to the file only.
     """
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO | None, options: ConsoleLog) -> None:
         self._stream = stream
-        self._run_level_only = bool(getattr(stream, "run_level_only", False))
+        self._chooser = options.chooser()
+        self._json = options.format == "json"
         colors = bool(stream is not None and stream.isatty())
         self._render = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        if self._stream is not None and self._shows(name, str(event.get("event"))):
-            line = self._render(logger, name, {k: v for k, v in event.items() if k != "exc_info"})
-            print(line, file=self._stream, flush=True)
+        if self._stream is None:
+            return event
+        if self._chooser.shows(name, str(event.get("event"))):
+            self._print(logger, name, {k: v for k, v in event.items() if k != "exc_info"})
+        elif (note := self._chooser.note) is not None:
+            self._chooser.note = None
+            context = {k: event[k] for k in ("job_id", "run_id") if k in event}
+            self._print(logger, "info", {**context, "note": note, "event": "console.items_hidden",
+                                         "level": "info", "timestamp": event["timestamp"]})  # fmt: skip
         return event
 
-    def _shows(self, level: str, event: str) -> bool:
-        if self._run_level_only:
-            return _LEVELS.get(level, 20) >= logging.WARNING and not event.startswith("void.")
-        return _LEVELS.get(level, 20) >= logging.WARNING or event in CONSOLE_EVENTS
+    def _print(self, logger: WrappedLogger, name: str, event: EventDict) -> None:
+        line = orjson.dumps(event, default=str).decode() if self._json else self._render(logger, name, event)
+        print(line, file=self._stream, flush=True)
 
 
 class _Render:
@@ -96,8 +100,8 @@ class _Render:
     run writes a line per item): level, timestamp, redaction, the console, a traceback as text
     for the file only, and the JSON line."""
 
-    def __init__(self, console: TextIO | None) -> None:
-        self._console = _Console(console)
+    def __init__(self, console: TextIO | None, options: ConsoleLog) -> None:
+        self._console = _Console(console, options)
         self._stamp = _Stamp()
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> bytes:
@@ -151,8 +155,10 @@ class _FileSink:
 
 
 @contextmanager
-def open_log(path: Path, *, console: TextIO | None, **context: Any) -> Iterator[Any]:
-    """A bound structlog logger writing JSON lines to `path`; closes the file on exit.
+def open_log(
+    path: Path, *, console: TextIO | None, console_log: ConsoleLog | None = None, **context: Any
+) -> Iterator[Any]:
+    """A bound structlog logger writing JSON lines to `path` (and some to `console`); closes the file on exit.
 
     The directory must exist: a missing one is an error, never created (it may be a volume
     that is not mounted).
@@ -165,7 +171,7 @@ def open_log(path: Path, *, console: TextIO | None, **context: Any) -> Iterator[
     try:
         logger = structlog.wrap_logger(
             sink,
-            processors=[_Render(console)],
+            processors=[_Render(console, console_log or ConsoleLog())],
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
             context_class=dict,
         )

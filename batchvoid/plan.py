@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -156,6 +157,38 @@ def _plan(
         warnings=(*(line.removeprefix("warning: ") for line in warnings.splitlines()), *notices),
         config=config.path,
     )
+
+
+PLAN_SCHEMA_VERSION = 1
+
+
+def as_json(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data (`plan --json`); fields are only added under one schema_version."""
+    slowest = plan.slowest
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "job_id": plan.job_id,
+        "job_file": str(plan.job_file),
+        "known": plan.known,
+        "config": plan.config,
+        "runnable": plan.runnable,
+        "problems": list(plan.problems),
+        "warnings": list(plan.warnings),
+        "to_send": sum(lane.to_send for lane in plan.lanes),
+        "estimate_s": None if slowest is None else slowest.duration_s,
+        "lanes": [
+            {
+                "provider": lane.provider,
+                "items": lane.items,
+                "duplicates": lane.duplicates,
+                "finished": lane.finished,
+                "to_send": lane.to_send,
+                "rate_limits": [str(limit) for limit in lane.rate_limits],
+                "estimate_s": lane.duration_s,
+            }
+            for lane in plan.lanes
+        ],
+    }
 
 
 def _limit_text(lane: LanePlan) -> str:

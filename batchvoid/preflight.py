@@ -21,6 +21,7 @@ from typing import Any, TextIO, TypeVar
 from batchvoid import config as configuration
 from batchvoid import jobfile, locations
 from batchvoid.config import Config, Profile
+from batchvoid.consolelog import ConsoleLog
 from batchvoid.credentials import Reader
 from batchvoid.engine import FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
@@ -52,6 +53,10 @@ class RunOptions:
     retry_failed: bool = False  # put failed items back to pending first (redrive)
     allow_target_change: bool = False  # resume although a profile's base URL or account changed
     progress: ProgressOptions = field(default_factory=ProgressOptions)
+    console: ConsoleLog = field(default_factory=ConsoleLog)  # which log lines reach stderr
+    command: tuple[str, ...] = ()  # the command line, for the run's record; default: sys.argv
+    limit: int | None = None  # a canary: send at most this many items in this run
+    providers: tuple[str, ...] = ()  # send only to these profiles (empty: every one)
     max_workers: int | None = None  # PostgreSQL: refuse to join a job with this many live workers
 
     @property

@@ -2,15 +2,17 @@
 
 A task next to the engine polls its lanes (what each has finished, failed, whether it is
 throttled or stopped) and draws them; it only reads them. On a terminal that is one `rich`
-bar per provider; under cron, CI or a pipe it is one line of plain text every interval, with
-no control characters; `--quiet` shows neither, and of the console log lines only the
-warnings and errors about the run itself (a long pause, a stopped lane), none about an item.
+bar per provider (`--progress bars`); under cron, CI or a pipe it is one short line of plain
+text every interval, with the wall-clock time and no control characters (`plain`); `none`
+(and `--quiet`, unless `--progress` says otherwise) shows neither. Which log lines reach the
+console is `consolelog`'s business.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +27,9 @@ from rich.text import Text
 from batchvoid.models import UNDONE, ItemState, RateLimit, Stop
 from batchvoid.pace import SYSTEM_CLOCK, estimate_s
 
-Mode = Literal["auto", "live", "lines", "quiet", "off"]
+Mode = Literal["auto", "bars", "plain", "none"]
+MODES: tuple[Mode, ...] = ("auto", "bars", "plain", "none")
+LANES_SHOWN = 2  # providers named on a plain line, the ones to watch first: it stays short
 RATE_WINDOW_S = 30.0  # rate and ETA follow the last half minute, so they recover after a throttle
 _HALTED = ("stopped", "stopping")  # lanes that send nothing more in this run
 
@@ -34,12 +38,11 @@ _HALTED = ("stopped", "stopping")  # lanes that send nothing more in this run
 class ProgressOptions:
     """How a run shows its progress.
 
-    `auto` draws live bars when the stream is a terminal and plain lines otherwise; `quiet`
-    shows nothing and lets only the log's warnings and errors about the run onto the console;
-    `off` (the library default) shows nothing but leaves the console log lines as they are.
+    `auto` draws live bars when the stream is a terminal and plain lines otherwise; `none`
+    (the library default) shows nothing.
     """
 
-    mode: Mode = "off"
+    mode: Mode = "none"
     interval_s: float = 10.0  # between plain lines
     refresh_s: float = 0.25  # between redraws of the live bars
 
@@ -137,9 +140,6 @@ class Tracker:
         # Per provider: (time, items finished in this run) samples within the rate window.
         self._samples = {p: deque([(self.started, 0)]) for p in self._total}
 
-    def elapsed_s(self) -> float:
-        return self._clock() - self.started
-
     def poll(self, engine: Watched) -> list[LaneProgress]:
         now = self._clock()
         rows = []
@@ -222,23 +222,29 @@ def _total(rows: list[LaneProgress]) -> LaneProgress:
     )
 
 
-def progress_line(rows: list[LaneProgress], elapsed_s: float) -> str:
-    """One plain-text line: the whole job, then each provider still at work."""
+def progress_line(rows: list[LaneProgress], at: float) -> str:
+    """One short plain-text line at wall-clock time `at` (Unix): the whole job, then the lanes to watch.
+
+    At most LANES_SHOWN providers still at work are named, those throttled or stopped first,
+    then those with the most left; the rest are counted.
+    """
     total = _total(rows)
     percent = 100 * total.done // total.total if total.total else 100
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     parts = [
-        f"progress {format_duration(elapsed_s)}: {total.done}/{total.total} items done ({percent}%), "
+        f"{stamp} progress {total.done}/{total.total} done ({percent}%), "
         f"{_rate(total.rate)}, ETA {_eta(job_eta_s(rows))}, {total.failed} failed"
     ]
-    for row in rows:
-        if row.state == "done":
-            continue
-        text = f"{row.provider} {row.done}/{row.total} {_rate(row.rate)}"
+    busy = sorted((row for row in rows if row.state != "done"), key=lambda row: (not row.state, -row.left))
+    for row in busy[:LANES_SHOWN]:
+        text = f"{row.provider} {row.done}/{row.total}"
         if row.failed:
             text += f" {row.failed} failed"
         if row.state:
             text += f" {row.state}"
         parts.append(text)
+    if len(busy) > LANES_SHOWN:
+        parts.append(f"{len(busy) - LANES_SHOWN} more")
     return " | ".join(parts)
 
 
@@ -261,20 +267,15 @@ class Display:
         self.options = options
         mode = options.mode
         if mode == "auto":
-            mode = "live" if stream.isatty() else "lines"
+            mode = "bars" if stream.isatty() else "plain"
         self.mode: Mode = mode
         self._stream = stream
         self._console = console or Console(file=stream)
-        # Where console log lines go: when quiet, only those about the run. A line written
-        # straight to the terminal would land inside the live bars and garble them; printed
-        # through the live console it appears above them instead.
         self._job = JobTotals(None)
-        self.log_stream: TextIO | None = (
-            cast(TextIO, _RunLevelOnly(stream))
-            if mode == "quiet"
-            else cast(TextIO, _AboveLive(self._console, stream))
-            if mode == "live"
-            else stream
+        # Where console log lines go. A line written straight to the terminal would land inside
+        # the live bars and garble them; printed through the live console it appears above them.
+        self.log_stream: TextIO = (
+            cast(TextIO, _AboveLive(self._console, stream)) if mode == "bars" else stream
         )
 
     @asynccontextmanager
@@ -289,7 +290,7 @@ class Display:
         `job_counts` reads the whole job's counts from the ledger: when other workers share the
         job, the display shows the job's totals as well as this run's own.
         """
-        if self.mode not in ("live", "lines") or not counts:
+        if self.mode not in ("bars", "plain") or not counts:
             yield
             return
         tracker = Tracker(counts)
@@ -310,7 +311,7 @@ class Display:
 
     async def _watch(self, engine: Watched, tracker: Tracker) -> None:
         try:
-            await (self._live if self.mode == "live" else self._lines)(engine, tracker)
+            await (self._live if self.mode == "bars" else self._lines)(engine, tracker)
         except Exception as exc:  # a display bug must never stop a run that is voiding invoices
             print(f"progress display stopped: {exc!r}", file=self._stream, flush=True)
 
@@ -318,7 +319,7 @@ class Display:
         while True:
             await anyio.sleep(self.options.interval_s)
             rows = tracker.poll(engine)
-            line = progress_line(rows, tracker.elapsed_s())
+            line = progress_line(rows, time.time())
             if (shared := self._job.text(rows)) is not None:
                 line += f" | {shared}"
             print(line, file=self._stream, flush=True)
@@ -396,11 +397,11 @@ class JobTotals:
             await anyio.sleep(self.EVERY_S)
 
     def text(self, rows: Sequence[LaneProgress]) -> str | None:
-        """'job (all workers): D/T done', when others did part of the job; None when this run did it all."""
+        """'all workers: D/T done', when others did part of the job; None when this run did it all."""
         if self.done is None or self.done <= _total(list(rows)).done:
             return None
         percent = 100 * self.done // self.total if self.total else 100
-        return f"job (all workers): {self.done}/{self.total} done ({percent}%)"
+        return f"all workers: {self.done}/{self.total} done ({percent}%)"
 
 
 class _AboveLive(io.TextIOBase):
@@ -422,24 +423,3 @@ class _AboveLive(io.TextIOBase):
         for line in lines:
             self._console.print(Text.from_ansi(line))
         return len(text)
-
-
-class _RunLevelOnly(io.TextIOBase):
-    """The console stream of --quiet: the log puts only warnings and errors about the run on it."""
-
-    run_level_only = True  # read by the log's console processor
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        return self._stream.write(text)
-
-    def flush(self) -> None:
-        self._stream.flush()

@@ -21,13 +21,13 @@ from rich.table import Table
 from rich.text import Text
 
 from batchvoid.errors import LedgerError
-from batchvoid.ledger import Holder, Job, Ledger
+from batchvoid.ledger import Holder, Job, Ledger, Run
 from batchvoid.ledger.api import WorkerRow
 from batchvoid.ledger.sqlite.lock import pid_alive
 from batchvoid.models import DONE, UNDONE, ItemState
 from batchvoid.summary import counts_table
 
-Format = Literal["csv", "jsonl"]
+Format = Literal["csv", "jsonl", "html"]
 STATE_CHOICES = ("failed", "pending", "voided", "already_void", "all")
 REASONS_SHOWN = 5
 # A report row: the job file's own fields first, then what became of the item.
@@ -84,6 +84,7 @@ class JobStatus:
     attempts: int
     reasons: Sequence[tuple[str, str, int]]  # (provider, reason, items), most frequent first
     holder: Holder | None  # the run recorded as holding the job, if any
+    runs: Sequence[Run] = ()  # its run records, oldest first
     workers: Sequence[WorkerRow] = ()  # on a shared ledger: every worker that joined the job
 
     @classmethod
@@ -94,6 +95,7 @@ class JobStatus:
             attempts=ledger.attempt_count(job),
             reasons=ledger.failure_reasons(job, reasons),
             holder=ledger.lock_holder(job.job_id),
+            runs=ledger.runs(job),
             workers=ledger.workers(job.job_id),
         )
 
@@ -137,8 +139,31 @@ class JobStatus:
                 {"provider": provider, "reason": reason, "items": n} for provider, reason, n in self.reasons
             ],
             "running": self.running(),
+            "run_records": [run_json(run) for run in self.runs],
             **({"workers": [asdict(w) for w in self.workers]} if self.workers else {}),
         }
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A run's record as JSON-ready data; the end fields are null while it runs or if it died."""
+    new, end = run.new, run.end
+    return {
+        "run_id": run.run_id,
+        "user": new.user,
+        "host": new.host,
+        "pid": new.pid,
+        "version": new.version,
+        "command": new.command,
+        "simulated": new.simulated,
+        "targets": dict(new.targets),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "exit_status": None if end is None else end.exit_status,
+        "counts": None if end is None else end.counts,
+        "requests": None if end is None else end.requests,
+        "throttled": None if end is None else end.throttled,
+        "alive": None if end is not None else run.alive,
+    }
 
 
 def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
@@ -148,7 +173,7 @@ def status_json(ledger: Ledger, job_id: str | None) -> dict[str, Any]:
     jobs = []
     for job in ledger.jobs():
         brief = JobStatus.read(ledger, job, reasons=0).as_json()
-        del brief["counts"], brief["failure_reasons"]
+        del brief["counts"], brief["failure_reasons"], brief["run_records"]
         jobs.append(brief)
     return {"ledger": ledger.location, "jobs": jobs}
 
@@ -222,12 +247,69 @@ def render_job(status: JobStatus, console: Console) -> None:
     if status.workers:
         console.print(workers_table(status.workers))
     console.print(counts_table(status.counts))
+    if status.runs:
+        render_runs(status.runs, console)
     if status.reasons:
         console.print("Top failure reasons:")
         width = max(len(str(n)) for _, _, n in status.reasons)
         for provider, reason, n in status.reasons:
             line = f"  {n:>{width}}  {provider}: {reason or '(no reason)'}"
             console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def render_runs(runs: Sequence[Run], console: Console) -> None:
+    """The job's runs, one line each: who, when, real or rehearsal, how it ended."""
+    table = Table(title="Runs (times UTC)", title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("by", no_wrap=True)
+    table.add_column("kind")
+    for name in ("exit", "sent", "429s"):
+        table.add_column(name, justify="right")
+    for run in runs:
+        end = run.end
+        took = "-"
+        if end is not None and run.finished_at is not None:
+            seconds = dt.datetime.fromisoformat(run.finished_at) - dt.datetime.fromisoformat(run.started_at)
+            took = f"{seconds.total_seconds():.1f}s"
+        table.add_row(
+            run.run_id,
+            _when(run.started_at).removesuffix(" UTC"),
+            took,
+            Text(f"{run.new.user}@{run.new.host}:{run.new.pid}"),
+            "sim" if run.new.simulated else "real",
+            run_exit(run, last=run is runs[-1]),
+            "-" if end is None else str(sum(end.requests.values())),
+            "-" if end is None else str(sum(end.throttled.values())),
+        )
+    console.print(table)
+    console.print(
+        "The items a run finished: batchvoid report --job-id JOB --run RUN_ID", highlight=False, markup=False
+    )
+
+
+def run_exit(run: Run, *, last: bool) -> str:
+    """A run's exit status; with no end, whether it runs ('-' when the ledger cannot tell) or died."""
+    if run.end is not None:
+        return str(run.end.exit_status)
+    if run.alive is None:  # one run per job (SQLite): only the last one may still be running
+        return "-" if last else "died"
+    return "running" if run.alive else "died"
+
+
+def pick_run(ledger: Ledger, job: Job, run_id: str | None) -> str | None:
+    """`run_id` if it is one of the job's runs; None stays None (every item)."""
+    if run_id is None:
+        return None
+    known = [run.run_id for run in ledger.runs(job)]
+    if run_id not in known:
+        listed = ", ".join(known[-5:]) or "none recorded"
+        raise LedgerError(
+            f"{ledger.location}: job {job.job_id!r} has no run {run_id!r} (its last runs: {listed}); "
+            f"`batchvoid status --job-id {job.job_id}` lists them"
+        )
+    return run_id
 
 
 def workers_table(workers: Sequence[WorkerRow]) -> Table:
@@ -283,14 +365,23 @@ def report_columns(metadata_keys: Sequence[str]) -> list[tuple[str, str | None]]
 
 
 def write_report(
-    ledger: Ledger, job: Job, states: Collection[ItemState] | None, fmt: Format, out: TextIO
+    ledger: Ledger,
+    job: Job,
+    states: Collection[ItemState] | None,
+    fmt: Format,
+    out: TextIO,
+    run: str | None = None,
 ) -> int:
-    """Write one row per item of `job` (in `states`) to `out`; returns how many.
+    """Write one row per item of `job` (in `states`; whose last outcome `run` wrote) to `out`.
 
-    The rows' cursor is closed here, however the writing ends (a closed stdout): never after
-    the ledger, when closing it would fail as the program exits.
+    Returns how many. The rows' cursor is closed here, however the writing ends (a closed
+    stdout): never after the ledger, when closing it would fail as the program exits.
     """
-    with contextlib.closing(ledger.items(job, states)) as rows:
+    if fmt == "html":
+        from batchvoid.htmlreport import write_html
+
+        return write_html(ledger, job, states, out, run)
+    with contextlib.closing(ledger.items(job, states, run)) as rows:
         if fmt == "jsonl":
             return _write_jsonl(rows, out)
         columns = report_columns(ledger.metadata_keys(job, states))

@@ -8,13 +8,14 @@ run rehearses on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -24,11 +25,13 @@ from typing import Any, TextIO
 
 import anyio
 
+from batchvoid import audit
+from batchvoid.canary import LimitedQueue
 from batchvoid.config import Config
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
 from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAborted, RunInterrupted
-from batchvoid.ledger import Ingest, Job, Ledger, open_ledger
+from batchvoid.ledger import Ingest, Job, Ledger, Run, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
 from batchvoid.network import route, tls_context
@@ -46,7 +49,8 @@ EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a tool killed writing to a closed pipe
-FAILURES_SHOWN = 10
+FAILURES_SHOWN = 5  # failed items the summary names; the rest it counts by reason
+REASONS_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +65,11 @@ class RunReport:
     stopped: tuple[str, ...]
     log_file: Path
     failures: tuple[tuple[str, str, str], ...] = ()  # the first few (provider, invoice, reason)
+    reasons: tuple[tuple[str, str, int], ...] = ()  # (provider, reason, items), most frequent first
     interrupted: bool = False  # by SIGINT or SIGTERM
     finished: int = 0  # items that reached a final state in this run
+    run: Run | None = None  # this run's record, ended
+    runs: tuple[Run, ...] = ()  # the job's run records, oldest first, this run's among them
 
     @property
     def exit_status(self) -> int:
@@ -161,14 +168,20 @@ async def _run(
     """Own the run's files (ledger, lock, log) and turn any fault into one error line."""
     log_file = options.log_file or default_log_path(options.ledger, options.job_name)
     display = Display(options.progress, out)
-    sent = _Sent()
+    sent = _Sent(run_id=audit.new_run_id())
     try:
         with (
             open_ledger(options.ledger) as ledger,
             ledger.guard(
                 options.job_name, out=out, max_workers=options.max_workers, stopping=signals.cancelled
             ),
-            open_log(log_file, console=display.log_stream, job_id=options.job_name) as log,
+            open_log(
+                log_file,
+                console=display.log_stream,
+                console_log=options.console,
+                job_id=options.job_name,
+                run_id=sent.run_id,
+            ) as log,
         ):
             try:
                 return await _run_job(
@@ -186,9 +199,14 @@ async def _run(
 
 @dataclass(slots=True)
 class _Sent:
-    """The engine, once there is one: how many requests the run sent, for a fault's exit status."""
+    """The run's id, and its engine once there is one: how many requests the run sent."""
 
+    run_id: str
     engine: Engine | None = None
+
+    @property
+    def by_provider(self) -> dict[str, int]:
+        return {} if self.engine is None else {n: lane.requests for n, lane in self.engine.lanes.items()}
 
     @property
     def requests(self) -> int:
@@ -208,6 +226,11 @@ async def _run_job(
     sent: _Sent,
 ) -> RunReport:
     started = time.monotonic()
+    if unknown := sorted(set(options.providers) - set(config.profiles)):
+        raise ConfigError(
+            f"--provider {unknown[0]!r}: no such profile in {config.path} (configured: "
+            f"{', '.join(config.profiles)}); nothing was sent"
+        )
     # One reader for the run: a credential's file is read, and its command run, once.
     sources = (
         None if options.simulate else Sources(os.environ if env is None else env, cancelled=signals.cancelled)
@@ -233,6 +256,8 @@ async def _run_job(
     recorded = None if ingest is None or ingest.void_dates is None else _recorded(ingest.void_dates)
     counts = ledger.counts(job) if recorded is None else recorded[0]
     todo = sorted({provider for (provider, state) in counts if not state.is_final})
+    held = [name for name in todo if options.providers and name not in options.providers]
+    todo = [name for name in todo if name not in held]
     async with AsyncExitStack() as stack:
         if options.simulate:
             base_url = await stack.enter_async_context(_simulator(options.simulator))
@@ -269,9 +294,10 @@ async def _run_job(
         )
         if redriven:
             log.info("job.redriven", items=sum(redriven.values()), by_provider=redriven)
+        queue = ledger if options.limit is None else LimitedQueue(ledger, options.limit)
         engine = Engine(
             job=job,
-            queue=ledger,
+            queue=queue,
             adapters=adapters,
             profiles=config.profiles,
             log=log,
@@ -292,21 +318,29 @@ async def _run_job(
         scope = anyio.CancelScope()
         signals.attach(engine, scope, grace, display.log_stream or out)
         sent.engine = engine
+        record = ledger.begin_run(
+            job,
+            audit.new_run(
+                sent.run_id, options.command or sys.argv, simulated=options.simulate, targets=sends_to
+            ),
+        )
         try:
-            ledger.start_run(job)
             shared = bool(ledger.workers(job.job_id))  # other workers may do part of the job
             async with display.watching(engine, counts, partial(ledger.counts, job) if shared else None):
                 with scope:
                     await engine.run()
-            ledger.finish_run(job)
         except Exception as exc:
+            aborted = _aborted(exc, log, log_file, sent.requests)
             with contextlib.suppress(BatchVoidError):  # the ledger may be what failed
-                ledger.finish_run(job)
-            raise _aborted(exc, log, log_file, sent.requests) from exc
+                status = EXIT_STOPPED if sent.requests else EXIT_USAGE
+                ledger.end_run(job, record, audit.run_end(status, ledger.counts(job), sent.by_provider))
+            raise aborted from exc
         interrupted = signals.received is not None
+        ended = ledger.counts(job)
+        left = any(not state.is_final for (_, state), n in ended.items() if n)
         report = RunReport(
             job=job,
-            counts=ledger.counts(job),
+            counts=ended,
             ingest=ingest,
             requests=sent.requests,
             finished=sum(sum(lane.outcomes.values()) for lane in engine.lanes.values()),
@@ -316,21 +350,46 @@ async def _run_job(
                 for stop in [lane.stopped for lane in engine.lanes.values()]
                 + [None if interrupted else engine.halted]
                 if stop is not None
-            ),
+            )
+            + (_held_back(options, queue, held) if left else ()),
             interrupted=interrupted,
             log_file=log_file,
             failures=tuple(
                 (row["provider"], row["invoice_id"], row["reason"] or "")
                 for row in islice(ledger.items(job, UNDONE), FAILURES_SHOWN)
             ),
+            reasons=tuple(ledger.failure_reasons(job, REASONS_SHOWN)),
         )
+        record = ledger.end_run(
+            job, record, audit.run_end(report.exit_status, report.counts, sent.by_provider)
+        )
+        assert record.end is not None
+        report = dataclasses.replace(report, run=record, runs=tuple(ledger.runs(job)))
         log.info(
             "run.finished",
             requests=report.requests,
             elapsed_s=round(report.elapsed_s, 3),
             exit_status=report.exit_status,
+            counts=record.end.counts,
+            throttled=record.end.throttled,
         )
         return report
+
+
+def _held_back(options: RunOptions, queue: object, held: Sequence[str]) -> tuple[str, ...]:
+    """The stops a canary or a --provider run makes on purpose, in words."""
+    stops = []
+    if isinstance(queue, LimitedQueue) and queue.taken >= queue.limit:
+        stops.append(
+            f"--limit {queue.limit}: this run sent its {queue.limit} items and left the rest "
+            "pending; run the same command again (with or without --limit) to send more"
+        )
+    if held:
+        stops.append(
+            f"--provider {' --provider '.join(options.providers)}: the items of {', '.join(held)} "
+            "were left pending; a run without --provider (or naming them) sends them"
+        )
+    return tuple(stops)
 
 
 def _adapters(

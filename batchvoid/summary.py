@@ -96,8 +96,16 @@ def render(report: RunReport, console: Console, *, ledger: Path | str = DEFAULT_
             line = f"  {provider} {invoice_id}: {reason}"
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         if failed > len(report.failures):
-            more = f"  ... and {failed - len(report.failures)} more (see {report.log_file})"
-            console.print(more, markup=False)
+            console.print(
+                f"  ... and {failed - len(report.failures)} more. Failed items by reason:", markup=False
+            )
+            width = max(len(str(n)) for _, _, n in report.reasons)
+            for provider, reason, n in report.reasons:
+                line = f"  {n:>{width}}  {provider}: {reason or '(no reason)'}"
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+            counted = sum(n for _, _, n in report.reasons)
+            if failed > counted:
+                console.print(f"  {failed - counted:>{width}}  for other reasons", highlight=False)
     console.print("Next:", style="bold")
     if left:
         why = "fix what stopped it (above), then " if report.stopped else ""

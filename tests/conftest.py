@@ -81,8 +81,12 @@ def sim_config(base_url: str, limits: Mapping[str, Sequence[str]] | None = None,
 async def run_on(
     config: Config, job_file: Path, tmp_path: Path, *, out: io.StringIO | None = None, **options: Any
 ) -> RunReport:
-    """Run a job for real against the simulator the config points at, with its credentials."""
-    opts = RunOptions(job_file=job_file, ledger=tmp_path / "ledger.sqlite", retry=FAST_RETRY, **options)
+    """Run a job for real against the simulator the config points at, with its credentials.
+
+    The ledger is `tmp_path`'s ledger.sqlite unless `ledger=` names another (a PostgreSQL URL).
+    """
+    options.setdefault("ledger", tmp_path / "ledger.sqlite")
+    opts = RunOptions(job_file=job_file, retry=FAST_RETRY, **options)
     return await run(opts, out=out or io.StringIO(), env=simulator_env(config), config=config)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from batchvoid.ledger.sqlite import SCHEMA_VERSION
 from tests.conftest import BATCHVOID, job
 from tests.test_crash import PROVIDERS, states, unlimited_config, wait_for
 
@@ -249,6 +250,9 @@ def test_an_older_ledger_is_upgraded_in_place_and_keeps_its_jobs(tmp_path: Path)
     with sqlite3.connect(ledger) as db:  # what batchvoid 0.1 wrote: schema 1
         db.execute("DROP TABLE targets")
         db.execute("ALTER TABLE jobs DROP COLUMN simulated")
+        db.execute("DROP TABLE runs")
+        db.execute("ALTER TABLE items DROP COLUMN run")
+        db.execute("ALTER TABLE attempts DROP COLUMN run")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.close()
     status = subprocess.run(
@@ -261,7 +265,7 @@ def test_an_older_ledger_is_upgraded_in_place_and_keeps_its_jobs(tmp_path: Path)
     assert again.returncode == 0, again.stderr
     assert "0 requests" in again.stdout
     with sqlite3.connect(ledger) as db:
-        assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
         assert db.execute("SELECT simulated FROM jobs").fetchone() == (1,)
     db.close()
 

@@ -201,23 +201,29 @@ def test_progress_off_a_terminal_is_plain_lines(runner: CliRunner, tmp_path: Pat
     args += ["--fault", "latency_ms=25", "--progress-interval", "0.02"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("progress ")]
+    lines = [line for line in result.stderr.splitlines() if " progress " in line]
     assert len(lines) >= 2
     assert re.fullmatch(
-        r"progress 0:00: \d+/60 items done \(\d+%\), [\d.]+/s, ETA \S+, 0 failed( \| .+)?", lines[-1]
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ progress \d+/60 done \(\d+%\), [\d.]+/s, ETA \S+, 0 failed"
+        r"( \| [a-z]+ \d+/12( \w+)?){0,2}( \| \d more)?",
+        lines[-1],
     )
+    assert all(len(line) <= 120 for line in lines)  # five lanes, and still a short line
     assert not CONTROL.search(result.stderr)
     assert not CONTROL.search(result.stdout)
 
 
-def test_quiet_shows_only_the_summary(runner: CliRunner, tmp_path: Path) -> None:
-    """--quiet prints no log lines and no progress: stderr stays empty, the summary is on stdout."""
+def test_quiet_shows_the_start_and_end_lines_and_the_summary(runner: CliRunner, tmp_path: Path) -> None:
+    """--quiet prints no progress and no item's line: on stderr only the start and end with times and the exit status."""
     args = ["run", example(tmp_path), "--simulate", "--config", fast_config(tmp_path), "--quiet"]
     result = runner.invoke(main, [*args, "--progress-interval", "0.01", "--fault", "latency_ms=20"])
     assert result.exit_code == 1
-    assert result.stderr == ""
+    start, end = result.stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+    assert re.match(rf"{stamp} \[info +\] run\.started .* items=17 ", start)
+    assert re.match(rf"{stamp} \[info +\] run\.finished .* exit_status=1 ", end)
     assert "17 items recorded" in result.stdout
-    assert "run.started" in (tmp_path / "example.csv.log").read_text()
+    assert "void.failed" in (tmp_path / "example.csv.log").read_text()
 
 
 def test_summary_says_what_to_do_next(runner: CliRunner, tmp_path: Path) -> None:
@@ -254,7 +260,7 @@ async def test_live_display_renders_bars_with_lane_states() -> None:
     """On a terminal: one bar per provider with done/total, failures, 'throttled' and 'stopped'; logs above."""
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)
-    display = Display(ProgressOptions("live", refresh_s=0.005), buffer, console=console)
+    display = Display(ProgressOptions("bars", refresh_s=0.005), buffer, console=console)
     counts = {
         ("rapyd", ItemState.PENDING): 4,
         ("maple", ItemState.PENDING): 3,
@@ -288,10 +294,10 @@ def test_tracker_rate_and_eta_follow_a_moving_clock() -> None:
     a, b = tracker.poll(engine)
     assert (a.rate, a.eta_s, b.rate, b.eta_s) == (5.0, 10.0, 0.5, 10.0)
     engine.lanes["b"].stopped = "b: refused"
-    line = progress_line(tracker.poll(engine), tracker.elapsed_s())
+    line = progress_line(tracker.poll(engine), 1_796_000_000.9)
     assert (
         line
-        == "progress 0:10: 55/110 items done (50%), 5.5/s, ETA 0:10, 0 failed | a 50/100 5.0/s | b 5/10 0.5/s stopped"
+        == "2026-11-30T00:53:20Z progress 55/110 done (50%), 5.5/s, ETA 0:10, 0 failed | b 5/10 stopped | a 50/100"
     )
 
 

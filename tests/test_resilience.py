@@ -15,10 +15,10 @@ import anyio
 import pytest
 
 from batchvoid.config import Config, Settings, from_dict
+from batchvoid.consolelog import ConsoleLog
 from batchvoid.engine import FailureLimits
 from batchvoid.errors import ConfigError, LedgerError, RunAborted
 from batchvoid.models import Item, ItemState, Request
-from batchvoid.progress import ProgressOptions
 from batchvoid.providers import Adapter
 from batchvoid.run import EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import Simulator, SimulatorSettings
@@ -228,7 +228,7 @@ async def test_a_long_pause_is_a_warning_on_the_quiet_console(
             job(tmp_path, rows),
             tmp_path,
             out=out,
-            progress=ProgressOptions("quiet"),
+            console=ConsoleLog(quiet=True),
         )
     assert report.counts[("campfire", ItemState.VOIDED)] == 3
     lines = out.getvalue().splitlines()
@@ -237,8 +237,14 @@ async def test_a_long_pause_is_a_warning_on_the_quiet_console(
     assert all(e["level"] == "warning" and e["provider"] == "campfire" for e in paused)
     until = dt.datetime.strptime(str(paused[0]["until"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert before <= until <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
-    assert len(lines) == len(paused)
-    assert all(re.search(r"lane\.paused .*provider=campfire pause_s=\d+ until=\S+Z$", line) for line in lines)
+    assert [line.split("] ")[1].split()[0] for line in lines] == [
+        "run.started",
+        *(["lane.paused"] * len(paused)),
+        "run.finished",
+    ]
+    assert all(
+        re.search(r"lane\.paused .*provider=campfire pause_s=\d+ until=\S+Z$", line) for line in lines[1:-1]
+    )
     assert "void.failed" in (tmp_path / "job.csv.log").read_text()  # in the file, not on the console
 
 
@@ -293,7 +299,9 @@ async def test_an_unexpected_error_in_one_lane_stops_only_that_lane(
     }
     assert all(report.counts[(p, ItemState.VOIDED)] == 20 for p in PROVIDERS if p != "rapyd")
     assert simulator.stats()["rapyd"]["requests"] == 3
-    console = out.getvalue().splitlines()
+    console = [
+        line for line in out.getvalue().splitlines() if "run.finished" not in line
+    ]  # it has the counts
     assert len([line for line in console if "rapyd" in line]) == 1
     assert "lane.stopped" in next(line for line in console if "rapyd" in line)
     assert "Traceback" not in out.getvalue()

@@ -184,8 +184,28 @@ def test_three_workers_share_one_job_and_survive_a_kill_9(
         text=True,
         timeout=30,
         check=True,
+        env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert "3 workers, 0 live" in table
+
+    # Every worker's run is a record of the job: the killed one died with no end.
+    records = {r["pid"]: r for r in shown["run_records"]}
+    assert sorted(records) == sorted(proc.pid for proc in procs)
+    assert (records[procs[0].pid]["exit_status"], records[procs[0].pid]["alive"]) == (None, False)
+    assert [records[proc.pid]["exit_status"] for proc in procs[1:]] == [0, 0]
+    assert "died" in table
+    with psycopg.connect(pg_url) as db:  # each attempt and outcome carries the run of the worker that made it
+        assert db.execute(
+            "SELECT count(*) FROM batchvoid.attempts a LEFT JOIN batchvoid.runs r ON r.worker_id = a.worker_id"
+            " WHERE a.run IS DISTINCT FROM r.run_id"
+        ).fetchone() == (0,)
+        by_run = dict(db.execute("SELECT run, count(*) FROM batchvoid.items GROUP BY run").fetchall())
+    assert set(by_run) <= {r["run_id"] for r in records.values()}
+    assert sum(by_run.values()) == len(rows)
+    for log, proc in zip(logs, procs, strict=True):
+        assert {json.loads(line)["run_id"] for line in log.read_text().splitlines()} == {
+            records[proc.pid]["run_id"]
+        }
     totals = stats["totals"]
     print(
         f"\nkill -9: {len(held)} items held, taken over {takeover_s:.2f}s after the kill; "

@@ -1,13 +1,13 @@
 """The checkpoint ledger: every job, every item, and the work queue a run claims from.
 
-- `api`: the records (Job, Ingest, ...) and the Protocols a backend implements: `WorkQueue`
-  (claim, apply), `JobStore`, `Reports`, `RunGuard`. The engine depends on `WorkQueue` alone.
+- `api`: the records (Job, Ingest, Run, ...) and the Protocols a backend implements: `WorkQueue`
+  (claim, apply), `JobStore`, `Reports`, `RunRecords`, `RunGuard`. The engine depends on `WorkQueue` alone.
 - `ops`: the writes a run makes (Attempt, Finish, Release), as records, not SQL.
 - `writer`: the backend-neutral group commit that batches a run's ops off the event loop.
 - `sqlite`: the default backend, one file per ledger; its schema is `sqlite/schema.sql`.
 - `postgres`: one job shared by many workers, in a PostgreSQL database (`postgresql://` URLs,
   psycopg 3, the optional extra `batchvoid[postgresql]`); its schema is `postgres/schema.sql`.
-- `memory`: a backend in a dict, for the engine's unit tests.
+- `memory`: a work queue and run records in a list, for the engine's unit tests.
 
 `open_ledger` picks the backend for a location.
 """
@@ -16,7 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchvoid.ledger.api import Duplicate, Holder, Ingest, Job, Ledger, NewJob, WorkQueue, now
+from batchvoid.ledger.api import (
+    Duplicate,
+    Holder,
+    Ingest,
+    Job,
+    Ledger,
+    NewJob,
+    NewRun,
+    Run,
+    RunEnd,
+    WorkQueue,
+    now,
+)
 from batchvoid.ledger.location import LedgerLocation, is_url, shown
 from batchvoid.ledger.sqlite import SqliteLedger
 from batchvoid.ledger.sqlite.dbfile import writable_problem
@@ -31,6 +43,9 @@ __all__ = [
     "LedgerLocation",
     "LedgerWriter",
     "NewJob",
+    "NewRun",
+    "Run",
+    "RunEnd",
     "SqliteLedger",
     "WorkQueue",
     "is_url",

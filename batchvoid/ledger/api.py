@@ -2,9 +2,9 @@
 
 The engine depends on `WorkQueue` only: it claims items, and hands its writes (the `ops`)
 to the group-commit writer, which applies them through the same queue. The commands
-(`run`, `plan`, `status`, `report`) depend on `JobStore`, `Reports` and `RunGuard`.
-A backend (SQLite today, an in-memory one for the engine's tests) implements all four as one
-object; `batchvoid.ledger.open_ledger` picks it.
+(`run`, `plan`, `status`, `report`) depend on `JobStore`, `Reports`, `RunRecords` and
+`RunGuard`. A backend (SQLite today; an in-memory work queue and run records for the tests)
+implements them as one object; `batchvoid.ledger.open_ledger` picks it.
 
 Every method is synchronous and may block (a disk, a database server): callers on the event
 loop run them in a worker thread. Every fault is raised as `LedgerError`, saying what is
@@ -185,10 +185,6 @@ class JobStore(Protocol):
         """Put the job's failed items back to pending; how many per provider."""
         ...
 
-    def start_run(self, job: Job) -> None: ...
-
-    def finish_run(self, job: Job) -> None: ...
-
 
 class Reports(Protocol):
     """What the operator commands read."""
@@ -200,8 +196,9 @@ class Reports(Protocol):
 
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]: ...
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
-        """The job's items (or those in `states`) in file order; close it to stop early."""
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
+        """The job's items (those in `states`; those whose last outcome the run `run` wrote) in
+        file order; close it to stop early."""
         ...
 
     def duplicates(self, job: Job) -> list[Duplicate]: ...
@@ -216,6 +213,82 @@ class Reports(Protocol):
 
     def workers(self, job_id: str) -> list[WorkerRow]:
         """Every worker that joined the job, oldest first; none on a one-run ledger (SQLite)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """Who starts a run of a job, and where it sends: the audit record's first half.
+
+    `command` must hold no secret (the run module scrubs it); `targets` is each profile's
+    base URL and account, as `JobStore.targets` has them.
+    """
+
+    run_id: str
+    user: str
+    host: str
+    pid: int
+    version: str
+    command: str
+    simulated: bool
+    targets: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended: the audit record's second half.
+
+    `counts` is the job's items by provider and state when the run ended; `requests` and
+    `throttled` (429 answers) are this run's, per provider.
+    """
+
+    exit_status: int
+    counts: Mapping[str, Mapping[str, int]]
+    requests: Mapping[str, int]
+    throttled: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run of a job as the ledger recorded it; `end` is None while it runs, or if it died.
+
+    `alive`, for a run with no end: whether its process still runs (True), died (False), or
+    the ledger cannot tell (None).
+    """
+
+    job_id: str
+    started_at: str
+    new: NewRun
+    finished_at: str | None = None
+    end: RunEnd | None = None
+    alive: bool | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.new.run_id
+
+
+class RunRecords(Protocol):
+    """The audit trail: every run of a job, who ran it, where it sent and how it ended.
+
+    A backend stamps every attempt row it records between `begin_run` and `end_run` with the
+    run's id (once per batch, not per item).
+    """
+
+    def begin_run(self, job: Job, new: NewRun) -> Run:
+        """Record that a run of `job` begins (and count it in `Job.runs`)."""
+        ...
+
+    def end_run(self, job: Job, run: Run, end: RunEnd) -> Run:
+        """Record how the run ended; the ledger adds this run's 429s to `end.throttled`."""
+        ...
+
+    def runs(self, job: Job) -> list[Run]:
+        """The job's runs, oldest first."""
+        ...
+
+    def throttled(self, run_id: str) -> dict[str, int]:
+        """The 429 answers the run `run_id` recorded, per provider."""
         ...
 
 
@@ -241,7 +314,7 @@ class RunGuard(Protocol):
     def lock_holder(self, job_id: str) -> Holder | None: ...
 
 
-class Ledger(WorkQueue, JobStore, Reports, RunGuard, Protocol):
+class Ledger(WorkQueue, JobStore, Reports, RunRecords, RunGuard, Protocol):
     """A whole backend, as `open_ledger` returns it."""
 
     def close(self) -> None: ...

@@ -1,9 +1,10 @@
-"""A work queue in memory: the engine's unit tests run on it, with no file and no thread to wait for.
+"""A work queue and run records in memory: the engine's unit tests run on it, with no file and no thread.
 
 It keeps the promises of `WorkQueue` that the engine relies on (claims in file order, a claimed
 pending item is in flight, ops applied in order), checks the ones a bug in the engine would
 break (an op for an item not claimed, two final writes), and counts its calls so that a
-test can say how many writes the engine made.
+test can say how many writes the engine made. Its `RunRecords` stamp each attempt with the run
+begun, as a backend on disk does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from batchvoid.keys import idempotency_key
-from batchvoid.ledger.api import Job, now
+from batchvoid.ledger.api import Job, NewRun, Run, RunEnd, now
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
 from batchvoid.models import Item, ItemState, WorkItem
 
@@ -39,12 +40,15 @@ class Row:
 
 @dataclass(slots=True)
 class MemoryLedger:
-    """A `WorkQueue` for one job, held in a list in file order."""
+    """A `WorkQueue` and `RunRecords` for one job, its items held in a list in file order."""
 
     job: Job
     rows: list[Row] = field(default_factory=list)
     history: list[Attempt] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)  # "claim", "apply", and each op's type
+    history_runs: list[str | None] = field(default_factory=list)  # each attempt's run, as `history`
+    run_records: list[Run] = field(default_factory=list)
+    run: str | None = None  # the run begun: its id stamps the attempts
 
     @classmethod
     def of(cls, items: Iterable[Item], job_id: str = "job") -> MemoryLedger:
@@ -74,6 +78,7 @@ class MemoryLedger:
             row = self.rows[op.item]
             if type(op) is Attempt:
                 self.history.append(op)
+                self.history_runs.append(self.run)
                 continue
             if not row.claimed:
                 raise AssertionError(f"{type(op).__name__} for item {op.item}, which is not claimed")
@@ -89,3 +94,27 @@ class MemoryLedger:
 
     def states(self) -> Counter[ItemState]:
         return Counter(row.state for row in self.rows)
+
+    def begin_run(self, job: Job, new: NewRun) -> Run:
+        self.run = new.run_id
+        self.run_records.append(Run(job.job_id, now(), new))
+        return self.run_records[-1]
+
+    def end_run(self, job: Job, run: Run, end: RunEnd) -> Run:
+        index = self.run_records.index(run)
+        ended = RunEnd(
+            end.exit_status, end.counts, end.requests, {**end.throttled, **self.throttled(run.run_id)}
+        )
+        self.run_records[index] = Run(run.job_id, run.started_at, run.new, now(), ended)
+        self.run = None
+        return self.run_records[index]
+
+    def runs(self, job: Job) -> list[Run]:
+        return list(self.run_records)
+
+    def throttled(self, run_id: str) -> dict[str, int]:
+        found: Counter[str] = Counter()
+        for attempt, run in zip(self.history, self.history_runs, strict=True):
+            if run == run_id and attempt.http_status == 429:
+                found[self.rows[attempt.item].item.provider] += 1
+        return dict(found)

@@ -20,6 +20,9 @@ versioned here, plus what sharing needs (see schema.sql and SCALE-OUT.md, the de
   (they may come back), and returns nothing only when nothing is left that this worker or a
   live peer could send: the worker's exit status then speaks for the job.
 - **Limits** (`pace`) are one schedule per provider account in the database.
+- **Runs.** Each worker's run is a record of the job (`runs`), tied to its worker row: a run
+  with no end is running while that worker lives, and died once it is reaped. The run's id is
+  on every attempt it sends and every outcome it writes.
 
 Three connections per worker: the work (claims, writes, queries), the heartbeat, the limiter.
 """
@@ -43,7 +46,10 @@ from batchvoid.ledger.api import (
     Ingest,
     Job,
     NewJob,
+    NewRun,
     Rows,
+    Run,
+    RunEnd,
     WorkerRow,
     now,
 )
@@ -59,9 +65,19 @@ if TYPE_CHECKING:
     from batchvoid.ledger.postgres.pace import LimiterConnection
     from batchvoid.pace import Pace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = "batchvoid"
 _SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+# What brings a schema of the version before up to each version, in place (schema.sql holds
+# the tables as they are now, for a new ledger).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE items ADD COLUMN run TEXT",
+        "ALTER TABLE attempts ADD COLUMN run TEXT",
+        *(s for s in _SCHEMA_SQL.split(";") if "EXISTS runs" in s or "EXISTS attempts_throttled" in s),
+    ),
+}
+assert len(_MIGRATIONS[2]) == 5, "schema.sql lost the runs table or its indexes"
 _SETUP_LOCK = 0x62_76_00_01  # the advisory lock id of the schema's setup
 _HAS_META = f"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = 'meta')"  # noqa: S608 - a constant
 _PEER_POLL_S = 0.5  # how often a lane with nothing to claim looks again while a live peer holds items
@@ -106,19 +122,21 @@ done AS (
     UPDATE items SET state = f.state, reason = f.reason, http_status = f.http_status,
         reference = coalesce(f.reference, items.reference), attempts = items.attempts + f.sent,
         updated_at = to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'),
-        worker_id = NULL
+        worker_id = NULL, run = %s
     FROM f WHERE items.id = f.id AND items.worker_id = %s AND items.claim = f.claim
     RETURNING 1)
 UPDATE workers SET done = done + (SELECT count(*) FROM done) WHERE id = %s
 """
 _RELEASE = """
-UPDATE items SET state = f.state, attempts = items.attempts + f.sent, updated_at = %s, worker_id = NULL
+UPDATE items SET state = f.state, attempts = items.attempts + f.sent, updated_at = %s, worker_id = NULL,
+    run = %s
 FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::int[]) AS f (id, claim, state, sent)
 WHERE items.id = f.id AND items.worker_id = %s AND items.claim = f.claim AND items.state = 'in_flight'
 """
 _ATTEMPT = """
-INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, worker_id)
-SELECT *, %s FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::int[], %s::text[])
+INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, worker_id, run)
+SELECT *, %s, %s
+FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::int[], %s::text[])
 """
 
 
@@ -161,6 +179,8 @@ class PostgresLedger:
         self._claims: dict[int, int] = {}  # item id -> the claim epoch this worker holds it by
         self.stopping = threading.Event()  # set by a signal (see guard): a claim stops waiting on peers
         self.limits: LimiterConnection | None = None  # the shared pace's connection, once a lane needs it
+        self._run: str | None = None  # the run begun on this ledger: its id stamps its writes
+        self.version = SCHEMA_VERSION  # of the schema found (a read-only look takes an older one)
         try:
             self._prepare_schema()
         except BaseException:
@@ -233,14 +253,24 @@ class PostgresLedger:
                     cur.execute(_SCHEMA_SQL)
                     cur.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
         with self._sql("cannot read its schema version") as cur:
-            cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-            row = cur.fetchone()
-        version = int(row[0]) if row else None
-        if version != SCHEMA_VERSION:
+            version = _version(cur)
+        if version is not None and version < SCHEMA_VERSION and not self.readonly:
+            with self._sql("cannot bring its batchvoid schema up to this version", transaction=True) as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+                version = _version(cur)  # a worker starting at the same time may have done it
+                assert version is not None
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        cur.execute(statement)
+                cur.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                version = SCHEMA_VERSION
+        if version is None or version > SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.location}: its batchvoid schema is version {version}, and this batchvoid "
-                f"reads version {SCHEMA_VERSION}: run the batchvoid release that wrote it (or a newer one)"
+                f"reads versions up to {SCHEMA_VERSION}: run the batchvoid release that wrote it "
+                "(or a newer one)"
             )
+        self.version = version
 
     def close(self) -> None:
         with self._lock:
@@ -416,16 +446,76 @@ class PostgresLedger:
                     )
         return Ingest(rows, 0, error_count=error_count, errors=tuple(errors))
 
-    def start_run(self, job: Job) -> None:
-        with self._sql("cannot record the run") as cur:
+    # -- runs ------------------------------------------------------------------------------
+
+    def begin_run(self, job: Job, new: NewRun) -> Run:
+        """Record that this worker's run of `job` begins; its writes carry the run's id."""
+        at = now()
+        with self._sql("cannot record the run", transaction=True) as cur:
             cur.execute(
                 "UPDATE jobs SET started_at = %s, finished_at = NULL, runs = runs + 1 WHERE id = %s",
-                (now(), job.id),
+                (at, job.id),
             )
+            cur.execute(
+                "INSERT INTO runs (run_id, job, worker_id, username, host, pid, version, command,"
+                " simulated, targets, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    new.run_id, job.id, self.worker_id, new.user, new.host, new.pid, new.version,
+                    _text(new.command), new.simulated, json.dumps(dict(new.targets)), at,
+                ),
+            )  # fmt: skip
+        self._run = new.run_id
+        return Run(job.job_id, at, new, alive=True)
 
-    def finish_run(self, job: Job) -> None:
-        with self._sql("cannot record the run") as cur:
-            cur.execute("UPDATE jobs SET finished_at = %s WHERE id = %s", (now(), job.id))
+    def end_run(self, job: Job, run: Run, end: RunEnd) -> Run:
+        """Record how this worker's run ended (whatever its result), with the 429s it recorded."""
+        at = now()
+        end = RunEnd(
+            end.exit_status, end.counts, end.requests, {**end.throttled, **self.throttled(run.run_id)}
+        )
+        with self._sql("cannot record the end of the run", transaction=True) as cur:
+            cur.execute("UPDATE jobs SET finished_at = %s WHERE id = %s", (at, job.id))
+            cur.execute(
+                "UPDATE runs SET finished_at = %s, exit_status = %s, counts = %s, requests = %s,"
+                " throttled = %s WHERE run_id = %s",
+                (at, end.exit_status, json.dumps(end.counts), json.dumps(end.requests),
+                 json.dumps(end.throttled), run.run_id),
+            )  # fmt: skip
+        self._run = None
+        return Run(run.job_id, run.started_at, run.new, at, end)
+
+    def runs(self, job: Job) -> list[Run]:
+        """Every worker's runs of the job, oldest first; one with no end is alive while its worker is."""
+        if self.version < 2:  # a read-only look at a ledger from before run records
+            return []
+        with self._sql("cannot read the job's runs") as cur:
+            cur.execute(
+                "SELECT r.run_id, r.username, r.host, r.pid, r.version, r.command, r.simulated, r.targets,"
+                " r.started_at, r.finished_at, r.exit_status, r.counts, r.requests, r.throttled,"
+                " w.state = 'live' AND w.lease_until >= clock_timestamp()"
+                " FROM runs r LEFT JOIN workers w ON w.id = r.worker_id WHERE r.job = %s"
+                " ORDER BY r.started_at, r.run_id",
+                (job.id,),
+            )
+            rows = cur.fetchall()
+        runs = []
+        for row in rows:
+            new = NewRun(*row[:8])
+            end = None if row[10] is None else RunEnd(*row[10:14])
+            runs.append(Run(job.job_id, row[8], new, row[9], end, None if end else row[14]))
+        return runs
+
+    def throttled(self, run_id: str) -> dict[str, int]:
+        """The 429 answers the run recorded in the attempt history, per provider."""
+        if self.version < 2:
+            return {}
+        with self._sql("cannot read the run's attempts") as cur:
+            cur.execute(
+                "SELECT items.provider, count(*) FROM attempts JOIN items ON items.id = attempts.item"
+                " WHERE attempts.run = %s AND attempts.http_status = 429 GROUP BY items.provider",
+                (run_id,),
+            )
+            return dict(cur.fetchall())
 
     def duplicates(self, job: Job) -> list[Duplicate]:
         with self._sql("cannot read the job's duplicates") as cur:
@@ -539,11 +629,11 @@ class PostgresLedger:
                 column.append(_text(value))
         with self._sql("cannot record progress", transaction=True) as cur:
             if attempts[0]:
-                cur.execute(_ATTEMPT, (me, *attempts))
+                cur.execute(_ATTEMPT, (me, self._run, *attempts))
             if finishes[0]:
-                cur.execute(_FINISH, (*finishes, me, me))
+                cur.execute(_FINISH, (*finishes, self._run, me, me))
             if releases[0]:
-                cur.execute(_RELEASE, (at, *releases, me))
+                cur.execute(_RELEASE, (at, self._run, *releases, me))
 
     # -- operator queries ------------------------------------------------------------------
 
@@ -559,9 +649,9 @@ class PostgresLedger:
             )
             return {(provider, ItemState(state)): n for provider, state, n in cur.fetchall()}
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
         """The job's items in file order, streamed through a server-side cursor: a page at a time."""
-        where, params = _job_filter(job, states)
+        where, params = _job_filter(job, states, run)
         with self._lock:
             try:
                 with self._db.transaction(), self._db.cursor(name="batchvoid_items") as cur:
@@ -633,8 +723,8 @@ class PostgresLedger:
             cur.execute(f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider", params)  # noqa: S608 - placeholders only
             counts = dict(cur.fetchall())
             cur.execute(
-                "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail)"  # noqa: S608 - placeholders only
-                " SELECT id, attempts, updated_at, state, http_status, NULL, reason"
+                "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, run)"  # noqa: S608 - placeholders only
+                " SELECT id, attempts, updated_at, state, http_status, NULL, reason, run"
                 f" FROM items WHERE {where}",
                 params,
             )
@@ -702,9 +792,21 @@ class _Refused(Exception):
         self.found = found
 
 
-def _job_filter(job: Job, states: Collection[ItemState] | None) -> tuple[str, list[object]]:
-    params: list[object] = [job.id]
-    if states is None:
-        return "items.job = %s", params
-    params.append([str(s) for s in sorted(states)])
-    return "items.job = %s AND items.state = ANY(%s)", params
+def _version(cur: psycopg.Cursor[Any]) -> int | None:
+    cur.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    row = cur.fetchone()
+    return int(row[0]) if row else None
+
+
+def _job_filter(
+    job: Job, states: Collection[ItemState] | None, run: str | None = None
+) -> tuple[str, list[object]]:
+    """A WHERE clause (on `items`) for the job's items, those in `states`, those `run` last wrote."""
+    where, params = "items.job = %s", list[object]([job.id])
+    if states is not None:
+        params.append([str(s) for s in sorted(states)])
+        where += " AND items.state = ANY(%s)"
+    if run is not None:
+        params.append(run)
+        where += " AND items.run = %s"
+    return where, params

@@ -2,6 +2,7 @@
 -- (version in meta.schema_version). The tables of the SQLite ledger, plus what many workers
 -- sharing one job need: who owns each claimed item (worker_id) and by which claim (the
 -- fencing epoch), the workers with their leases, and one limiter row per provider account.
+-- Version 2 added the run records: the runs table, and the run id on items and attempts.
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id BIGSERIAL PRIMARY KEY,
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at TEXT NOT NULL,
     worker_id BIGINT,  -- the worker that holds the item's claim; NULL: claimable if unfinished
     claim INTEGER NOT NULL DEFAULT 0,  -- bumped by every claim: a write carries the one it holds
+    run TEXT,  -- the run that recorded its last outcome or release (runs.run_id)
     UNIQUE (job, provider, invoice_id)
 );
 CREATE INDEX IF NOT EXISTS items_claimable ON items (job, provider, line)
@@ -57,7 +59,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     http_status INTEGER,
     latency_ms INTEGER,
     detail TEXT,
-    worker_id BIGINT
+    worker_id BIGINT,
+    run TEXT  -- the run that sent it (runs.run_id); NULL: before version 2, or a redrive's copy
 );
 CREATE TABLE IF NOT EXISTS duplicates (
     job BIGINT NOT NULL REFERENCES jobs (id),
@@ -89,3 +92,26 @@ CREATE TABLE IF NOT EXISTS limiter (
     ceiling DOUBLE PRECISION,  -- the rate that last drew a 429
     decreased_at DOUBLE PRECISION NOT NULL DEFAULT 0  -- slots before this paid for their 429 already
 );
+-- Every run of a job, for the audit: each worker's `batchvoid run` process is one. Who, from
+-- where, with what, sending where, and how it ended (NULL end: running, or died: see its worker).
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job BIGINT NOT NULL REFERENCES jobs (id),
+    worker_id BIGINT,  -- the worker it ran as (workers.id)
+    username TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    command TEXT NOT NULL,  -- with no secret in it
+    simulated BOOLEAN NOT NULL,
+    targets JSONB NOT NULL,  -- profile -> base URL and account
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_status INTEGER,  -- NULL: running, or died (kill -9) before it could say
+    counts JSONB,  -- provider -> state -> items, when it ended
+    requests JSONB,  -- provider -> requests sent
+    throttled JSONB  -- provider -> 429 answers
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs (job, started_at);
+-- A run's 429s, counted when it ends: few rows, so the index costs the other attempts nothing.
+CREATE INDEX IF NOT EXISTS attempts_throttled ON attempts (run) WHERE http_status = 429;

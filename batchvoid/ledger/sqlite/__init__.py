@@ -39,7 +39,10 @@ from batchvoid.ledger.api import (
     Ingest,
     Job,
     NewJob,
+    NewRun,
     Rows,
+    Run,
+    RunEnd,
     WorkerRow,
     now,
 )
@@ -82,7 +85,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE targets (job INTEGER NOT NULL REFERENCES jobs (id), profile TEXT NOT NULL,"
         " target TEXT NOT NULL, PRIMARY KEY (job, profile))",
     ),
+    3: (
+        "ALTER TABLE items ADD COLUMN run TEXT",
+        "ALTER TABLE attempts ADD COLUMN run TEXT",
+        *(s for s in _SCHEMA.split(";") if "EXISTS runs" in s),
+    ),
 }
+assert len(_MIGRATIONS[3]) == 4, "schema.sql lost the runs table or its index"
 
 # Batches cross into Python as one JSON value, not row by row: the sqlite3 module lets go of the
 # GIL and takes it back for every row, which costs more than the row itself while the event loop
@@ -106,18 +115,19 @@ def _rows(*columns: str) -> str:
     return f"(SELECT {picked} FROM json_each(?1))"  # noqa: S608 - column names of ours, no values
 
 
-_ATTEMPT = "INSERT INTO attempts SELECT * FROM " + _rows(  # noqa: S608 - constants
-    "item", "attempt", "at", "outcome", "http_status", "latency_ms", "detail"
+_ATTEMPT = (
+    "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, run)"  # noqa: S608 - constants
+    " SELECT *, ?2 FROM " + _rows("item", "attempt", "at", "outcome", "http_status", "latency_ms", "detail")
 )
 _FINISH = (
     "UPDATE items SET state = f.state, reason = f.reason, http_status = f.http_status,"  # noqa: S608 - constants
     " reference = coalesce(f.reference, items.reference), attempts = items.attempts + f.sent,"
-    " updated_at = ?2 FROM "
+    " updated_at = ?2, run = ?3 FROM "
     + _rows("id", "state", "reason", "http_status", "reference", "sent")
     + " AS f WHERE items.id = f.id"
 )
 _RELEASE = (
-    "UPDATE items SET state = f.state, attempts = items.attempts + f.sent, updated_at = ?2 FROM "  # noqa: S608 - constants
+    "UPDATE items SET state = f.state, attempts = items.attempts + f.sent, updated_at = ?2, run = ?3 FROM "  # noqa: S608 - constants
     + _rows("id", "state", "sent")
     + " AS f WHERE items.id = f.id AND items.state = 'in_flight'"
 )
@@ -142,13 +152,18 @@ def _json(rows: list[tuple[Any, ...]]) -> str:
         ).decode()
 
 
-def _job_filter(job: Job, states: Collection[ItemState] | None) -> tuple[str, list[object]]:
-    """A WHERE clause (on `items`) for the job's items, or those of it in `states`."""
-    params: list[object] = [job.id]
-    if states is None:
-        return "items.job = ?", params
-    params.extend(str(s) for s in sorted(states))
-    return f"items.job = ? AND items.state IN ({', '.join('?' * len(states))})", params
+def _job_filter(
+    job: Job, states: Collection[ItemState] | None, run: str | None = None
+) -> tuple[str, list[object]]:
+    """A WHERE clause (on `items`) for the job's items, those in `states`, those `run` last wrote."""
+    where, params = "items.job = ?", list[object]([job.id])
+    if states is not None:
+        params.extend(str(s) for s in sorted(states))
+        where += f" AND items.state IN ({', '.join('?' * len(states))})"
+    if run is not None:
+        params.append(run)
+        where += " AND items.run = ?"
+    return where, params
 
 
 @dataclass(slots=True)
@@ -256,6 +271,7 @@ class SqliteLedger:
             raise
         self._lock = threading.Lock()  # the writer thread's commits and the lanes' claims
         self._identity = identity(self.path)  # to notice the file being deleted or replaced
+        self._run: str | None = None  # the run begun on this connection: its id stamps its writes
         try:
             self._reader = open_readonly(self.path, any_thread=True)
         except sqlite3.Error as exc:
@@ -517,17 +533,72 @@ class SqliteLedger:
             if len(found.duplicates) < MAX_ERRORS_SHOWN:
                 found.duplicates.append(Duplicate(row.line, row.provider, row.invoice_id, first))
 
-    def start_run(self, job: Job) -> None:
-        """Note that a run of `job` begins."""
-        self._sql(
-            self._db,
-            "UPDATE jobs SET started_at = ?, finished_at = NULL, runs = runs + 1 WHERE id = ?",
-            (now(), job.id),
-        )
+    # -- runs ------------------------------------------------------------------------------
 
-    def finish_run(self, job: Job) -> None:
-        """Note that a run of `job` ended (whatever its result)."""
-        self._sql(self._db, "UPDATE jobs SET finished_at = ? WHERE id = ?", (now(), job.id))
+    def begin_run(self, job: Job, new: NewRun) -> Run:
+        """Record that a run of `job` begins; its writes on this connection carry its id."""
+        at = now()
+        with self._transaction("cannot record the run") as db:
+            db.execute(
+                "UPDATE jobs SET started_at = ?, finished_at = NULL, runs = runs + 1 WHERE id = ?",
+                (at, job.id),
+            )
+            db.execute(
+                "INSERT INTO runs (run_id, job, user, host, pid, version, command, simulated, targets,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.run_id, job.id, new.user, new.host, new.pid, new.version, new.command,
+                    int(new.simulated), json.dumps(dict(new.targets)), at,
+                ),
+            )  # fmt: skip
+        self._run = new.run_id
+        return Run(job.job_id, at, new)
+
+    def end_run(self, job: Job, run: Run, end: RunEnd) -> Run:
+        """Record how the run ended (whatever its result), with the 429s it recorded."""
+        at = now()
+        end = RunEnd(
+            end.exit_status, end.counts, end.requests, {**end.throttled, **self.throttled(run.run_id)}
+        )
+        with self._transaction("cannot record the end of the run") as db:
+            db.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (at, job.id))
+            db.execute(
+                "UPDATE runs SET finished_at = ?, exit_status = ?, counts = ?, requests = ?, throttled = ?"
+                " WHERE run_id = ?",
+                (at, end.exit_status, json.dumps(end.counts), json.dumps(end.requests),
+                 json.dumps(end.throttled), run.run_id),
+            )  # fmt: skip
+        self._run = None
+        return Run(run.job_id, run.started_at, run.new, at, end)
+
+    def runs(self, job: Job) -> list[Run]:
+        """The job's runs, oldest first (none in a ledger from before version 3)."""
+        if not self._has_table("runs"):
+            return []
+        rows = self._sql(
+            self._reader,
+            "SELECT run_id, user, host, pid, version, command, simulated, targets, started_at,"
+            " finished_at, exit_status, counts, requests, throttled FROM runs WHERE job = ?"
+            " ORDER BY started_at, rowid",
+            (job.id,),
+        )
+        runs = []
+        for row in rows.fetchall():
+            run_id, user, host, pid, version, command = row[:6]
+            new = NewRun(run_id, user, host, pid, version, command, bool(row[6]), json.loads(row[7]))
+            end = None if row[10] is None else RunEnd(row[10], *(json.loads(v) for v in row[11:]))
+            runs.append(Run(job.job_id, row[8], new, row[9], end))
+        return runs
+
+    def throttled(self, run_id: str) -> dict[str, int]:
+        """The 429 answers the run recorded in the attempt history, per provider."""
+        rows = self._sql(
+            self._reader,
+            "SELECT items.provider, count(*) FROM attempts JOIN items ON items.id = attempts.item"
+            " WHERE attempts.run = ? AND attempts.http_status = 429 GROUP BY items.provider",
+            (run_id,),
+        )
+        return dict(rows.fetchall())
 
     def duplicates(self, job: Job) -> list[Duplicate]:
         rows = self._sql(
@@ -589,9 +660,9 @@ class SqliteLedger:
                 f"(states: {known}); was the ledger edited by hand?"
             ) from None
 
-    def items(self, job: Job, states: Collection[ItemState] | None = None) -> Rows:
-        """Every item of the job (or those in `states`) as a dict, in file order."""
-        where, params = _job_filter(job, states)
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
+        """Every item of the job (or those in `states`, or whose last outcome `run` wrote), in file order."""
+        where, params = _job_filter(job, states, run)
         query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
         cursor = self._sql(self._reader, query, params)
         names = [d[0] for d in cursor.description]
@@ -623,10 +694,10 @@ class SqliteLedger:
             self.check_still_there()
             with self._transaction("cannot record progress", immediate=False) as db:
                 if attempts:
-                    db.execute(_ATTEMPT, (_json(attempts),))
+                    db.execute(_ATTEMPT, (_json(attempts), self._run))
                 for sql, rows in ((_FINISH, finishes), (_RELEASE, releases)):
                     if rows:
-                        db.execute(sql, (_json(rows), at))
+                        db.execute(sql, (_json(rows), at, self._run))
 
     def check_still_there(self) -> None:
         """Raise if the ledger file was deleted or replaced since it was opened.
@@ -721,7 +792,8 @@ class SqliteLedger:
                 ).fetchall()
             )
             db.execute(
-                "INSERT INTO attempts SELECT id, attempts, updated_at, state, http_status, NULL, reason"  # noqa: S608 - placeholders only
+                "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, run)"  # noqa: S608 - placeholders only
+                " SELECT id, attempts, updated_at, state, http_status, NULL, reason, run"
                 f" FROM items WHERE {where}",
                 params,
             )

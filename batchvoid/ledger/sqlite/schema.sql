@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
     reference TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    run TEXT,  -- the run that recorded its last outcome or release (runs.run_id)
     UNIQUE (job, provider, invoice_id)
 );
 CREATE INDEX IF NOT EXISTS items_todo ON items (job, provider, line)
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     http_status INTEGER,
     latency_ms INTEGER,
-    detail TEXT
+    detail TEXT,
+    run TEXT  -- the run that sent it (runs.run_id); NULL: before version 3, or a redrive's copy
 );
 CREATE TABLE IF NOT EXISTS duplicates (
     job INTEGER NOT NULL REFERENCES jobs (id),
@@ -67,3 +69,22 @@ CREATE TABLE IF NOT EXISTS locks (
     host TEXT NOT NULL,
     started_at TEXT NOT NULL
 );
+-- Every run of a job, for the audit: who, from where, with what, sending where, and how it ended.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    command TEXT NOT NULL,  -- with no secret in it
+    simulated INTEGER NOT NULL,
+    targets TEXT NOT NULL,  -- JSON: profile -> base URL and account
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_status INTEGER,  -- NULL: running, or died (kill -9) before it could say
+    counts TEXT,  -- JSON: provider -> state -> items, when it ended
+    requests TEXT,  -- JSON: provider -> requests sent
+    throttled TEXT  -- JSON: provider -> 429 answers
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs (job, started_at);
