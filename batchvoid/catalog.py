@@ -32,6 +32,14 @@ COMMON_KEYS = {
 }
 
 
+# The keys of an OAuth 2.0 provider's profile (Xero, QuickBooks Online) beyond its options.
+OAUTH_KEYS = {
+    "refresh_token_file": "the file that holds the connection's refresh token (0600); batchvoid "
+    "replaces it, atomically, on every refresh",
+    "token_url": "the provider's token endpoint",
+}
+
+
 CREDENTIAL_SOURCES = (
     "Credentials never go in the file. For each one, give one of: *_env, the environment variable "
     "that holds it (the default below); *_file, a file that holds it (a mounted Kubernetes or Docker "
@@ -56,14 +64,24 @@ def describe(spec: ProviderSpec) -> dict[str, Any]:
         "credential_sources": _sources(spec),
         "options": dict(spec.options),
         "base_url": spec.default_base_url,
+        "account_url": spec.account_url,
+        "regions": dict(spec.regions),
         "documented_limits": list(spec.documented_limits),
         "default_limits": list(spec.example_limits),
         "limits_note": spec.limits_note,
         "idempotency_header": spec.idempotency_header,
         "idempotency_key_max_length": spec.idempotency and spec.idempotency.max_length,
         "void": f"{spec.void.method} {spec.void.path}",
+        "other_voids": [f"{route.method} {route.path}" for route in spec.other_voids],
+        "max_in_flight": spec.max_in_flight,
         "lookup": spec.lookup and f"{spec.lookup.method} {spec.lookup.path}",
         "row_fields": {f.name: f.meaning for f in spec.row_fields},
+        "oauth": spec.oauth
+        and {
+            "keys": OAUTH_KEYS,
+            "token_url": spec.oauth.token_url,
+            "access_lifetime_s": spec.oauth.access_lifetime_s,
+        },
     }
 
 
@@ -83,12 +101,35 @@ def _keys(mapping: Mapping[str, str], *, default_word: str) -> list[str]:
 def _idempotency(spec: ProviderSpec) -> str:
     if spec.idempotency is None:
         return "none"
-    said = [f"{spec.idempotency.header} header"]
+    said = [f"{spec.idempotency.header} {'query parameter' if spec.idempotency.in_query else 'header'}"]
     if spec.idempotency.max_length is not None:
         said.append(f"at most {spec.idempotency.max_length} characters")
     if spec.idempotency.note:
         said.append(spec.idempotency.note)
     return ", ".join(said)
+
+
+def _idempotency_cell(spec: ProviderSpec) -> str:
+    if spec.idempotency is None:
+        return "none"
+    return f"`{spec.idempotency.header}`" + (" (query)" if spec.idempotency.in_query else "")
+
+
+def _oauth(spec: ProviderSpec) -> str:
+    assert spec.oauth is not None
+    return (
+        f"refresh_token_file (required): {OAUTH_KEYS['refresh_token_file']}; token_url (default "
+        f"{spec.oauth.token_url}); access tokens last {spec.oauth.access_lifetime_s / 60:g} minutes"
+    )
+
+
+def _base_url(spec: ProviderSpec) -> str:
+    if spec.default_base_url is None:
+        return "required: every account has its own" + (f" ({spec.account_url})" if spec.account_url else "")
+    if not spec.regions:
+        return spec.default_base_url
+    regions = ", ".join(f"{name!r} {url}" for name, url in spec.regions.items())
+    return f"{spec.default_base_url}; or region = one of {regions}; or base_url for any other"
 
 
 def markdown_table() -> str:
@@ -103,8 +144,8 @@ def markdown_table() -> str:
             f"`{spec.type}`",
             spec.title,
             ", ".join(f"`{var}`" for var in spec.credentials.values()),
-            f"`{spec.void.method} {spec.void.path}`",
-            f"`{spec.idempotency_header}`" if spec.idempotency_header else "none",
+            " or ".join(f"`{route.method} {route.path}`" for route in (spec.void, *spec.other_voids)),
+            _idempotency_cell(spec),
             ", ".join(spec.documented_limits) or "none documented",
             ", ".join(spec.example_limits) or "none",
         )
@@ -124,13 +165,15 @@ def text() -> str:
             ("credentials", ", ".join(_keys(spec.credentials, default_word="default"))),
             ("or instead", ", ".join(k for keys in _sources(spec).values() for k in keys[1:])),
             ("other keys", "; ".join(f"{k}: {v}" for k, v in spec.options.items()) or "-"),
-            ("base_url", spec.default_base_url or "required: every account has its own"),
+            ("base_url", _base_url(spec)),
             ("documented", ", ".join(spec.documented_limits) or "no rate limit documented"),
             ("default", f"{', '.join(spec.example_limits)}: {spec.limits_note}"),
             ("idempotency", _idempotency(spec)),
-            ("void", f"{spec.void.method} {spec.void.path}"),
+            ("void", " or ".join(f"{r.method} {r.path}" for r in (spec.void, *spec.other_voids))),
+            *([("in flight", f"at most {spec.max_in_flight} (concurrency)")] if spec.max_in_flight else []),
             *([("read", f"{spec.lookup.method} {spec.lookup.path}")] if spec.lookup else []),
             ("row fields", "; ".join(f"{f.name}: {f.meaning}" for f in spec.row_fields) or "-"),
+            *([("oauth", _oauth(spec))] if spec.oauth else []),
         ]
         lines += [f"  {name:<11}  {value}" for name, value in rows]
     return "\n".join(lines)

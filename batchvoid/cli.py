@@ -26,11 +26,13 @@ from batchvoid.ledger import is_url, open_ledger
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
 from batchvoid.preflight import RunOptions
 from batchvoid.progress import MODES, Mode, ProgressOptions
-from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STOPPED, EXIT_USAGE
+from batchvoid.run import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STDOUT_CLOSED, EXIT_STOPPED, EXIT_USAGE
 from batchvoid.run import run as run_job
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
+from batchvoid.simulator.credentials import oauth_accounts
 
 SIM_ENV_PREFIX = "BATCHVOID_SIM_"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # uvloop is a dependency wherever it builds (POSIX CPython); elsewhere, asyncio's own loop.
 UVLOOP = importlib.util.find_spec("uvloop") is not None
 
@@ -59,6 +61,23 @@ def _exit_status(exc: BatchVoidError) -> int:
     return EXIT_USAGE
 
 
+class _Console(Console):
+    """rich's Console, but a closed stdout is the command layer's to handle (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+def _stdout_closed() -> NoReturn:
+    """Stop quietly, as a Unix tool does when what reads its output is gone (`| head -1`).
+
+    What is still buffered goes nowhere, rather than into a second error as Python exits.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_STDOUT_CLOSED)
+
+
 def _fail(exc: BatchVoidError) -> NoReturn:
     """Print the error as one line (no traceback) and exit with the status that means it."""
     click.echo(f"error: {exc}", err=True)
@@ -79,6 +98,8 @@ class _Commands(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # stdout closed early: `batchvoid report | head`
+            _stdout_closed()
         except BatchVoidError as exc:
             _fail(exc)
         except Exception as exc:
@@ -432,10 +453,13 @@ def run(
     from batchvoid.summary import render
 
     summary = results.summary_json(report, ledger=options.ledger)
-    if as_json:
-        click.echo(results.summary_text(summary), nl=False)
-    else:
-        render(report, Console(), ledger=options.ledger)
+    try:
+        if as_json:
+            click.echo(results.summary_text(summary), nl=False)
+        else:
+            render(report, _Console(), ledger=options.ledger)
+    except BrokenPipeError:  # the summary has no reader; the exit status still says how the run went
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     try:
         if summary_file is not None:
             results.write_atomically(summary_file, results.summary_text(summary), "summary file")
@@ -461,7 +485,7 @@ def run(
 @seed_option
 @time_scale_option
 def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, time_scale: float) -> None:
-    """Serve all five providers' void endpoints on one port, for rehearsals and tests.
+    """Serve every provider's endpoints on one port, for rehearsals and tests.
 
     \b
     Use it with config/simulator.toml, after exporting the test credentials it prints:
@@ -477,16 +501,19 @@ def simulate(host: str, port: int, faults: tuple[str, ...], seed: int | None, ti
         for spec_type, roles in CREDENTIALS.items():
             for role, value in roles.items():
                 click.echo(f"export {SIM_ENV_PREFIX}{spec_type.upper()}_{role.upper()}={value}")
+        for line in oauth_accounts(base_url):
+            click.echo(line, err=True)
 
     try:
         from batchvoid.simulator.server import serve_forever
 
-        _run_async(partial(serve_forever, host, port, settings, ready=ready))
-    except KeyboardInterrupt:
-        click.echo("Simulator stopped.", err=True)
+        _run_async(partial(serve_forever, host, port, settings, ready=ready, until=STOP_SIGNALS))
+    except KeyboardInterrupt:  # a signal before the loop took them over
+        pass
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(EXIT_USAGE)
+    click.echo("Simulator stopped.", err=True)
 
 
 # -- operator commands: plan, status, report, providers -----------------------------------
@@ -503,7 +530,7 @@ def _show_plan(options: RunOptions, *, retry_failed: bool | None = None, as_json
     if as_json:
         click.echo(json.dumps(plan.as_json(checked), indent=2))
     else:
-        plan.render(checked, Console(), Console(stderr=True))
+        plan.render(checked, _Console(), _Console(stderr=True))
     sys.exit(0 if checked.runnable else EXIT_USAGE)
 
 
@@ -576,9 +603,9 @@ def status(ledger: Path | str | None, job_id: str | None, as_json: bool) -> None
             if as_json:
                 click.echo(json.dumps(report.status_json(book, job_id), indent=2))
             elif job_id is None:
-                report.render_jobs(book, Console())
+                report.render_jobs(book, _Console())
             else:
-                report.render_job(report.JobStatus.read(book, report.pick_job(book, job_id)), Console())
+                report.render_job(report.JobStatus.read(book, report.pick_job(book, job_id)), _Console())
     except BatchVoidError as exc:
         _fail(exc)
 
@@ -741,5 +768,7 @@ def config_check(config_path: Path | None) -> None:
     width = max(map(len, checked.profiles))
     for name, profile in checked.profiles.items():
         sources = ", ".join(f"{c.key} {c.label}" for c in profile.credentials.values())
+        if profile.oauth is not None:
+            sources += f", refresh_token_file {profile.oauth.refresh_token_file}"
         click.echo(f"  {name:<{width}}  {profile.spec.type} at {profile.base_url}; {sources}")
     click.echo("Credentials are not read here: `batchvoid plan JOB_FILE` checks those a job needs.")

@@ -26,8 +26,9 @@ from batchvoid.credentials import KINDS, Credential, Reader, command_argv, reade
 from batchvoid.errors import ConfigError, os_cause
 from batchvoid.models import RateLimit
 from batchvoid.network import is_loopback, tls_context
+from batchvoid.oauth import AccessToken, OAuthSettings, RefreshTokenFile
 from batchvoid.providers import REGISTRY, Adapter, ProviderSpec
-from batchvoid.simulator.credentials import provider_url
+from batchvoid.simulator.credentials import ACCOUNTS, provider_url
 from batchvoid.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -72,6 +73,7 @@ class Profile:
     settings: Settings
     ca_bundle: str | None = None  # PEM file of the CAs its https:// certificate is checked against
     source: str = field(default="", compare=False)  # "config/x.toml: [providers.name]"
+    oauth: OAuthSettings | None = None  # an OAuth 2.0 provider's connection; file "": a rehearsal's
 
     def secrets(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> dict[str, str]:
         """The credential values by role, read from `source` (a mapping: the environment).
@@ -100,6 +102,8 @@ class Profile:
                 if notice not in notices:
                     notices.append(notice)
             values[role] = value
+        if self.oauth is not None and self.oauth.refresh_token_file:
+            RefreshTokenFile(self.oauth.refresh_token_file).check(self.source)
         return values
 
     def default_void_date(self, at: dt.datetime) -> str | None:
@@ -111,8 +115,18 @@ class Profile:
             return chosen
         return at.astimezone(zoneinfo.ZoneInfo(self.options.get("timezone", "UTC"))).date().isoformat()
 
-    def adapter(self, source: Mapping[str, str] | Reader, notices: list[str] | None = None) -> Adapter:
-        """The adapter for this profile, with its credentials read from `source` (see `secrets`)."""
+    def adapter(
+        self,
+        source: Mapping[str, str] | Reader,
+        notices: list[str] | None = None,
+        token: AccessToken | None = None,
+    ) -> Adapter:
+        """The adapter for this profile, with its credentials read from `source` (see `secrets`);
+        an OAuth 2.0 provider's carries `token`, its connection's current access token."""
+        if self.spec.connect is not None:
+            if token is None:
+                raise ValueError(f"{self.source}: an OAuth 2.0 profile's adapter needs its connection")
+            return self.spec.connect(self.base_url, token, self.options)
         return self.spec.build(self.base_url, self.secrets(source, notices), self.options)
 
 
@@ -131,18 +145,27 @@ class Config:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def pointed_at(self, base_url: str) -> Config:
-        """The same profiles, every one sending to the simulator at `base_url` (its own part)."""
-        profiles = {
-            name: replace(p, base_url=provider_url(base_url, p.spec.type))
-            for name, p in self.profiles.items()
-        }
+        """The same profiles, every one sending to the simulator at `base_url` (its own part), an
+        OAuth 2.0 connection's refreshes too."""
+        profiles = {}
+        for name, p in self.profiles.items():
+            url = provider_url(base_url, p.spec.type)
+            facts = p.spec.oauth  # the simulator serves the documented endpoint, not a configured one
+            oauth = (
+                None
+                if p.oauth is None or facts is None
+                else replace(p.oauth, token_url=url + _path(facts.token_url))
+            )
+            profiles[name] = replace(p, base_url=url, oauth=oauth)
         return replace(self, profiles=profiles)
 
     def rehearsal(self) -> Config:
         """The same profiles with every credential from an environment variable, for the simulator.
 
         A `*_file` or `*_command` credential becomes the variable BATCHVOID_SIM_<TYPE>_<ROLE>: a
-        rehearsal reads no secret file and runs no password manager.
+        rehearsal reads no secret file and runs no password manager. An OAuth 2.0 connection's
+        refresh token stays in memory, where the rehearsal's simulator issued it: a rehearsal
+        never reads or rotates the real connection's refresh token file.
         """
         profiles = {
             name: replace(
@@ -153,6 +176,7 @@ class Config:
                     else Credential(role, "env", f"BATCHVOID_SIM_{p.spec.type.upper()}_{role.upper()}")
                     for role, c in p.credentials.items()
                 },
+                oauth=None if p.oauth is None else replace(p.oauth, refresh_token_file=""),
             )
             for name, p in self.profiles.items()
         }
@@ -173,18 +197,25 @@ def _control_character(value: str) -> str | None:
     return None
 
 
+def _path(url: str) -> str:
+    """The path of `url` (a token endpoint's, for the simulator that serves it)."""
+    return urlsplit(url).path
+
+
 def parse_rate_limit(text: object) -> RateLimit:
     """'200/60s', '5/s', '1000/5m' -> RateLimit; raises ValueError with what is accepted."""
     match = _RATE.match(text) if isinstance(text, str) else None
+    shown = repr(text) if len(repr(text)) <= 40 else f"{repr(text)[:36]}..."
     if match is None or not isinstance(text, str):
         raise ValueError(
-            f"{text!r} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
+            f"{shown} is not a rate limit: write COUNT/PERIOD, like '200/60s', '5/s' or '1000/5m'"
         )
-    count, amount, unit = int(match[1]), float(match[2] or 1), match[3]
-    period = amount * _UNITS[unit]
-    if count < 1 or period <= 0:
-        raise ValueError(f"{text!r}: the count and the period must both be above zero")
-    return RateLimit(count, period, text.strip())
+    count, period = match[1].lstrip("0") or "0", float(match[2] or 1) * _UNITS[match[3]]
+    if count == "0" or period <= 0:
+        raise ValueError(f"{shown}: the count and the period must both be above zero")
+    if problem := RateLimit.problem(count, period):
+        raise ValueError(f"{shown}: {problem}")
+    return RateLimit(int(count), period, text.strip())
 
 
 def load(path: str | Path) -> Config:
@@ -269,10 +300,14 @@ def builtin() -> Config:
                 key.removesuffix("_env"): Credential(key.removesuffix("_env"), "env", var)
                 for key, var in spec.credentials.items()
             },
-            options={f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
+            options={
+                **{f.name: f"{f.prefix or ''}simulated" for f in spec.row_fields if f.required},
+                **ACCOUNTS.get(spec.type, {}),
+            },
             rate_limits=tuple(parse_rate_limit(r) for r in spec.example_limits),
             settings=Settings(),
             source=f"built-in simulator configuration: [providers.{spec.type}]",
+            oauth=None if spec.oauth is None else OAuthSettings("", spec.oauth.token_url),
         )
         for spec in REGISTRY.values()
     }
@@ -288,7 +323,7 @@ def _profile(
     base_dir: Path | None,
 ) -> Profile:
     kind = table.get("type")
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         known = ", ".join(REGISTRY)
         shown = "missing" if kind is None else repr(kind)
         raise ConfigError(f"{where}: type is {shown}; it must be one of: {known}")
@@ -307,19 +342,23 @@ def _profile(
         "allow_insecure_http",
         "rate_limits",
         "ca_bundle",
+        *(("region",) if spec.regions else ()),
         *(f"{role}_{source}" for role in roles for source in KINDS),
         *spec.options,
         *_SETTINGS,
+        *(("refresh_token_file", "token_url") if spec.oauth is not None else ()),
     }
     _unknown(table, allowed, where)
 
-    base_url = table.get("base_url", spec.default_base_url)
+    base_url = _region_url(spec, table, where) or table.get("base_url", spec.default_base_url)
     if base_url is None:
-        raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own)")
+        form = f": {spec.account_url}" if spec.account_url else ""
+        raise ConfigError(f"{where}: base_url is required for {spec.title} (each account has its own{form})")
     insecure = table.get("allow_insecure_http", False)
     if not isinstance(insecure, bool):
         raise ConfigError(f"{where}: allow_insecure_http must be true or false, got {insecure!r}")
     _check_base_url(base_url, insecure, where)
+    _check_base_path(spec, base_url, where)
 
     credentials = {
         key.removesuffix("_env"): _credential(key.removesuffix("_env"), default, table, where, base_dir)
@@ -335,11 +374,23 @@ def _profile(
             if (bad := _control_character(value.strip())) is not None:  # it goes into a header or path
                 raise ConfigError(f"{where}: {key} has {bad} in it, got {value!r}")
             options[key] = value.strip()
+    for key in spec.required_options:
+        if key not in options:
+            raise ConfigError(f"{where}: {key} is required for {spec.title}: {spec.options[key]}")
     for row_field in spec.row_fields:
         value = options.get(row_field.name)
         if value is not None and row_field.prefix is not None and not value.startswith(row_field.prefix):
             raise ConfigError(
                 f"{where}: {row_field.name} must start with {row_field.prefix!r}, got {value!r}"
+            )
+        if value is not None and row_field.choices and value.lower() not in row_field.choices:
+            raise ConfigError(
+                f"{where}: {row_field.name} must be {' or '.join(row_field.choices)}, got {value!r}"
+            )
+        if value is not None and row_field.max_length is not None and len(value) > row_field.max_length:
+            raise ConfigError(
+                f"{where}: {row_field.name} is {len(value)} characters long; {spec.title} takes at most "
+                f"{row_field.max_length}"
             )
     _check_void_date(options, where)
 
@@ -358,10 +409,52 @@ def _profile(
         credentials=credentials,
         options=options,
         rate_limits=limits,
-        settings=_settings(table, defaults, where),
+        settings=_in_flight(spec, _settings(table, defaults, where), "concurrency" in table, where),
         ca_bundle=_ca_bundle(table, default_ca, where, base_dir),
         source=where,
+        oauth=_oauth(spec, table, insecure, where, base_dir),
     )
+
+
+def _oauth(
+    spec: ProviderSpec, table: Mapping[str, Any], insecure: bool, where: str, base_dir: Path | None
+) -> OAuthSettings | None:
+    """An OAuth 2.0 profile's connection: its refresh token file (required) and token endpoint."""
+    if spec.oauth is None:
+        return None
+    value = table.get("refresh_token_file")
+    if value is None:
+        raise ConfigError(
+            f"{where}: refresh_token_file is required for {spec.title}: the file where batchvoid keeps "
+            "the connection's refresh token, which it replaces on every refresh (README: 'Authorising "
+            "Xero and QuickBooks' says how to get the first one)"
+        )
+    if not isinstance(value, str) or not value.strip() or _control_character(value) is not None:
+        raise ConfigError(f"{where}: refresh_token_file must be the path of a file, on one line")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    token_url = table.get("token_url", spec.oauth.token_url)
+    _check_base_url(token_url, insecure, where, "token_url")
+    return OAuthSettings(str(path.absolute()), str(token_url))
+
+
+def _region_url(spec: ProviderSpec, table: Mapping[str, Any], where: str) -> str | None:
+    """The base URL of the profile's `region`, if it names one of the provider's (see ProviderSpec)."""
+    if "region" not in table:
+        return None
+    region, known = table["region"], ", ".join(repr(name) for name in spec.regions)
+    if "base_url" in table:
+        raise ConfigError(
+            f"{where}: base_url and region both say where {spec.title} is: keep region for one of "
+            f"{spec.title}'s own ({known}), or base_url for any other (a self-hosted one)"
+        )
+    if region not in spec.regions:
+        raise ConfigError(
+            f"{where}: region must be one of {known}, got {region!r}; for a self-hosted "
+            f"{spec.title}, set base_url instead"
+        )
+    return spec.regions[region]
 
 
 def _credential(
@@ -436,7 +529,7 @@ def _check_void_date(options: Mapping[str, str], where: str) -> None:
             ) from None
 
 
-def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
+def _check_base_url(base_url: object, insecure: bool, where: str, key: str = "base_url") -> None:
     """A base URL is http(s)://host[:port][/path], with no user or password, and https:// unless
     it is this machine (loopback) or the profile says allow_insecure_http."""
     if isinstance(base_url, str) and "@" in base_url:  # checked first: the password is never shown
@@ -444,10 +537,10 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         scheme = scheme if scheme in ("http", "https") else "https"  # anything else may be the user
         after = base_url.rpartition("@")[2]
         raise ConfigError(
-            f"{where}: base_url must not carry a user or password ({scheme}://...@{after}): credentials "
+            f"{where}: {key} must not carry a user or password ({scheme}://...@{after}): credentials "
             f"come only from the environment variables the profile names; write {scheme}://{after}"
         )
-    bad = f"{where}: base_url must be an http:// or https:// URL, got {base_url!r}"
+    bad = f"{where}: {key} must be an http:// or https:// URL, got {base_url!r}"
     if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
         raise ConfigError(bad)
     try:
@@ -459,10 +552,37 @@ def _check_base_url(base_url: object, insecure: bool, where: str) -> None:
         raise ConfigError(bad)
     if parts.scheme == "http" and not insecure and not is_loopback(host):
         raise ConfigError(
-            f"{where}: base_url {base_url!r} is plain http:// to {host}, so the credentials would travel "
+            f"{where}: {key} {base_url!r} is plain http:// to {host}, so the credentials would travel "
             "in clear text: use https://, or, if every network in between is yours, set "
             "allow_insecure_http = true in this profile"
         )
+
+
+def _check_base_path(spec: ProviderSpec, base_url: str, where: str) -> None:
+    """A base URL copied from the provider's docs with its `api_prefix` (Lago's `/api/v1`) would
+    double it in every request: each void would answer 404."""
+    prefix = spec.api_prefix
+    if prefix and urlsplit(base_url).path.rstrip("/").endswith(prefix):
+        host = base_url.rstrip("/").removesuffix(prefix)
+        raise ConfigError(
+            f"{where}: base_url ends with {prefix}, which batchvoid adds itself to every {spec.title} "
+            f"request ({spec.void.method} {spec.void.path}): write base_url = {host!r}"
+        )
+
+
+def _in_flight(spec: ProviderSpec, settings: Settings, own: bool, where: str) -> Settings:
+    """The settings with concurrency within the provider's documented most in flight: a profile's
+    own concurrency above it is an error, the [defaults] one is lowered to it."""
+    most = spec.max_in_flight
+    if most is None or settings.concurrency <= most:
+        return settings
+    if own:
+        raise ConfigError(
+            f"{where}: concurrency = {settings.concurrency}, but {spec.title} takes at most {most} "
+            f"requests in flight per account (it queues, slows and then refuses more): set "
+            f"concurrency to {most} or less"
+        )
+    return replace(settings, concurrency=most)
 
 
 def _settings(table: Mapping[str, Any], base: Settings, where: str) -> Settings:

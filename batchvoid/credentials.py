@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from batchvoid.errors import ConfigError
+from batchvoid.errors import ConfigError, RunInterrupted
 
 Kind = Literal["env", "file", "command"]
 KINDS: tuple[Kind, ...] = ("env", "file", "command")
 COMMAND_TIMEOUT_S = 30.0  # a password manager that waits longer is waiting for a person
+SIGNAL_GRACE_S = 0.25  # a command that failed may have died of the run's own signal: time for it to arrive
+_POLL_S = 0.05  # how often a running command looks for a signal to the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +96,17 @@ class Sources:
     and its error output are never shown, since either may hold the secret.
     """
 
-    def __init__(self, env: Mapping[str, str], *, command_timeout_s: float = COMMAND_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        """`cancelled`: set by a signal to the run (Ctrl-C), which stops a command that is running."""
         self.env = env
         self.command_timeout_s = command_timeout_s
+        self.cancelled = cancelled
         self._read: dict[Credential, str] = {}  # file and command values already read
 
     def read(self, credential: Credential, where: str) -> str:
@@ -104,7 +116,9 @@ class Sources:
             if credential.kind == "file":
                 self._read[credential] = _read_file(credential, where)
             else:
-                self._read[credential] = _run_command(credential, where, self.command_timeout_s)
+                self._read[credential] = _run_command(
+                    credential, where, self.command_timeout_s, self.cancelled
+                )
         return self._read[credential]
 
 
@@ -152,17 +166,16 @@ def _read_file(credential: Credential, where: str) -> str:
     return text.removesuffix("\n")
 
 
-def _run_command(credential: Credential, where: str, timeout_s: float) -> str:
+def _run_command(
+    credential: Credential, where: str, timeout_s: float, cancelled: threading.Event | None = None
+) -> str:
     start = f"{where}: {credential.key} `{credential.name}`"
     by_hand = f"run it by hand to see why: {credential.name}"
+    interrupted = RunInterrupted(f"{start} was running: nothing was sent")
     try:
-        done = subprocess.run(  # noqa: S603 - the operator's own command, split by shlex, no shell
-            command_argv(credential.name),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        done = _run(command_argv(credential.name), timeout_s, cancelled)
+    except _Cancelled:
+        raise interrupted from None
     except subprocess.TimeoutExpired:
         raise ConfigError(
             f"{start} did not finish within {timeout_s:g} s and was stopped (a password manager waiting "
@@ -173,6 +186,9 @@ def _run_command(credential: Credential, where: str, timeout_s: float) -> str:
         raise ConfigError(
             f"{start} cannot be started ({cause}): check that it is installed and on PATH"
         ) from None
+    # Ctrl-C reaches the command too: its failure is then the interrupt's, not the command's.
+    if done.returncode != 0 and cancelled is not None and cancelled.wait(SIGNAL_GRACE_S):
+        raise interrupted
     # Neither stdout nor stderr is shown: a failing password manager may still print the value.
     if done.returncode != 0:
         status = f"exit status {done.returncode}" if done.returncode > 0 else f"signal {-done.returncode}"
@@ -193,3 +209,35 @@ def _run_command(credential: Credential, where: str, timeout_s: float) -> str:
             "fetch it from a password manager or a vault"
         )
     return value
+
+
+class _Cancelled(Exception):
+    """A signal to the run stopped the command."""
+
+
+def _run(
+    argv: list[str], timeout_s: float, cancelled: threading.Event | None
+) -> subprocess.CompletedProcess[bytes]:
+    """`subprocess.run` with no input and the output captured; once `cancelled` is set (a signal
+    to the run), the command is killed and _Cancelled raised, rather than waited for."""
+    if cancelled is None:
+        return subprocess.run(  # noqa: S603 - the operator's own command, split by shlex, no shell
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False
+        )
+    deadline = time.monotonic() + timeout_s
+    with subprocess.Popen(  # noqa: S603 - as above
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as command:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                out, err = command.communicate(timeout=max(0.0, min(_POLL_S, left)))
+            except subprocess.TimeoutExpired:
+                if cancelled.is_set() or left <= 0:
+                    command.kill()
+                    command.wait()  # not communicate: a child it left may hold the pipes open
+                    if cancelled.is_set():
+                        raise _Cancelled from None
+                    raise subprocess.TimeoutExpired(argv, timeout_s) from None
+            else:
+                return subprocess.CompletedProcess(argv, command.returncode, out, err)

@@ -35,6 +35,7 @@ from batchvoid.ledger.api import Job, WorkQueue, now
 from batchvoid.ledger.ops import Attempt, Finish, Release
 from batchvoid.ledger.writer import LedgerWriter
 from batchvoid.models import (
+    Item,
     ItemState,
     Outcome,
     OutcomeKind,
@@ -45,10 +46,12 @@ from batchvoid.models import (
     WorkItem,
 )
 from batchvoid.network import DIRECT, Route
+from batchvoid.oauth import Connection, ConnectionLost
 from batchvoid.pace import Pace, Patience, sustained_rate
 from batchvoid.providers import Adapter
 from batchvoid.transport import ProxyRefused, TransportError, open_session, send
 
+TOKEN_RETRIES = 3  # 401s per item that a fresh OAuth 2.0 access token is tried after
 CLAIM_MAX = 256  # items a lane claims at a time, at most
 CLAIM_AHEAD_S = 1.0  # ... and no more than it sends in about this long at its configured pace
 
@@ -83,6 +86,7 @@ class Lane:
     exhausted: bool = False  # a claim came back empty: nothing more to take
     claiming: anyio.Lock = field(default_factory=anyio.Lock)
     route: Route = DIRECT  # through which proxy, trusting which CAs
+    auth: Connection | None = None  # an OAuth 2.0 connection whose access token its requests carry
 
     @property
     def name(self) -> str:
@@ -146,6 +150,7 @@ class Engine:
         failure_limits: FailureLimits | None = None,
         describe: Callable[[Stop], str] = _plain,
         routes: Mapping[str, Route] | None = None,
+        connections: Mapping[str, Connection] | None = None,
     ) -> None:
         """One lane per adapter, with its profile; `describe` words a stop for the log and the console."""
         self.job = job
@@ -157,6 +162,7 @@ class Engine:
         self._adapters = adapters
         self._profiles = profiles
         self._routes = routes or {}
+        self._connections = connections or {}
         self.lanes: dict[str, Lane] = {}
         self.halted: Stop | None = None  # why the whole engine stopped dispatching
         self.failed = 0
@@ -171,6 +177,7 @@ class Engine:
                 adapter,
                 self._routes.get(name, DIRECT),
                 self.queue.pace(self._profiles[name]),
+                self._connections.get(name),
             )
             for name, adapter in self._adapters.items()
         }
@@ -184,14 +191,16 @@ class Engine:
                 tg.start_soon(self._lane, lane, session, writer)
 
     @staticmethod
-    def _new_lane(profile: Profile, adapter: Adapter, route: Route, shared: Pace | None) -> Lane:
+    def _new_lane(
+        profile: Profile, adapter: Adapter, route: Route, shared: Pace | None, auth: Connection | None
+    ) -> Lane:
         """`shared`: the queue's pace for the profile, when its limits are kept across workers."""
         settings, pace = profile.settings, shared or Pace(profile.rate_limits)
         patience = Patience(pace.adaptive, settings.max_pause_s, settings.give_up_throttled_after_s)
         rate = sustained_rate(profile.rate_limits)
         ahead = CLAIM_MAX if rate is None else math.ceil(rate * CLAIM_AHEAD_S)
         claim_size = max(settings.concurrency, min(CLAIM_MAX, ahead))
-        return Lane(profile, adapter, pace, patience, claim_size, route=route)
+        return Lane(profile, adapter, pace, patience, claim_size, route=route, auth=auth)
 
     def halt(self, stop: Stop) -> None:
         """Stop dispatching in every lane; requests in flight finish. The first stop stays."""
@@ -286,6 +295,7 @@ class Engine:
         settings = lane.profile.settings
         item, key = work.item, work.idempotency_key
         failures = 0  # retryable outcomes in this run; throttling does not count
+        refused = 0  # 401s answered with a fresh access token (OAuth 2.0), in this run
         while True:
             if not self._done(lane):
                 if lane.pace.may_wait():
@@ -296,14 +306,22 @@ class Engine:
             if self._done(lane):
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 return
-            request = lane.adapter.void_request(item, key)
+            generation = 0 if lane.auth is None else await self._authorize(lane, session)
+            if generation < 0:
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                return
+            read = lane.adapter.read_request(item)  # what the void depends on, if anything
+            request = lane.adapter.void_request(item, key) if read is None else read
             trip.sent += 1
             trip.on_the_wire = True
             lane.requests += 1
             started = time.perf_counter()
-            outcome = await self._exchange(session, request, lane, work)
+            outcome = await self._exchange(session, request, lane, item, reading=read is not None)
             trip.on_the_wire = False
-            if outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
+            if isinstance(outcome, Item):  # the read told what the void needs: it goes next, at the pace
+                item = outcome
+                continue
+            if outcome is not None and outcome.kind is OutcomeKind.REJECTED and outcome.check_status:
                 lookup = lane.adapter.lookup_request(item)
                 if lookup is not None:
                     self._attempt(lane, work, writer, work.attempts + trip.sent, outcome, started)
@@ -312,6 +330,11 @@ class Engine:
                     lane.requests += 1
                     started = time.perf_counter()
                     outcome = await self._check_status(session, lane, work, lookup, outcome)
+            if outcome is None:  # the proxy refused it: no request reached the provider, none counts
+                trip.sent -= 1
+                lane.requests -= 1
+                writer.record(Release(work.id, trip.sent, trip.maybe_sent))
+                return
             state = _FINAL.get(outcome.kind)
             if outcome.kind is OutcomeKind.RETRYABLE:
                 failures += 1
@@ -329,10 +352,14 @@ class Engine:
                 continue  # the pace holds every worker of the lane until the pause ends
             lane.pace.adaptive.succeeded()
             if outcome.kind is OutcomeKind.AUTH_FAILED:
+                refused += 1
+                if lane.auth is not None and refused <= TOKEN_RETRIES and lane.auth.rejected(generation):
+                    continue  # an access token refused early (expired in flight): the next try refreshes it
                 writer.record(Release(work.id, trip.sent, trip.maybe_sent))
                 self._stop_lane(lane, Stop(StopKind.AUTH_REFUSED, lane.name, outcome.reason))
                 return
             trip.maybe_sent = trip.maybe_sent or outcome.http_status is None  # a timeout may have voided it
+            item = work.item  # a read's answer is good for one void: a retry reads again (a new SyncToken)
             with self._wait(lane):
                 await anyio.sleep(self.retry.delay(failures))
 
@@ -382,24 +409,43 @@ class Engine:
                 until=f"{verdict.until:%Y-%m-%dT%H:%M:%SZ}",
             )
 
+    async def _authorize(self, lane: Lane, session: aiohttp.ClientSession) -> int:
+        """The generation of the lane's access token, refreshed when due; -1: the lane stopped."""
+        assert lane.auth is not None
+        timeout_s = lane.profile.settings.timeout_s
+        try:
+            return await lane.auth.ready(lambda request, route: send(session, request, timeout_s, route))
+        except ConnectionLost as exc:
+            kind = StopKind.REAUTHORIZE if exc.reauthorize else StopKind.CONNECTION_LOST
+            self._stop_lane(lane, Stop(kind, lane.name, str(exc)))
+            return -1
+
     async def _exchange(
-        self, session: aiohttp.ClientSession, request: Request, lane: Lane, work: WorkItem
-    ) -> Outcome:
+        self, session: aiohttp.ClientSession, request: Request, lane: Lane, item: Item, *, reading: bool
+    ) -> Outcome | Item | None:
+        """The provider's answer as an outcome (a read's: the item with what it told, or an outcome);
+        None: the proxy refused it (the lane is stopped)."""
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
-        except ProxyRefused as exc:  # stopped for the proxy, not the provider's keys; the item stays pending
-            stop = Stop(StopKind.PROXY_REFUSED, lane.name, str(exc), setting=lane.route.variable)
-            self._stop_lane(lane, stop)
-            return Outcome(OutcomeKind.AUTH_FAILED, str(exc), 407)
+        except ProxyRefused as exc:
+            self._proxy_refused(lane, exc)
+            return None
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, str(exc))
-        return lane.adapter.parse_void(work.item, response)
+        return lane.adapter.parse_read(item, response) if reading else lane.adapter.parse_void(item, response)
+
+    def _proxy_refused(self, lane: Lane, exc: ProxyRefused) -> None:
+        """A 407: stopped for the network's configuration, not the provider's keys."""
+        self._stop_lane(lane, Stop(StopKind.PROXY_REFUSED, lane.name, str(exc), setting=lane.route.variable))
 
     async def _check_status(
         self, session: aiohttp.ClientSession, lane: Lane, work: WorkItem, request: Request, rejected: Outcome
-    ) -> Outcome:
+    ) -> Outcome | None:
         try:
             response = await send(session, request, lane.profile.settings.timeout_s, lane.route)
+        except ProxyRefused as exc:
+            self._proxy_refused(lane, exc)
+            return None
         except TransportError as exc:
             return Outcome(OutcomeKind.RETRYABLE, f"status lookup after {rejected.reason}: {exc}")
         return lane.adapter.parse_lookup(work.item, response, rejected)

@@ -9,6 +9,7 @@ every one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import json
@@ -130,8 +131,9 @@ def _items(
     rows: list[list[Any]] = []
     for group in (first, chosen & set(DONE)):
         if group and len(rows) < MAX_ITEMS:
-            for item in islice(ledger.items(job, group, run), MAX_ITEMS - len(rows)):
-                rows.append([item[name] for name in COLUMNS])
+            with contextlib.closing(ledger.items(job, group, run)) as items:  # read no further
+                for item in islice(items, MAX_ITEMS - len(rows)):
+                    rows.append([item[name] for name in COLUMNS])
     return rows
 
 

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import re
+import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ REQUIRED = ("provider", "invoice_id")
 OPTIONAL = ("void_date", "company_id", "store")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_ID = 200
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -278,10 +280,41 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             except json.JSONDecodeError as exc:
                 yield line, f"malformed JSON: {exc.msg} at column {exc.colno}"
                 continue
+            except ValueError:  # the only other: an integer past Python's int-str digit limit
+                digits = sys.get_int_max_str_digits()
+                yield line, f"a number over {digits} digits long, which no id or field is: {_BIG_FIX}"
+                continue
             if not isinstance(value, dict):
                 yield line, f"expected a JSON object, found {type(value).__name__}"
                 continue
+            if "\\u" in text and (where := _lone_surrogate(value)) is not None:
+                yield line, f"{where} holds {_SURROGATE_FIX}"
+                continue
             yield line, value
+
+
+_BIG_FIX = "check the line (an id is best written as a string)"
+_SURROGATE_FIX = (
+    "a \\u escape of half a UTF-16 pair (a lone surrogate, \\ud800 to \\udfff), which is no "
+    "character: fix the program that wrote the file"
+)
+
+
+def _lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON value a string holds a lone surrogate ("field x", "a key"), if anywhere."""
+    if isinstance(value, str):
+        return None if _SURROGATE.search(value) is None else (where or "a value")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if _SURROGATE.search(key) is not None:
+                return f'the key "{key.encode("utf-8", "backslashreplace").decode()[:40]}"'
+            if (found := _lone_surrogate(inner, where or f"field {key!r}")) is not None:
+                return found
+    elif isinstance(value, list):
+        for inner in value:
+            if (found := _lone_surrogate(inner, where)) is not None:
+                return found
+    return None
 
 
 class _CsvRow:
@@ -292,7 +325,7 @@ class _CsvRow:
     wrong with a bad one, so the two cannot disagree on what a row means.
     """
 
-    __slots__ = ("_at", "_extra", "_header", "_profiles", "_rules", "_void_dates")
+    __slots__ = ("_at", "_column", "_extra", "_header", "_profiles", "_rules", "_void_dates")
 
     def __init__(
         self, header: list[str], profiles: Mapping[str, Profile], void_dates: Mapping[str, str | None]
@@ -301,6 +334,7 @@ class _CsvRow:
         at = {name: n for n, name in enumerate(header)}
         self._at = tuple(at.get(name) for name in (*REQUIRED, *OPTIONAL))
         self._extra = tuple((n, name) for n, name in enumerate(header) if name not in (*REQUIRED, *OPTIONAL))
+        self._column = at  # a provider's own row fields (Maxio's void_reason) are among the extra columns
         # Per provider: its default void date, and its row fields' checks (see `_row_checks`).
         self._rules = {
             name: (void_dates.get(name), _row_checks(profile)) for name, profile in profiles.items()
@@ -318,10 +352,13 @@ class _CsvRow:
             default_date, checks = rule
             if checks:
                 given = {"void_date": void_date, "company_id": company_id, "store": store}
+                for name, *_ in checks:
+                    if name not in given:
+                        at = self._column.get(name)
+                        given[name] = None if at is None else cells[at].strip() or None
                 fields_ok = all(
-                    ((value := given[name]) is None and not needed)
-                    or (value is not None and (prefix is None or value.startswith(prefix)))
-                    for name, prefix, needed in checks
+                    _field_problem(provider, name, given[name], prefix, needed, choices, longest) is None
+                    for name, prefix, needed, choices, longest in checks
                 )
             else:
                 fields_ok = True
@@ -338,13 +375,38 @@ class _CsvRow:
         return _item(line, dict(zip(self._header, cells, strict=True)), self._profiles, self._void_dates)
 
 
-def _row_checks(profile: Profile) -> tuple[tuple[str, str | None, bool], ...]:
-    """The provider's row fields that are checked: (name, required prefix, needed in the row)."""
+RowCheck = tuple[str, str | None, bool, tuple[str, ...], int | None]
+
+
+def _row_checks(profile: Profile) -> tuple[RowCheck, ...]:
+    """The provider's row fields that are checked: (name, required prefix, needed in the row,
+    the values it may take, its longest value)."""
     return tuple(
-        (f.name, f.prefix, f.required and f.name not in profile.options)
+        (f.name, f.prefix, f.required and f.name not in profile.options, f.choices, f.max_length)
         for f in profile.spec.row_fields
-        if f.prefix is not None or f.required
+        if f.prefix is not None or f.required or f.choices or f.max_length is not None
     )
+
+
+def _field_problem(
+    provider: str,
+    name: str,
+    value: str | None,
+    prefix: str | None,
+    needed: bool,
+    choices: tuple[str, ...],
+    longest: int | None = None,
+) -> str | None:
+    """What is wrong with a row field's value (stripped; None: not given), or None."""
+    if value is None:
+        return f"no {name}: give one in this row or set {name} in [providers.{provider}]" if needed else None
+    if prefix is not None and not value.startswith(prefix):
+        return f"{name} {value[:40]!r} must start with {prefix!r}"
+    if choices and value.lower() not in choices:
+        return f"{name} {value[:40]!r} must be {' or '.join(choices)}, or empty"
+    if longest is not None and len(value) > longest:
+        return f"{name} is {len(value)} characters long; the provider takes at most {longest}"
+    return None
 
 
 def _fits(value: str) -> bool:
@@ -384,12 +446,11 @@ def _item(
                 f"{name} {value[:60]!r} has spaces or control characters or is over {_MAX_ID} long"
             )
     given = {"void_date": void_date, "company_id": company_id, "store": store}
-    for name, prefix, needed in () if profile is None else _row_checks(profile):
-        if (value := given[name]) is None:
-            if needed:
-                problems.append(f"no {name}: give one in this row or set {name} in [providers.{provider}]")
-        elif prefix is not None and not value.startswith(prefix):
-            problems.append(f"{name} {value[:40]!r} must start with {prefix!r}")
+    for name, prefix, needed, choices, longest in () if profile is None else _row_checks(profile):
+        value = given[name] if name in given else text(name)
+        problem = _field_problem(str(provider), name, value, prefix, needed, choices, longest)
+        if problem is not None:
+            problems.append(problem)
     if problems:
         return RowError(line, "; ".join(problems))
     assert provider is not None and invoice_id is not None  # noqa: PT018 - narrowed by the checks above

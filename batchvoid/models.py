@@ -31,6 +31,9 @@ class ItemState(enum.StrEnum):
 # status, the ledger's failure queries and redrive) takes them from here.
 DONE = frozenset({ItemState.VOIDED, ItemState.ALREADY_VOID})  # void at the provider
 UNDONE = frozenset({ItemState.FAILED})  # final but not void: reported as failed, redriven
+# Redirects that say the request was not acted on where it went (a 303 may have been): an item
+# failed by one has no outcome at its target, as a pending one has none.
+UNACTED_REDIRECTS = (301, 302, 307, 308)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -82,6 +85,7 @@ class Request:
 
     `secrets` are the credential values the request carries (keys, tokens, signatures): the
     transport scrubs them, in every form, out of whatever comes back. They are never sent as such.
+    The parts of an Authorization header are scrubbed too, except those named in `public`.
     """
 
     method: str
@@ -89,6 +93,9 @@ class Request:
     headers: Mapping[str, str] = field(repr=False)  # they carry the credentials
     body: bytes | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Parts of its credential headers that are documented constants, not secrets (Maxio's Basic
+    # password "x"): scrubbing them would redact every "x" of every answer.
+    public: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +120,15 @@ class Outcome:
     check_status: bool = False
 
 
+# What a rate limit may say, wherever it is written (a profile, a simulator fault): past these
+# no pace, estimate or sliding window means anything, and an inf period divides by zero.
+RATE_COUNTS = (1, 1_000_000)  # requests in one window
+RATE_PERIODS = (0.001, 86400.0)  # a window's seconds: 1 ms to 24 h
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most `count` requests in any window of `period` seconds."""
+    """At most `count` requests in any window of `period` seconds (see `RATE_COUNTS`, `RATE_PERIODS`)."""
 
     count: int
     period: float
@@ -124,11 +137,24 @@ class RateLimit:
     def __str__(self) -> str:
         return self.text
 
+    @staticmethod
+    def problem(count: str, period: float) -> str | None:
+        """What is wrong with `count` (its digits, no leading zero) per `period` seconds, if anything."""
+        most = RATE_COUNTS[1]
+        if len(count) > len(str(most)) or int(count) > most:  # never int() of a 5000-digit string
+            return f"the count must be at most {most:,} requests per window"
+        low, high = RATE_PERIODS
+        if not low <= period <= high:
+            return "the period must be from 1ms to 24h (86400s)"
+        return None
+
 
 class StopKind(enum.StrEnum):
     """Why a lane (one provider) or the whole engine sends nothing more in this run."""
 
     AUTH_REFUSED = "auth_refused"  # a 401/403: the credential is wrong or revoked
+    REAUTHORIZE = "reauthorize"  # an OAuth token endpoint refused the refresh token or the client
+    CONNECTION_LOST = "connection_lost"  # no access token: the token endpoint fails, or a token is unsaved
     PROXY_REFUSED = "proxy_refused"  # a 407 from the proxy: its user and password
     REJECTIONS = "rejections"  # stop_after_rejections permanent failures in a row
     THROTTLED = "throttled"  # a pause over max_pause_s, or 429s for give_up_throttled_after_s

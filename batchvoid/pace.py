@@ -76,11 +76,21 @@ def sustained_rate(limits: Sequence[RateLimit]) -> float | None:
     return min((limit.count / limit.period for limit in limits), default=None)
 
 
+def binding_rate(requests: int, limits: Sequence[RateLimit]) -> float | None:
+    """The rate `requests` go at: the slowest of the shortest window and of every window they
+    would fill (5,000 a day does not slow 300 requests at 60 a minute); None: no limit."""
+    if not limits:
+        return None
+    shortest = min(limits, key=lambda limit: limit.period)
+    binding = [limit for limit in limits if limit is shortest or requests > limit.count]
+    return sustained_rate(binding)
+
+
 def estimate_s(requests: int, limits: Sequence[RateLimit]) -> float | None:
     """How long `requests` take at the configured windows; None: no limit to go by."""
     if requests == 0:
         return 0.0
-    rate = sustained_rate(limits)
+    rate = binding_rate(requests, limits)
     return None if rate is None else requests / rate
 
 

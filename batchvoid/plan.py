@@ -25,7 +25,7 @@ from batchvoid.credentials import Reader, Sources
 from batchvoid.errors import ConfigError
 from batchvoid.ledger import Job, Ledger, ledger_exists, open_ledger, writable_problem
 from batchvoid.models import DONE, UNDONE, RateLimit
-from batchvoid.pace import estimate_s, sustained_rate
+from batchvoid.pace import binding_rate, estimate_s
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env
 from batchvoid.progress import format_duration
 
@@ -39,6 +39,7 @@ class LanePlan:
     duplicates: int  # rows that repeat an earlier (provider, invoice_id): not counted in items
     finished: int  # items already in a final state in the ledger
     rate_limits: tuple[RateLimit, ...]
+    requests_per_item: int = 1  # QuickBooks: a read, then the void
 
     @property
     def to_send(self) -> int:
@@ -46,13 +47,14 @@ class LanePlan:
 
     @property
     def rate(self) -> float | None:
-        """The sustained rate every window allows at once, per second; None: no limit."""
-        return sustained_rate(self.rate_limits)
+        """The rate its items go at under the windows they fill, per second; None: no limit."""
+        rate = binding_rate(self.to_send * self.requests_per_item, self.rate_limits)
+        return None if rate is None else rate / self.requests_per_item
 
     @property
     def duration_s(self) -> float | None:
         """How long its items take at the configured limits; None: no limit to go by."""
-        return estimate_s(self.to_send, self.rate_limits)
+        return estimate_s(self.to_send * self.requests_per_item, self.rate_limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ def _plan(
                 duplicates=duplicates.get(provider, 0),
                 finished=sum(n for (p, s), n in counts.items() if p == provider and s in done),
                 rate_limits=profile.rate_limits if profile is not None else (),
+                requests_per_item=profile.spec.requests_per_item if profile is not None else 1,
             )
         )
     problems = []

@@ -9,6 +9,7 @@ a missing credential.
 from __future__ import annotations
 
 import os
+import shlex
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from batchvoid.engine import FailureLimits, Retry
 from batchvoid.errors import ConfigError, LedgerError, RunInterrupted
 from batchvoid.ledger import Ingest, Job, Ledger, LedgerLocation, NewJob
 from batchvoid.locations import DEFAULT_LEDGER, REHEARSAL_LEDGER
+from batchvoid.models import ItemState
 from batchvoid.network import Route, route, tls_context
 from batchvoid.progress import ProgressOptions
 from batchvoid.simulator.credentials import CREDENTIALS
@@ -215,10 +217,13 @@ def _check_history(
                 file=out,
             )
         return
-    for profile in sorted(ledger.touched(job)):
-        old, new = recorded.get(profile), targets.get(profile)
-        if old is None or new is None or old == new:
+    changed = {p for p, old in recorded.items() if targets.get(p, old) != old}
+    if not changed:  # the common case: nothing to look up among the items
+        return
+    for profile, states in sorted(ledger.touched(job).items()):
+        if profile not in changed:
             continue
+        old, new = recorded[profile], targets[profile]
         if options.allow_target_change:
             print(
                 f"warning: profile {profile!r} of {where} sent to {old}; it now sends to {new} "
@@ -226,12 +231,30 @@ def _check_history(
                 file=out,
             )
             continue
-        raise LedgerError(
-            f"profile {profile!r} of {where} now sends to {new}, but items of the job were sent to "
-            f"{old}. Their outcomes say nothing about the new target, so the run is refused; nothing "
-            "was sent. To void the job at the new target, run it as a new job (--job-id NEW_NAME). If "
-            "it is the same account at a new address, pass --allow-target-change to keep the outcomes"
-        )
+        raise LedgerError(_target_changed(config, ledger, job, profile, states, old, new))
+
+
+def _target_changed(
+    config: Config,
+    ledger: Ledger,
+    job: Job,
+    profile: str,
+    states: Mapping[ItemState, int],
+    old: str,
+    new: str,
+) -> str:
+    """The refusal of a profile whose target changed after some of its items had outcomes there."""
+    had = ", ".join(f"{n} {state.value}" for state, n in sorted(states.items()))
+    report = shlex.join(["batchvoid", "report", "--ledger", ledger.location, "--job-id", job.job_id])
+    return (
+        f"profile {profile!r} of job {job.job_id!r} in {ledger.location} now sends to {new}, but items of "
+        f"the job have outcomes at {old} ({had}). They say nothing about the new target, so the run is "
+        "refused; nothing was sent. If it is the same account at a new address, run the same command "
+        "with --allow-target-change (the outcomes are kept, and --retry-failed resends the failed items "
+        f"there). If the change is a mistake, set [providers.{profile}] in {config.path} back to the old "
+        f"target. If it is another account, see what the old one did ({report} --state voided), then "
+        "void the file there as a new job: the same command with --job-id NEW_NAME"
+    )
 
 
 T = TypeVar("T")

@@ -7,6 +7,7 @@ from the ledger row by row, so its size does not matter. A CSV report is also a 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -371,23 +372,28 @@ def write_report(
     out: TextIO,
     run: str | None = None,
 ) -> int:
-    """Write one row per item of `job` (in `states`; whose last outcome `run` wrote) to `out`."""
+    """Write one row per item of `job` (in `states`; whose last outcome `run` wrote) to `out`.
+
+    Returns how many. The rows' cursor is closed here, however the writing ends (a closed
+    stdout): never after the ledger, when closing it would fail as the program exits.
+    """
     if fmt == "html":
         from batchvoid.htmlreport import write_html
 
         return write_html(ledger, job, states, out, run)
-    rows = ledger.items(job, states, run)
-    if fmt == "jsonl":
-        return _write_jsonl(rows, out)
-    columns = report_columns(ledger.metadata_keys(job, states))
-    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; "\n" leaves a bare CR unquoted before 3.11.9
-    writer.writerow([name for name, _ in columns])
-    written = 0
-    for row in rows:
-        metadata = json.loads(row["metadata"]) if row["metadata"] else {}
-        writer.writerow(["" if value is None else value for value in _values(row, metadata, columns)])
-        written += 1
-    return written
+    with contextlib.closing(ledger.items(job, states, run)) as rows:
+        if fmt == "jsonl":
+            return _write_jsonl(rows, out)
+        columns = report_columns(ledger.metadata_keys(job, states))
+        # RFC 4180; "\n" leaves a bare CR unquoted before 3.11.9
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow([name for name, _ in columns])
+        written = 0
+        for row in rows:
+            metadata = json.loads(row["metadata"]) if row["metadata"] else {}
+            writer.writerow(["" if value is None else value for value in _values(row, metadata, columns)])
+            written += 1
+        return written
 
 
 def _values(

@@ -34,9 +34,12 @@ from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAbort
 from batchvoid.ledger import Ingest, Job, Ledger, Run, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
+from batchvoid.network import route, tls_context
+from batchvoid.oauth import Connection, MemoryStore, RefreshTokenFile, TokenStore
 from batchvoid.preflight import RunOptions, load_config, prepare, routes, simulator_env, targets
 from batchvoid.progress import Display
 from batchvoid.providers import Adapter
+from batchvoid.simulator.credentials import REFRESH_TOKENS
 from batchvoid.simulator.settings import SimulatorSettings
 
 EXIT_OK = 0
@@ -45,6 +48,7 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a tool killed writing to a closed pipe
 FAILURES_SHOWN = 5  # failed items the summary names; the rest it counts by reason
 REASONS_SHOWN = 10
 
@@ -228,7 +232,9 @@ async def _run_job(
             f"{', '.join(config.profiles)}); nothing was sent"
         )
     # One reader for the run: a credential's file is read, and its command run, once.
-    sources = None if options.simulate else Sources(os.environ if env is None else env)
+    sources = (
+        None if options.simulate else Sources(os.environ if env is None else env, cancelled=signals.cancelled)
+    )
     try:
         job, ingest = await anyio.to_thread.run_sync(
             partial(prepare, options, config, ledger, out, signals.cancelled, sources)
@@ -259,7 +265,14 @@ async def _run_job(
             sources = Sources(simulator_env(config))
         assert sources is not None
         notices: list[str] = []  # credential values trimmed of whitespace: said once each
-        adapters = await anyio.to_thread.run_sync(partial(_adapters, config, todo, sources, notices))
+        try:
+            adapters, connections = await anyio.to_thread.run_sync(
+                partial(_adapters, config, todo, sources, notices)
+            )
+        except RunInterrupted as exc:  # a credential's command was stopped by the signal
+            raise RunInterrupted(
+                f"interrupted by {signals.received}: {exc}. Run the same command again to resume"
+            ) from None
         for notice in notices:
             print(f"warning: {notice}", file=out)
         network = routes(config, todo)
@@ -292,6 +305,7 @@ async def _run_job(
             failure_limits=options.failure_limits,
             describe=partial(describe_stop, config),
             routes=network,
+            connections=connections,
         )
         if signals.received is not None:
             raise RunInterrupted(
@@ -380,9 +394,50 @@ def _held_back(options: RunOptions, queue: object, held: Sequence[str]) -> tuple
 
 def _adapters(
     config: Config, names: Iterable[str], sources: Reader, notices: list[str]
-) -> dict[str, Adapter]:
-    """The adapters of the profiles `names`, their credentials read (a command may take a while)."""
-    return {name: config.profiles[name].adapter(sources, notices) for name in names}
+) -> tuple[dict[str, Adapter], dict[str, Connection]]:
+    """The adapters of the profiles `names`, their credentials read (a command may take a while),
+    and the OAuth 2.0 connections of those that have one: one per refresh token file, shared."""
+    adapters: dict[str, Adapter] = {}
+    connections: dict[str, Connection] = {}
+    by_file: dict[str, Connection] = {}
+    for name in names:
+        profile = config.profiles[name]
+        if profile.oauth is None or profile.spec.oauth is None:
+            adapters[name] = profile.adapter(sources, notices)
+            continue
+        secrets = profile.secrets(sources, notices)
+        path = profile.oauth.refresh_token_file
+        key = path or f"rehearsal:{profile.spec.type}"  # a rehearsal's simulator has one per type
+        connection = by_file.get(key)
+        if connection is None:
+            store: TokenStore = (
+                RefreshTokenFile(path) if path else MemoryStore(REFRESH_TOKENS[profile.spec.type])
+            )
+            https = profile.oauth.token_url.startswith("https://")
+            connection = by_file[key] = Connection(
+                title=profile.spec.title,
+                where=profile.source,
+                facts=profile.spec.oauth,
+                token_url=profile.oauth.token_url,
+                client_id=secrets["client_id"],
+                client_secret=secrets["client_secret"],
+                store=store,
+                credentials=", ".join(c.label for c in profile.credentials.values()),
+                route=route(
+                    profile.oauth.token_url,
+                    tls=tls_context(profile.ca_bundle, profile.source) if https else None,
+                ),
+                timeout_s=profile.settings.timeout_s,
+            )
+        elif connection.client != (profile.oauth.token_url, secrets["client_id"]):
+            raise ConfigError(
+                f"{profile.source}: refresh_token_file {path} is also {connection.where}'s, with another "
+                "token_url or client id: one refresh token belongs to one app's connection. Give each "
+                "connection its own file"
+            )
+        connections[name] = connection
+        adapters[name] = profile.adapter(sources, notices, connection)
+    return adapters, connections
 
 
 def _aborted(exc: Exception, log: Any, log_file: Path, requests: int) -> RunAborted:
@@ -427,10 +482,14 @@ def describe_stop(config: Config, stop: Stop) -> str:
             f"it in this run. Check {variables}, then run the same command again to void its "
             "remaining items"
         )
+    if stop.kind in (StopKind.REAUTHORIZE, StopKind.CONNECTION_LOST):
+        return f"{name}: {stop.detail}. No more requests go to it in this run; its items stay pending"
     if stop.kind is StopKind.PROXY_REFUSED:
         return (
-            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it. Fix "
-            f"the user:password in {stop.setting}, then run the same command again"
+            f"{name}: {stop.detail}; no more requests go to it in this run, and none reached it (none "
+            f"is counted as sent). Set the proxy's user:password in {stop.setting} "
+            "(http://USER:PASSWORD@HOST:PORT, percent-encoded), or add the provider's host to "
+            "NO_PROXY if it is to be reached directly, then run the same command again"
         )
     if stop.kind is StopKind.REJECTIONS:
         return (

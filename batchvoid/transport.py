@@ -84,7 +84,7 @@ async def send(
         ) as answer:
             if answer.status == 407 and route.proxy is not None:  # the proxy's answer, not the provider's
                 raise ProxyRefused(_refused(route))
-            body = await answer.content.read(MAX_BODY)
+            body = await _read_body(answer.content)
             headers = secrets.scrub_headers(answer.headers, answer.raw_headers)
             return Response(answer.status, headers, secrets.scrub(body))
     except TimeoutError:
@@ -96,6 +96,19 @@ async def send(
     except aiohttp.ClientError as exc:
         text = secrets.scrub_text(f"connection failed: {type(exc).__name__}: {exc}")
         raise TransportError(text[:300]) from None
+
+
+async def _read_body(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, up to MAX_BODY: `read(n)` gives what has arrived, often one chunk of many."""
+    body = await content.read(MAX_BODY)
+    if content.at_eof() or not body:  # the usual answer: it came whole, in one piece
+        return body
+    parts = [body]
+    size = len(body)
+    while size < MAX_BODY and (part := await content.read(MAX_BODY - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _refused(route: Route) -> str:
@@ -125,7 +138,8 @@ class Secrets:
         credentials of the proxy `route` goes through (its Proxy-Authorization, in every form)."""
         headers = request.headers
         auth = tuple([headers[name] for name in _credential_names(tuple(headers))])
-        return _secrets(request.secrets, auth, route.proxy_authorization if route.secrets else "")
+        proxy = route.proxy_authorization if route.secrets else ""
+        return _secrets(request.secrets, auth, proxy, request.public)
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every part of any form of any value replaced by REDACTED."""
@@ -153,12 +167,15 @@ class Secrets:
 
 
 @lru_cache(maxsize=256)  # most lanes' requests carry the same credentials every time
-def _secrets(declared: tuple[str, ...], auth: tuple[str, ...], proxy: str) -> Secrets:
+def _secrets(
+    declared: tuple[str, ...], auth: tuple[str, ...], proxy: str, public: tuple[str, ...]
+) -> Secrets:
     values = set(declared)
     for header in (*auth, proxy):
         if header:
             values.update(_credential_values(header))
     values.discard("")
+    values.difference_update(public)
     return Secrets(tuple((value, _core(value)) for value in values))
 
 

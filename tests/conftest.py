@@ -18,6 +18,7 @@ from batchvoid import locations
 from batchvoid.config import Config, parse_rate_limit
 from batchvoid.engine import Retry
 from batchvoid.preflight import RunOptions, simulator_env
+from batchvoid.providers import REGISTRY
 from batchvoid.run import RunReport, run
 from batchvoid.simulator import Simulator, SimulatorSettings
 
@@ -109,7 +110,7 @@ def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]
         match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
         assert match, "the simulator did not say where it listens"
         env = {}
-        for _ in range(7):
+        for _ in range(sum(len(spec.credentials) for spec in REGISTRY.values())):
             name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
             env[name] = value
         yield match[1], env

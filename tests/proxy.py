@@ -34,6 +34,7 @@ class Proxy:
     url: str = ""
     seen: list[Seen] = field(default_factory=list)
     answer: bytes | None = None
+    answer_only: str | None = None  # the canned answer goes to requests of this method only
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request per connection: every answer says Connection: close."""
@@ -48,10 +49,11 @@ class Proxy:
                     headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.seen.append(Seen(method, target, headers))
-            if method == "CONNECT" and self.answer is None:
+            canned = self.answer if self.answer_only in (None, method) else None
+            if method == "CONNECT" and canned is None:
                 await self._tunnel(reader, writer)
-            elif self.answer is not None:
-                writer.write(self.answer)
+            elif canned is not None:
+                writer.write(canned)
             else:
                 writer.write(await self._forward(method, target, headers, body))
             await writer.drain()

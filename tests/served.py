@@ -12,12 +12,21 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 
 from batchvoid.providers import REGISTRY
-from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings, provider_url
+from batchvoid.simulator import (
+    ACCOUNTS,
+    CREDENTIALS,
+    PROVIDER_TYPES,
+    Simulator,
+    SimulatorSettings,
+    provider_url,
+)
+from batchvoid.simulator.credentials import REFRESH_TOKENS
 
 # The default credential variable of each provider's key roles, from the registry.
 VARIABLES = {
@@ -25,9 +34,11 @@ VARIABLES = {
     for kind, spec in REGISTRY.items()
     for key, var in spec.credentials.items()
 }
-# The settings a profile must have for its rows to need no column (Maple's company_id).
+# The settings a profile must have for its rows to need no column (Maple's company_id), and
+# the account an OAuth 2.0 connection reaches (Xero's tenant).
 REQUIRED = {
     kind: "".join(f'{f.name} = "{f.prefix or ""}simulated"\n' for f in spec.row_fields if f.required)
+    + "".join(f'{key} = "{value}"\n' for key, value in ACCOUNTS.get(kind, {}).items())
     for kind, spec in REGISTRY.items()
 }
 
@@ -45,10 +56,23 @@ class Served:
         tables = "".join(
             f'\n[providers.{name}]\ntype = "{name}"\nbase_url = "{provider_url(self.url, name)}"\nrate_limits = []\n'
             + REQUIRED[name]
+            + self._connection(path.parent, name)
             for name in PROVIDER_TYPES
         )
         path.write_text(f"[defaults]\n{defaults}\n{tables}", encoding="utf-8")
         return str(path)
+
+    def _connection(self, directory: Path, name: str) -> str:
+        """An OAuth 2.0 provider's refresh token file, at the simulator's current token, and
+        its token endpoint: the keys that point the profile at them."""
+        if REGISTRY[name].oauth is None:
+            return ""
+        tokens = directory / f"{name}.refresh-token"
+        if not tokens.exists():  # a later run goes on from the token the last one saved
+            tokens.write_text(REFRESH_TOKENS[name] + "\n", encoding="utf-8")
+            tokens.chmod(0o600)
+        token_url = provider_url(self.url, name) + urlsplit(REGISTRY[name].oauth.token_url).path
+        return f'refresh_token_file = "{tokens}"\ntoken_url = "{token_url}"\n'
 
 
 def set_credentials(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> None:

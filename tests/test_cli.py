@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from batchvoid import jobfile
 from batchvoid.cli import main
+from batchvoid.config import builtin
+from batchvoid.ledger import NewJob, open_ledger
 from batchvoid.models import ItemState
+from batchvoid.preflight import targets
 from batchvoid.report import STATE_CHOICES
+from tests.conftest import BATCHVOID
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = str(REPO / "jobs" / "example.csv")
@@ -126,3 +136,95 @@ def test_the_simulator_server_loads_only_for_a_rehearsal(tmp_path: Path) -> None
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path: Path) -> None:
+    """Writing to a pipe nobody reads (`| head -1`) exits 141 with nothing on stderr; a run keeps its own status."""
+    job = tmp_path / "job.csv"  # a report of it outgrows stdout's buffer: written while rows are read
+    job.write_text("provider,invoice_id\n" + "".join(f"sellapp,{n}\n" for n in range(3000)))
+    (tmp_path / "one.csv").write_text("provider,invoice_id\nsellapp,1\n")
+    ledger = str(tmp_path / "ledger.sqlite")
+    config = builtin()
+    with open_ledger(Path(ledger)) as book:  # the job, recorded as a rehearsal would record it
+        rows = jobfile.read(job, config.profiles)
+        new = NewJob(
+            "job.csv", str(job), jobfile.sha256(job), config.fingerprint(), rows, True, targets(config)
+        )
+        assert book.ingest(new).recorded
+    commands = {
+        "status": ["status", "--ledger", ledger],
+        "status --json": ["status", "--ledger", ledger, "--job-id", "job.csv", "--json"],
+        "report": ["report", "--ledger", ledger, "--job-id", "job.csv"],
+        "plan": ["plan", "job.csv", "--simulate", "--ledger", ledger],
+        "providers": ["providers"],
+        "run": ["run", "one.csv", "--simulate", "--ledger", ledger, "--quiet"],
+    }
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before a byte is written: every write is EPIPE
+    try:
+        started = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "batchvoid", *args],
+                cwd=tmp_path,
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, args in commands.items()
+        }
+        done = {name: (proc.wait(timeout=60), proc.communicate()[1]) for name, proc in started.items()}
+    finally:
+        os.close(write)
+    for name, (status, stderr) in done.items():
+        assert status == (0 if name == "run" else 141), (name, stderr)
+        # --quiet keeps the run's start and end lines, on stderr: no error among them
+        expected = ["run.started", "run.finished"] if name == "run" else []
+        events = [next(w for w in line.split() if w.startswith("run.")) for line in stderr.splitlines()]
+        assert events == expected, (name, stderr)
+    head = subprocess.Popen(  # `| head -1`: the reader goes away after the first line
+        [sys.executable, "-m", "batchvoid", "report", "--ledger", ledger, "--job-id", "job.csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert head.stdout is not None
+    assert head.stdout.readline().startswith(b"provider,invoice_id,")
+    head.stdout.close()
+    assert head.wait(timeout=60) == 141
+    assert head.communicate()[1] == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_simulator_stops_on_its_first_signal_while_it_serves(signum: int) -> None:
+    """`batchvoid simulate` answering requests stops at once on one SIGTERM or Ctrl-C, every time:
+    a KeyboardInterrupt raised inside a request's callback was lost now and then (uvloop 0.19), and
+    the simulator ran on, ignoring the signal."""
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [*BATCHVOID, "simulate", "--port", "0", "--fault", "latency_ms=30,jitter_ms=20", "--seed", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        try:
+            url = proc.stderr.readline().rsplit(" ", 1)[-1].strip()
+            answered = threading.Event()
+            with ThreadPoolExecutor(4) as pool:
+                for _ in range(4):
+                    pool.submit(_fetch_until_gone, f"{url}/_sim/stats", answered)
+                assert answered.wait(timeout=20)
+                proc.send_signal(signum)  # with requests in flight
+                assert proc.wait(timeout=10) == 0
+            assert proc.stderr.read().strip().endswith("Simulator stopped.")
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+
+
+def _fetch_until_gone(url: str, answered: threading.Event) -> None:
+    """GET `url` again and again until the server is gone, setting `answered` at each answer."""
+    with contextlib.suppress(OSError):
+        while True:
+            urllib.request.urlopen(url, timeout=5).read()
+            answered.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from batchvoid import config as configuration
@@ -66,6 +66,20 @@ def test_shipped_example_configs_load() -> None:
             r"c.toml: \[providers.x\]: type is 'rapid'; it must be one of: chargeover",
         ),
         ("[providers.x]\nbase_url = 'https://a'", r"\[providers.x\]: type is missing"),
+        ('[providers.x]\ntype = ["a"]', r"c.toml: \[providers.x\]: type is \['a'\]; it must be one of"),
+        ("[providers.x]\ntype = {a = 1}", r"c.toml: \[providers.x\]: type is \{'a': 1\}; it must be one"),
+        (
+            f'[providers.x]\ntype = "rapyd"\nrate_limits = ["1/{"9" * 400}s"]',
+            r"\[providers.x\]: rate_limits: '1/9999.*\.\.\.: the period must be from 1ms to 24h",
+        ),
+        (
+            '[providers.x]\ntype = "rapyd"\nrate_limits = ["1/25h"]',
+            r"\[providers.x\]: rate_limits: '1/25h': the period must be from 1ms to 24h",
+        ),
+        (
+            f'[providers.x]\ntype = "rapyd"\nrate_limits = ["{"9" * 5000}/1s"]',
+            r"\[providers.x\]: rate_limits: '9999.*\.\.\.: the count must be at most 1,000,000",
+        ),
         (
             '[providers.x]\ntype = "rapyd"\nacess_key_env = "A"',
             r"\[providers.x\]: unknown key 'acess_key_env'",
@@ -167,7 +181,8 @@ def test_bad_rate_limit_strings(text: str) -> None:
 
 @given(count=st.integers(1, 10**6), amount=st.integers(1, 10**4), unit=st.sampled_from(["ms", "s", "m", "h"]))
 def test_rate_limit_round_trip(count: int, amount: int, unit: str) -> None:
-    """Any well-formed limit parses to the count and period it says."""
+    """Any well-formed limit of a window up to 24 h parses to the count and period it says."""
+    assume(amount * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit] <= 86400)
     limit = parse_rate_limit(f"{count}/{amount}{unit}")
     assert limit.count == count
     assert limit.period == pytest.approx(amount * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit])

@@ -116,8 +116,8 @@ def test_second_signal_cancels_at_once_and_resume_resends_with_the_same_key(tmp_
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 5
     assert "SIGINT again: stopping now" in err
-    in_flight = states(ledger)["in_flight"]
-    assert in_flight >= 5
+    # Claimed items not yet sent went back to pending; those on the wire stay in flight.
+    assert states(ledger).get("in_flight", 0) >= 1
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 0, again.stderr

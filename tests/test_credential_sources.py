@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sqlite3
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from batchvoid import config as configuration
+from batchvoid import jobfile
 from batchvoid.cli import main
 from batchvoid.credentials import Sources
 from batchvoid.errors import ConfigError
+from batchvoid.ledger import NewJob, open_ledger
+from batchvoid.preflight import targets
 from batchvoid.simulator import CREDENTIALS, SimulatorSettings
 from tests.conftest import write
 from tests.served import served
@@ -190,11 +197,14 @@ def test_a_failing_command_is_an_error_naming_key_command_and_status_never_its_o
         assert part not in text
 
 
-def test_a_command_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_a_run", [False, True], ids=["alone", "watching for a signal"])
+def test_a_command_that_hangs_is_stopped_at_the_timeout(tmp_path: Path, in_a_run: bool) -> None:
     """A command that outlives the timeout (here 0.2 s) is stopped: an error saying so and how to look."""
     command = script(tmp_path, f"time.sleep(30)\nprint({TOKEN!r})")
+    cancelled = threading.Event() if in_a_run else None
+    sources = Sources({}, command_timeout_s=0.2, cancelled=cancelled)
     with pytest.raises(ConfigError) as caught:
-        secrets(tmp_path, f"api_token_command = {toml(command)}", Sources({}, command_timeout_s=0.2))
+        secrets(tmp_path, f"api_token_command = {toml(command)}", sources)
     assert "did not finish within 0.2 s and was stopped" in str(caught.value)
     assert f"run it by hand to see why: {command}" in str(caught.value)
 
@@ -356,3 +366,69 @@ def test_providers_lists_the_file_and_command_keys(runner: CliRunner) -> None:
     data = runner.invoke(main, ["providers", "--json"]).stdout
     assert '"credential_sources"' in data
     assert '"access_key_file"' in data
+
+
+@pytest.mark.parametrize(
+    ("recorded", "signum", "to_group"),
+    [(False, signal.SIGINT, True), (True, signal.SIGTERM, False)],
+    ids=["ctrl-c while a new job is recorded", "kill while a recorded job's adapters are made"],
+)
+def test_a_signal_while_a_command_runs_exits_130_at_once(
+    tmp_path: Path, recorded: bool, signum: signal.Signals, to_group: bool
+) -> None:
+    """Ctrl-C (to the command too) or a kill (to batchvoid only) while a *_command runs: exit 130 at once, nothing sent."""
+    started = tmp_path / "started"
+    command = script(tmp_path, f"open({str(started)!r}, 'w').close()\ntime.sleep(60)\nprint('x')")
+    config = maple(tmp_path, f"api_token_command = {toml(command)}", url="https://billing.invalid")
+    job = write(tmp_path / "job.csv", "provider,invoice_id\nmaple,inv_1\n")
+    ledger = tmp_path / "ledger.sqlite"
+    if recorded:  # the run resumes it: the command runs when the adapters are made, after the ingest
+        cfg = configuration.load(config)
+        with open_ledger(ledger) as book:
+            rows = jobfile.read(job, cfg.profiles)
+            new = NewJob(
+                "job.csv", str(job), jobfile.sha256(job), cfg.fingerprint(), rows, False, targets(cfg)
+            )
+            assert book.ingest(new).recorded
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchvoid",
+            "run",
+            str(job),
+            "--config",
+            str(config),
+            "--ledger",
+            str(ledger),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job is
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists(), run.communicate()
+        sent_at = time.monotonic()
+        if to_group:
+            os.killpg(run.pid, signum)
+        else:
+            os.kill(run.pid, signum)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:  # the run or its command hung on: leave nothing behind
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+    assert run.returncode == 130, stderr
+    assert time.monotonic() - sent_at < 10  # not the command's minute
+    assert f"error: interrupted by {signum.name}" in stderr
+    assert "failed" not in stderr
+    with open_ledger(ledger) as book:
+        recorded_job = book.job("job.csv")
+        assert (recorded_job is not None) is recorded  # a new job's ingest rolled back
+        if recorded_job is not None:
+            assert book.attempt_count(recorded_job) == 0

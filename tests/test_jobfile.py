@@ -19,6 +19,7 @@ from batchvoid import jobfile
 from batchvoid.config import Config
 from batchvoid.errors import JobFileError
 from batchvoid.models import Item, RowError
+from batchvoid.providers import REGISTRY
 from tests.conftest import write
 
 
@@ -56,8 +57,7 @@ def test_jsonl_rows_become_items(tmp_path: Path, profiles: Config) -> None:
     [
         (
             "rapid,inv_1,",
-            "unknown provider 'rapid' (configured: chargeover, rapyd, campfire, maple, sellapp, stripe); "
-            "did you mean 'rapyd'?",
+            f"unknown provider 'rapid' (configured: {', '.join(REGISTRY)}); did you mean 'rapyd'?",
         ),
         ("rapyd,,", "empty invoice_id"),
         (",inv_1,", "empty provider"),
@@ -84,6 +84,10 @@ def test_each_bad_csv_row_is_named_by_line(tmp_path: Path, profiles: Config, lin
         ('["rapyd", "x"]', "expected a JSON object, found list"),
         ('{"provider": "rapyd", "invoice_id": true}', "invoice_id must be a string"),
         ('{"provider": "maple", "invoice_id": "u1", "company_id": "acme"}', "must start with 'cmp_'"),
+        ('{"provider": "rapyd", "invoice_id": "\\ud800"}', "field 'invoice_id' holds a \\u escape of half"),
+        ('{"provider": "rapyd", "invoice_id": "x", "note": ["\\udfff"]}', "field 'note' holds a \\u escape"),
+        ('{"provider": "rapyd", "invoice_id": "x", "\\udc00": 1}', 'the key "\\udc00" holds a \\u escape'),
+        ('{"provider": "rapyd", "invoice_id": ' + "1" * 4301 + "}", "a number over 4300 digits long"),
     ],
 )
 def test_each_bad_jsonl_row_is_named_by_line(
@@ -441,3 +445,26 @@ def test_the_fast_csv_check_agrees_with_the_full_one(
         row = row[: len(header)]
         expected = jobfile._item(line, dict(zip(header, row, strict=True)), profiles, void_dates)
         assert check(line, row) == expected
+
+
+def test_a_lone_surrogate_or_a_huge_number_refuses_the_file_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` of a JSONL file with a lone surrogate or a 5000-digit id exits 2 naming file and line; a surrogate pair is text."""
+    from click.testing import CliRunner
+
+    from batchvoid.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "job.jsonl",
+        '{"provider": "sellapp", "invoice_id": "1", "note": "\\ud83d\\ude00"}\n'
+        '{"provider": "sellapp", "invoice_id": "2", "note": "\\ud800"}\n'
+        '{"provider": "sellapp", "invoice_id": ' + "7" * 5000 + "}\n",
+    )
+    result = CliRunner().invoke(main, ["run", "job.jsonl", "--simulate", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.stderr
+    assert "job.jsonl: 2 bad rows; nothing was sent" in result.stderr
+    assert "job.jsonl line 2: field 'note' holds a \\u escape of half a UTF-16 pair" in result.stderr
+    assert "job.jsonl line 3: a number over 4300 digits long" in result.stderr

@@ -589,3 +589,73 @@ def test_a_version_3_ledger_gains_its_counts_in_place(tmp_path: Path, profiles: 
             ("items_counted",)
         ]
     db.close()
+
+
+def test_a_read_while_the_writer_commits_sees_only_what_was_committed(
+    tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status, report and plan read the last commit: never a batch half written by the writer thread (which then failed)."""
+    import threading
+
+    from batchvoid.ledger import sqlite as backend
+
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\n")
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        a, b = ledger.claim(job, "rapyd", 0, 10)
+        committed = (ledger.counts(job), [row["state"] for row in ledger.items(job)])
+        assert committed == ({("rapyd", ItemState.IN_FLIGHT): 2}, ["in_flight", "in_flight"])
+        midway, go_on = threading.Event(), threading.Event()
+        encode, encoded = backend._json, []
+
+        def pausing(rows: list[tuple[object, ...]]) -> str:
+            encoded.append(rows)
+            if len(encoded) == 2:  # the batch's Finish is written, its Release not yet: mid-transaction
+                midway.set()
+                go_on.wait(10)
+                raise sqlite3.OperationalError("disk I/O error")  # and the batch rolls back
+            return encode(rows)
+
+        monkeypatch.setattr(backend, "_json", pausing)
+        failed: list[BaseException] = []
+
+        def write_batch() -> None:
+            try:
+                ledger.apply([Finish(a.id, ItemState.VOIDED, None, 200, None, 1), Release(b.id, 1, True)])
+            except LedgerError as exc:
+                failed.append(exc)
+
+        writer = threading.Thread(target=write_batch)
+        writer.start()
+        try:
+            assert midway.wait(10)
+            during = (ledger.counts(job), [row["state"] for row in ledger.items(job)])
+        finally:
+            go_on.set()
+            writer.join(10)
+        assert len(failed) == 1  # the batch was never committed ...
+        assert during == committed  # ... and no read saw any of it
+        assert (ledger.counts(job), [row["state"] for row in ledger.items(job)]) == committed
+
+
+def test_touched_counts_outcomes_but_not_pending_items_nor_redirects(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """What binds a profile to its target: a void, a provider's rejection, an item in flight; not a 301 or a pending item."""
+    path = write(
+        tmp_path / "j.csv",
+        "provider,invoice_id\nrapyd,voided\nrapyd,moved\nrapyd,paid\nrapyd,flying\nmaple,m\n",
+    )
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        job = ingest(ledger, path, profiles)
+        voided, moved, paid, _ = ledger.claim(job, "rapyd", 0, 10)
+        ledger.apply(
+            [
+                Finish(voided.id, ItemState.VOIDED, None, 200, None, 1),
+                Finish(moved.id, ItemState.FAILED, "HTTP 301: redirected", 301, None, 1),
+                Finish(paid.id, ItemState.FAILED, "HTTP 400: paid", 400, None, 1),
+            ]
+        )
+        assert ledger.touched(job) == {
+            "rapyd": {ItemState.VOIDED: 1, ItemState.FAILED: 1, ItemState.IN_FLIGHT: 1}
+        }

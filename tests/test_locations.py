@@ -150,6 +150,11 @@ def test_a_url_is_shown_without_its_password() -> None:
 
     assert shown("postgresql://bv:s3cret@db:5432/billing") == "postgresql://bv:***@db:5432/billing"
     assert shown("postgresql://bv@db/billing") == "postgresql://bv@db/billing"
+    assert shown("postgresql://db/billing?sslmode=require&password=s3cret") == (
+        "postgresql://db/billing?sslmode=require&password=***"
+    )
+    assert shown("postgresql://bv:a@db/billing?PASSWORD=b") == "postgresql://bv:***@db/billing?PASSWORD=***"
+    assert shown("postgresql:///billing?host=/run/pg") == "postgresql:///billing?host=/run/pg"  # as given
     assert shown(Path("l.sqlite")) == "l.sqlite"
 
 

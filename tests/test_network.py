@@ -216,10 +216,43 @@ async def test_a_proxy_refusing_its_credentials_stops_the_lanes_with_their_items
     assert set(final_states(tmp_path).values()) == {ItemState.PENDING.value}
     assert sum(simulator.void_requests.values()) == 0
     assert len(proxy.seen) == len(ROWS)  # one try per lane: no retries against a proxy that says no
+    assert report.requests == 0  # a 407 is the proxy's answer: nothing was sent to a provider
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    try:
+        assert db.execute("SELECT sum(attempts) FROM items").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM attempts").fetchone() == (0,)
+    finally:
+        db.close()
+    assert '"void.attempt"' not in (tmp_path / "job.csv.log").read_text()
     assert len(report.stopped) == len(ROWS)
     for reason in report.stopped:
         assert f"the proxy {proxy.url} refused the user and password from {variable} (HTTP 407" in reason
+        assert f"Set the proxy's user:password in {variable}" in reason
+        assert "or add the provider's host to NO_PROXY" in reason
         assert PROXY_PASSWORD not in reason
+
+
+@pytest.mark.anyio
+async def test_a_proxy_refusing_a_status_lookup_stops_the_lane_and_counts_only_the_void(
+    sim: tuple[Simulator, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rapyd's void goes through and its status lookup gets a 407: the lane stops, the item stays pending, one request counts."""
+    simulator, sim_url = sim
+    async with forward_proxy(sim_url) as proxy:
+        proxy.answer, proxy.answer_only = PROXY_407, "GET"  # the lookup is Rapyd's one GET
+        monkeypatch.setenv("HTTP_PROXY", with_credentials(proxy.url))
+        report = await run_on(sim_config(MADE_UP), job(tmp_path, [("rapyd", "void_1")]), tmp_path)
+    assert [seen.method for seen in proxy.seen] == ["POST", "GET"]
+    assert sum(simulator.void_requests.values()) == 1
+    assert final_states(tmp_path) == {"void_1": ItemState.PENDING.value}
+    assert report.requests == 1
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    try:
+        assert db.execute("SELECT attempts FROM items").fetchone() == (1,)
+    finally:
+        db.close()
+    (reason,) = report.stopped
+    assert f"the proxy {proxy.url} refused the user and password from HTTP_PROXY (HTTP 407" in reason
 
 
 @pytest.mark.anyio

@@ -47,7 +47,7 @@ type = "rapyd"
 rate_limits = {rapyd}
 [providers.campfire]
 type = "campfire"
-rate_limits = []
+rate_limits = {campfire}
 [providers.maple]
 type = "maple"
 company_id = "cmp_simulated"
@@ -67,10 +67,10 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
-def fast_config(tmp_path: Path, chargeover: str = "[]", rapyd: str = "[]") -> str:
+def fast_config(tmp_path: Path, chargeover: str = "[]", rapyd: str = "[]", campfire: str = "[]") -> str:
     """Every provider unlimited (unless given), one attempt per item: rehearsals in milliseconds."""
     path = tmp_path / "fast.toml"
-    path.write_text(FAST.format(chargeover=chargeover, rapyd=rapyd))
+    path.write_text(FAST.format(chargeover=chargeover, rapyd=rapyd, campfire=campfire))
     return str(path)
 
 
@@ -107,18 +107,22 @@ def test_plan_checks_a_new_job_and_writes_nothing(runner: CliRunner, tmp_path: P
 
 
 def test_plan_estimates_each_lane_at_its_tightest_window(runner: CliRunner, tmp_path: Path) -> None:
-    """A lane's estimate is its items over min(count/period); the slowest lane sets the total."""
-    config = fast_config(tmp_path, chargeover='["10/1s", "30/60s"]', rapyd='["100/1s"]')
-    rows = [("chargeover", f"c{n}") for n in range(20)] + [("rapyd", f"r{n}") for n in range(20)]
+    """A lane's estimate is its items over min(count/period) of the windows they fill; the slowest lane sets the total."""
+    config = fast_config(
+        tmp_path, chargeover='["10/1s", "30/60s"]', rapyd='["100/1s"]', campfire='["10/1s", "5000/24h"]'
+    )
+    rows = [("chargeover", f"c{n}") for n in range(40)] + [("rapyd", f"r{n}") for n in range(20)]
     rows += [("maple", "m1"), ("chargeover", "c3")]  # one duplicate row
+    rows += [("campfire", str(n)) for n in range(30)]  # 30 fill no day of 5,000: 10/s
     result = runner.invoke(
         main, ["plan", write_job(tmp_path / "j.csv", rows), "--config", config, "--simulate"]
     )
     assert result.exit_code == 0, result.output
-    assert re.search(r"│ chargeover +│ +20 │ +1 │ +0 │ +20 │ 10/1s, 30/60s +│ +40.0s │", result.stdout)
+    assert re.search(r"│ chargeover +│ +40 │ +1 │ +0 │ +40 │ 10/1s, 30/60s +│ +1:20 │", result.stdout)
+    assert re.search(r"│ campfire +│ +30 │ +0 │ +0 │ +30 │ 10/1s, 5000/24h +│ +3.0s │", result.stdout)
     assert re.search(r"│ maple +│ +1 │ +0 │ +0 │ +1 │ no limit +│ no limit │", result.stdout)
-    assert re.search(r"│ total +│ +41 │ +1 │ +0 │ +41 │ +│ +40.0s │", result.stdout)
-    assert "Estimated time: 40.0s, set by chargeover (20 items at 0.5/s)" in result.stdout
+    assert re.search(r"│ total +│ +91 │ +1 │ +0 │ +91 │ +│ +1:20 │", result.stdout)
+    assert "Estimated time: 1:20, set by chargeover (40 items at 0.5/s)" in result.stdout
 
 
 def test_plan_counts_what_the_ledger_has_finished(runner: CliRunner, tmp_path: Path) -> None:
@@ -649,6 +653,8 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
         "idempotency  Idempotency-Key header",
         "base_url     required: every account has its own",
         "max_attempts",
+        "oauth        refresh_token_file (required): ",
+        "token_url (default https://identity.xero.com/connect/token)",
     ):
         assert needle in text.stdout
     data = json.loads(runner.invoke(main, ["providers", "--json"]).stdout)
@@ -659,6 +665,12 @@ def test_providers_lists_types_keys_credentials_and_limits(runner: CliRunner) ->
         "maple",
         "sellapp",
         "stripe",
+        "recurly",
+        "maxio",
+        "chargebee",
+        "lago",
+        "xero",
+        "quickbooks",
     ]
     assert data["providers"][1]["credentials"] == {
         "access_key_env": "RAPYD_ACCESS_KEY",

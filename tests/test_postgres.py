@@ -263,9 +263,32 @@ def test_a_429_pauses_and_slows_every_worker_of_the_account_once(pg_url: str, pr
         sent = time.monotonic()
         pa.adaptive.throttled(sent, 0.5)
         pa.adaptive.throttled(sent, 0.5)  # a second 429 of the same burst: no second cut
+        pa._reserve()  # A's next reservation (its throttled worker's next send) writes them
         pb._slots.clear()
         pb._reserve()
         assert pb._slots[0][0] - time.monotonic() > 0.4  # B waits out A's pause
         with psycopg.connect(pg_url, autocommit=True) as db:
             (learned,) = db.execute("SELECT adaptive_interval FROM batchvoid.limiter").fetchone()
         assert learned == pytest.approx(spacing(profile) / 0.85)  # cut by one step, not two
+
+
+def test_touched_counts_outcomes_but_not_pending_items_nor_redirects(
+    pg_url: str, tmp_path: Path, profiles: Config
+) -> None:
+    """What binds a profile to its target: a void, a provider's rejection, an item in flight; not a 301 or a pending item."""
+    rows = [("rapyd", "voided"), ("rapyd", "moved"), ("rapyd", "paid"), ("rapyd", "flying"), ("maple", "m")]
+    path = job_file(tmp_path, rows)
+    with PostgresLedger(pg_url) as ledger:
+        job = recorded(ledger, path, profiles)
+        with ledger.guard("job"):
+            voided, moved, paid, _ = ledger.claim(job, "rapyd", 0, 10)
+            ledger.apply(
+                [
+                    Finish(voided.id, ItemState.VOIDED, None, 200, None, 1),
+                    Finish(moved.id, ItemState.FAILED, "HTTP 301: redirected", 301, None, 1),
+                    Finish(paid.id, ItemState.FAILED, "HTTP 400: paid", 400, None, 1),
+                ]
+            )
+            assert ledger.touched(job) == {
+                "rapyd": {ItemState.VOIDED: 1, ItemState.FAILED: 1, ItemState.IN_FLIGHT: 1}
+            }

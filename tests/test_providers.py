@@ -233,6 +233,7 @@ CASES: list[tuple[str, Response, OutcomeKind]] = [
     ),
     ("sellapp", answer(404, {"message": "Invoice not found."}), OutcomeKind.REJECTED),
     ("sellapp", answer(401, {"message": "Unauthenticated."}), OutcomeKind.AUTH_FAILED),
+    ("sellapp", answer(403, {"message": "You do not have access to this store."}), OutcomeKind.REJECTED),
     ("sellapp", answer(429, {"message": "Too Many Attempts."}), OutcomeKind.THROTTLED),
     ("sellapp", answer(200, {"id": 1, "status": {"status": {"status": "PENDING"}}}), OutcomeKind.REJECTED),
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -36,25 +37,51 @@ def test_the_simulator_serves_the_routes_the_facts_give(kind: str) -> None:
     spec = REGISTRY[kind]
     (provider,) = (p for p in simulated_providers() if p.name == kind)
     served = {(r.method, r.path): r.action for r in provider.routes}
-    expected = {(spec.void.method, spec.void.path): Action.VOID}
+    expected = {
+        (route.method, urlsplit(route.path).path): Action.VOID for route in (spec.void, *spec.other_voids)
+    }
     if spec.lookup is not None:
         expected[(spec.lookup.method, spec.lookup.path)] = Action.LOOKUP
+    if spec.oauth is not None:  # its token endpoint, at the documented URL's path
+        expected[("POST", urlsplit(spec.oauth.token_url).path)] = Action.TOKEN
     assert served == expected
 
 
 @pytest.mark.parametrize("kind", list(REGISTRY))
 def test_the_adapter_sends_its_void_to_the_route_the_facts_give(kind: str) -> None:
     spec = REGISTRY[kind]
-    adapter = builtin().profiles[kind].adapter(dict.fromkeys(spec.credentials.values(), "x"))
+    profile = builtin().profiles[kind]
+    adapter = profile.adapter(dict.fromkeys(spec.credentials.values(), "x"), token=_Token())
     item = Item(1, kind, "inv_1", "2024-01-31", "cmp_1", "shop")
+    params = {**profile.options, "invoice_id": "inv_1", "company_id": "cmp_1"}
+    base_url = spec.default_base_url or "http://127.0.0.1"
+    if spec.requests_per_item > 1:  # the void needs what its documented read gives (a SyncToken)
+        assert spec.lookup is not None
+        read = adapter.read_request(item)
+        assert read is not None
+        assert (read.method, read.url) == (spec.lookup.method, spec.lookup.url(base_url, **params))
+        told = adapter.parse_read(item, Response(200, {}, _QUICKBOOKS_INVOICE))
+        assert isinstance(told, Item)
+        item = told
     request = adapter.void_request(item, "bv1-key")
-    params = {"invoice_id": "inv_1", "company_id": "cmp_1"}
-    assert request.method == spec.void.method
-    assert request.url == spec.void.url(spec.default_base_url or "http://127.0.0.1", **params)
-    if spec.idempotency is not None:
+    voids = {(route.method, route.url(base_url, **params)) for route in (spec.void, *spec.other_voids)}
+    url, _, query = request.url.partition("&") if "?" in spec.void.path else (request.url, "", "")
+    assert (request.method, url) in voids
+    if spec.idempotency is not None and spec.idempotency.in_query:  # derived from the key: see its adapter
+        assert parse_qs(query)[spec.idempotency.header][0].startswith("bv1-")
+    elif spec.idempotency is not None:
         assert request.headers[spec.idempotency.header] == "bv1-key"
     else:
         assert "bv1-key" not in request.headers.values()
+
+
+@dataclass(frozen=True)
+class _Token:
+    access_token: str = "at"
+    secrets: tuple[str, ...] = ("at",)
+
+
+_QUICKBOOKS_INVOICE = b'{"Invoice": {"Id": "inv_1", "SyncToken": "0", "TotalAmt": 5, "Balance": 5}}'
 
 
 def test_a_route_encodes_every_parameter_as_one_segment() -> None:

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from batchvoid.cli import main
 from batchvoid.config import Config
 from batchvoid.errors import LedgerError
-from batchvoid.simulator import Simulator
+from batchvoid.models import ItemState
+from batchvoid.simulator import Simulator, SimulatorSettings, provider_url
 from tests.conftest import job, run_on, sim_config
 
 pytestmark = pytest.mark.anyio
@@ -82,8 +83,12 @@ async def test_a_changed_target_of_a_profile_with_sent_items_is_refused(
     assert f"profile {profile!r} of job 'job.csv'" in message
     assert old in message
     assert new in message
-    assert "--job-id NEW_NAME" in message
-    assert "--allow-target-change" in message
+    assert "have outcomes at" in message
+    assert "(1 voided)" in message
+    assert "run the same command with --allow-target-change" in message
+    assert "batchvoid report --ledger " in message
+    assert "--job-id job.csv --state voided" in message
+    assert "the same command with --job-id NEW_NAME" in message
     assert sum(simulator.void_requests.values()) == sent
 
     out = io.StringIO()
@@ -113,6 +118,25 @@ async def test_a_changed_target_of_an_untouched_profile_is_taken_silently(
     assert (await run_on(moved, path, tmp_path, out=out)).exit_status == 0
     assert "warning" not in out.getvalue()
     assert simulator.invoice_state("maple", "m1") == "void"
+
+
+async def test_a_profile_redirected_and_then_fixed_is_resumed_with_retry_failed(tmp_path: Path) -> None:
+    """Items failed by a redirect reached no account: the corrected base_url takes them with --retry-failed, and becomes the target."""
+    redirecting = Simulator(SimulatorSettings.from_specs(["sellapp:redirect_to=https://sell.app/api"]))
+    rows = [("sellapp", "s1"), ("sellapp", "s2"), ("maple", "m1")]
+    path = job(tmp_path, rows)
+    async with redirecting.serve() as wrong, Simulator(SimulatorSettings()).serve() as right:
+        first = await run_on(sim_config(wrong), path, tmp_path)
+        assert first.counts[("sellapp", ItemState.FAILED)] == 2
+        assert all("HTTP 301: redirected to https://sell.app" in reason for _, _, reason in first.failures)
+        fixed = with_option(sim_config(wrong), "sellapp", base_url=provider_url(right, "sellapp"))
+        out = io.StringIO()
+        again = await run_on(fixed, path, tmp_path, retry_failed=True, out=out)
+        assert again.exit_status == 0
+        assert again.counts[("sellapp", ItemState.VOIDED)] == 2
+        assert "warning" not in out.getvalue()
+        with pytest.raises(LedgerError, match=r"now sends to sellapp at http://127.*\(2 voided\)"):
+            await run_on(sim_config(wrong), path, tmp_path)  # the fixed URL is the recorded target now
 
 
 def test_the_rehearsal_keeps_its_own_ledger_by_default(

@@ -283,6 +283,25 @@ async def test_revoked_key_stops_only_that_provider(sim: tuple[Simulator, str], 
     assert again.exit_status == EXIT_OK
 
 
+async def test_a_sellapp_403_fails_that_invoice_and_the_lane_goes_on(
+    sim: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    """SellApp's 403 (the key works, not for that store) fails only its item; the rest of the lane is voided."""
+    _, url = sim
+    path = write(
+        tmp_path / "job.csv",
+        "provider,invoice_id,store\nsellapp,1,\nsellapp,2,Not_Ours\nsellapp,3,\nsellapp,4,shop-b\n",
+    )
+    report = await run_on(sim_config(url), path, tmp_path)
+    assert report.stopped == ()
+    assert report.exit_status == EXIT_FAILED
+    assert report.counts[("sellapp", ItemState.VOIDED)] == 3
+    ((provider, invoice, reason),) = report.failures
+    assert (provider, invoice) == ("sellapp", "2")
+    assert reason.startswith("HTTP 403: You do not have access to this store.; the key may not act on")
+    assert "the store 'Not_Ours' (X-STORE)" in reason
+
+
 async def test_no_secret_reaches_any_log_line(tmp_path: Path) -> None:
     """Neither the log file nor the console ever holds a credential, a Basic token or a signature."""
     simulator = Simulator(SimulatorSettings.from_specs(["error_rate=0.2"], seed=3))

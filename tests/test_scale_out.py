@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -32,10 +33,9 @@ WINDOWS = ((20, 1.0), (60, 5.0))  # per provider, held across all workers; the s
 ROLES = {"chargeover": ("username", "password"), "rapyd": ("access_key", "secret_key")}
 
 
-@pytest.fixture
-def threaded_simulator() -> Iterator[tuple[Simulator, str]]:
-    """The simulator on its own thread and loop: the workers are other processes."""
-    simulator = Simulator(SimulatorSettings.from_specs(["rate_limit=20/1s", "latency_ms=40"]))
+@contextmanager
+def serve_on_a_thread(simulator: Simulator) -> Iterator[tuple[Simulator, str]]:
+    """The simulator on its own thread and loop, while the block runs: the workers are other processes."""
     ready, stop = threading.Event(), threading.Event()
     urls: list[str] = []
 
@@ -54,6 +54,15 @@ def threaded_simulator() -> Iterator[tuple[Simulator, str]]:
     finally:
         stop.set()
         thread.join(10)
+
+
+@pytest.fixture
+def threaded_simulator() -> Iterator[tuple[Simulator, str]]:
+    """The simulator, enforcing 20/1s, on its own thread and loop."""
+    with serve_on_a_thread(
+        Simulator(SimulatorSettings.from_specs(["rate_limit=20/1s", "latency_ms=40"]))
+    ) as served:
+        yield served
 
 
 def config(tmp_path: Path, url: str) -> Path:

@@ -8,6 +8,7 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,9 +19,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchvoid.cli import main
-from batchvoid.models import Item, Request
-from batchvoid.providers import REGISTRY
-from batchvoid.simulator import CREDENTIALS, PROVIDER_TYPES, Simulator, SimulatorSettings, provider_url
+from batchvoid.models import Item, Request, Response
+from batchvoid.providers import REGISTRY, Adapter, maxio
+from batchvoid.simulator import (
+    ACCOUNTS,
+    CREDENTIALS,
+    PROVIDER_TYPES,
+    Simulator,
+    SimulatorSettings,
+    provider_url,
+)
+from batchvoid.simulator.credentials import REFRESH_TOKENS
 from batchvoid.transport import REDACTED, Secrets, TransportError, send
 from tests.served import served, set_credentials
 
@@ -33,7 +42,13 @@ FAKE = {
     "secret_key": "rsk_live_0c6a94e5",
     "api_key": "key_live_5b7e1d30",
     "api_token": "tok_live_9a2c4f68",
+    "client_id": "cid_live_3e8a5c07",
+    "client_secret": "cse_live_7d1b6f92",
 }
+
+
+# The profile settings every provider's rows need (Maple's company, Maxio's void reason).
+OPTIONS = {"company_id": "cmp_simulated", "void_reason": "duplicate invoice"}
 
 
 def basic(username: str, password: str) -> str:
@@ -98,20 +113,49 @@ def test_no_part_of_any_occurrence_survives(secrets: list[str], pieces: list[str
         assert secret not in result
 
 
+@dataclass(frozen=True)
+class _Token:
+    """An OAuth 2.0 connection's access token, as an adapter sees it."""
+
+    access_token: str
+    secrets: tuple[str, ...]
+
+
+def adapter_of(provider: str, base_url: str, roles: dict[str, str], token: str) -> Adapter:
+    """The provider's adapter; an OAuth 2.0 one carries `token` (its secrets: it and the client's)."""
+    spec = REGISTRY[provider]
+    options = {**OPTIONS, **ACCOUNTS.get(provider, {})}
+    if spec.connect is not None:
+        return spec.connect(base_url, _Token(token, (token, roles["client_secret"])), options)
+    return spec.build(base_url, roles, options)
+
+
+def first_requests(adapter: Adapter, item: Item) -> Iterable[Request]:
+    """The void (after a read that tells it what it needs), its read and any status lookup."""
+    if (read := adapter.read_request(item)) is not None and REGISTRY[item.provider].requests_per_item > 1:
+        yield read  # QuickBooks: the read comes first, and gives the SyncToken
+        told = adapter.parse_read(item, Response(200, {}, b'{"Invoice": {"Id": "inv_1", "SyncToken": "3"}}'))
+        assert isinstance(told, Item)
+        item = told
+    yield adapter.void_request(item, KEY)
+    for read in (adapter.lookup_request(item), adapter.read_request(item)):
+        if read is not None:
+            yield read
+
+
 def requests_of(provider: str) -> Iterable[Request]:
     spec = REGISTRY[provider]
     roles = {key.removesuffix("_env"): FAKE[key.removesuffix("_env")] for key in spec.credentials}
-    adapter = spec.build("https://provider.example", roles, {"company_id": "cmp_x"})
-    item = Item(1, provider, "inv_1", void_date="2026-11-30")
-    yield adapter.void_request(item, KEY)
-    if (lookup := adapter.lookup_request(item)) is not None:
-        yield lookup
+    adapter = adapter_of(provider, "https://provider.example", roles, "at_" + FAKE["client_secret"][::-1])
+    yield from first_requests(adapter, Item(1, provider, "inv_1", void_date="2026-11-30"))
 
 
 @pytest.mark.parametrize("provider", list(REGISTRY))
 def test_every_adapter_request_names_every_credential_it_carries(provider: str) -> None:
     """A page echoing each header of an adapter's requests, and each credential, keeps the names and none of the values."""
-    credentials = [FAKE[key.removesuffix("_env")] for key in REGISTRY[provider].credentials]
+    # An OAuth 2.0 app's client id is public (it is in the authorisation link); no API request carries it.
+    roles = [key.removesuffix("_env") for key in REGISTRY[provider].credentials]
+    credentials = [FAKE[role] for role in roles if role != "client_id"]
     for request in requests_of(provider):
         carried = [
             v for k, v in request.headers.items() if k.lower() in ("authorization", "access_key", "signature")
@@ -130,19 +174,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def real_request(provider: str, base_url: str) -> Request:
-    spec = REGISTRY[provider]
-    roles = dict(CREDENTIALS[provider])
-    adapter = spec.build(provider_url(base_url, provider), roles, {"company_id": "cmp_simulated"})
-    return adapter.void_request(Item(1, provider, "inv_1", void_date="2026-11-30"), KEY)
+def real_request(provider: str, base_url: str, simulator: Simulator) -> Request:
+    """The first request of a void, with the simulator's credentials (a valid access token)."""
+    token = simulator.access_token(provider) if REGISTRY[provider].oauth else ""
+    adapter = adapter_of(provider, provider_url(base_url, provider), dict(CREDENTIALS[provider]), token)
+    return next(iter(first_requests(adapter, Item(1, provider, "inv_1", void_date="2026-11-30"))))
 
 
-def all_forms(provider: str) -> list[str]:
-    values = list(CREDENTIALS[provider].values())
+def all_forms(provider: str, request: Request) -> list[str]:
+    values = [*CREDENTIALS[provider].values(), *request.secrets]
     if provider == "chargeover":
         values.append(basic(*CREDENTIALS["chargeover"].values()))
-    if provider == "stripe":  # the secret key as a Basic username, with an empty password
-        values.append(basic(CREDENTIALS["stripe"]["secret_key"], ""))
+    if provider in ("stripe", "recurly", "chargebee"):  # the key as a Basic username, with an empty password
+        values.append(basic(next(iter(CREDENTIALS[provider].values())), ""))
+    if provider == "maxio":  # the key as a Basic username, with the documented password "x"
+        values.append(basic(CREDENTIALS["maxio"]["api_key"], maxio.PASSWORD))
     return values
 
 
@@ -152,13 +198,13 @@ async def test_send_scrubs_a_401_that_quotes_the_key(provider: str) -> None:
     """Through `send`, a 401 body quoting the presented key reaches the adapter as [redacted]."""
     simulator = Simulator(SimulatorSettings.from_specs(["echo_credentials=true"]))
     async with simulator.serve() as url, aiohttp.ClientSession() as session:
+        request = real_request(provider, url, simulator)
         simulator.revoke(provider)
-        request = real_request(provider, url)
         response = await send(session, request, 5)
     assert response.status == 401
     body = response.body.decode()
     assert REDACTED in body
-    for value in all_forms(provider):
+    for value in all_forms(provider, request):
         assert value not in body
 
 
@@ -168,13 +214,13 @@ async def test_send_scrubs_a_gateway_page_listing_the_headers() -> None:
     simulator = Simulator(SimulatorSettings.from_specs(["error_rate=1,echo_headers=true"], seed=2))
     async with simulator.serve() as url, aiohttp.ClientSession() as session:
         for provider in PROVIDER_TYPES:
-            request = real_request(provider, url)
+            request = real_request(provider, url, simulator)
             response = await send(session, request, 5)
             assert response.status in (502, 503)
             page = response.body.decode()
             assert "Host: 127.0.0.1" in page
             assert re.search(r"(Authorization|signature): [^\n]*\[redacted\]", page), page
-            for value in [*all_forms(provider), *request.secrets]:
+            for value in all_forms(provider, request):
                 assert value not in page
 
 
@@ -249,7 +295,7 @@ def sent_secrets(requests: list[dict[str, str]]) -> set[str]:
                 if scheme == "Basic":
                     pair = base64.b64decode(token).decode()
                     values |= {pair, *pair.split(":", 1)}
-    return values
+    return values - {maxio.PASSWORD}  # a documented constant, the same for every key
 
 
 def test_no_echoed_credential_reaches_ledger_log_terminal_report_or_status(
@@ -297,5 +343,13 @@ def test_no_echoed_credential_reaches_ledger_log_terminal_report_or_status(
     for output in (first.stdout, second.stdout, second.stderr, shown[4]):
         assert REDACTED in output
     assert (tmp_path / "job.csv.log").read_text().count(REDACTED) >= 15
-    assert len(requests) == 3 * len(PROVIDER_TYPES)  # one refused, then two gateway pages, per provider
-    assert leaked(sent_secrets(requests), blob) == []
+    # One refused (an OAuth 2.0 provider's refresh), then two gateway pages, per provider; and
+    # each OAuth 2.0 provider's second run refreshed its access token first.
+    oauth = [p for p in PROVIDER_TYPES if REGISTRY[p].oauth is not None]
+    assert len(requests) == 3 * len(PROVIDER_TYPES) + len(oauth)
+    assert "refresh token [redacted] of client Basic [redacted] is revoked" in first.stdout
+    # The refresh tokens: the first one, and the one each run rotated into its file.
+    refresh = {*REFRESH_TOKENS.values(), *(tmp_path.glob("*.refresh-token"))}
+    tokens = {t if isinstance(t, str) else t.read_text().strip() for t in refresh}
+    assert len(tokens) == 2 * len(oauth)
+    assert leaked(sent_secrets(requests) | tokens, blob) == []

@@ -21,6 +21,7 @@ import pytest
 
 from batchvoid.providers.rapyd import signature
 from batchvoid.simulator import (
+    ACCOUNTS,
     CREDENTIALS,
     PROVIDER_TYPES,
     Faults,
@@ -191,6 +192,103 @@ class Client:
         path = f"/stripe/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
         return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
 
+    async def recurly(
+        self,
+        invoice_id: str,
+        *,
+        call: str = "mark_failed",
+        api_key: str = CREDENTIALS["recurly"]["api_key"],
+        accept: str | None = "application/vnd.recurly.v2021-02-25",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, "")}
+        if accept is not None:
+            headers["Accept"] = accept
+        if call == "read":
+            return await self.send("GET", f"/recurly/invoices/{invoice_id}", headers=headers)
+        return await self.send("PUT", f"/recurly/invoices/{invoice_id}/{call}", headers=headers)
+
+    async def maxio(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["maxio"]["api_key"],
+        password: str = "x",
+        body: bytes | None = b'{"void": {"reason": "duplicate"}}',
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, password), "Content-Type": "application/json"}
+        if body is None:
+            return await self.send("GET", f"/maxio/invoices/{invoice_id}.json", headers=headers)
+        return await self.send("POST", f"/maxio/invoices/{invoice_id}/void.json", headers=headers, body=body)
+
+    async def chargebee(
+        self,
+        invoice_id: str,
+        *,
+        api_key: str = CREDENTIALS["chargebee"]["api_key"],
+        method: str = "POST",
+        key: str | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        headers = {"Authorization": basic(api_key, ""), "Content-Type": "application/x-www-form-urlencoded"}
+        if key is not None:
+            headers["chargebee-idempotency-key"] = key
+        path = f"/chargebee/api/v2/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def lago(
+        self, invoice_id: str, *, api_key: str = CREDENTIALS["lago"]["api_key"], method: str = "POST"
+    ) -> Reply:
+        path = f"/lago/api/v1/invoices/{invoice_id}" + ("/void" if method == "POST" else "")
+        return await self.send(method, path, headers={"Authorization": f"Bearer {api_key}"})
+
+    async def xero(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        method: str = "POST",
+        key: str | None = None,
+        tenant: str = ACCOUNTS["xero"]["tenant_id"],
+        status: str = "VOIDED",
+    ) -> Reply:
+        headers = {
+            "Authorization": f"Bearer {token or self.sim.access_token('xero')}",
+            "xero-tenant-id": tenant,
+            "Content-Type": "application/json",
+        }
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        body = json.dumps({"Invoices": [{"InvoiceID": invoice_id, "Status": status}]}).encode()
+        path = f"/xero/api.xro/2.0/Invoices/{invoice_id}"
+        return await self.send(method, path, headers=headers, body=body if method == "POST" else None)
+
+    async def quickbooks(
+        self,
+        invoice_id: str,
+        *,
+        token: str | None = None,
+        sync_token: str | None = None,
+        request_id: str | None = None,
+        realm: str = ACCOUNTS["quickbooks"]["realm_id"],
+    ) -> Reply:
+        """Read the invoice for its SyncToken (unless given), then void it at that token."""
+        headers = {"Authorization": f"Bearer {token or self.sim.access_token('quickbooks')}"}
+        company = f"/quickbooks/v3/company/{realm}"
+        if sync_token is None:
+            read = await self.send("GET", f"{company}/invoice/{invoice_id}", headers=headers)
+            if read.status not in (200, 400):
+                return read
+            # A 400 (no such invoice): void it anyway, at the token a new invoice has.
+            sync_token = read.json["Invoice"]["SyncToken"] if read.status == 200 else "0"
+        query = "operation=void" + (f"&requestid={request_id}" if request_id else "")
+        body = json.dumps({"Id": invoice_id, "SyncToken": sync_token}).encode()
+        return await self.send(
+            "POST",
+            f"{company}/invoice?{query}",
+            headers={**headers, "Content-Type": "application/json"},
+            body=body,
+        )
+
     async def void(self, provider: str, invoice_id: str) -> Reply:
         """Void with the simulator's own, correct credentials."""
         match provider:
@@ -204,8 +302,26 @@ class Client:
                 return await self.maple(invoice_id)
             case "stripe":
                 return await self.stripe(invoice_id)
+            case "recurly":
+                return await self.recurly(invoice_id)
+            case "maxio":
+                return await self.maxio(invoice_id)
+            case "chargebee":
+                return await self.chargebee(invoice_id)
+            case "lago":
+                return await self.lago(invoice_id)
+            case "xero":
+                return await self.xero(invoice_id)
+            case "quickbooks":
+                return await self.quickbooks(invoice_id)
             case _:
                 return await self.sellapp(invoice_id)
+
+    async def void_once(self, provider: str, invoice_id: str) -> Reply:
+        """Void in one request: QuickBooks without its read, at a new invoice's SyncToken."""
+        if provider == "quickbooks":
+            return await self.quickbooks(invoice_id, sync_token="0")
+        return await self.void(provider, invoice_id)
 
     async def void_with_wrong_credentials(self, provider: str, invoice_id: str) -> Reply:
         """Void with another account's credentials (the maple token, or sellapp's key)."""
@@ -221,6 +337,18 @@ class Client:
                 return await self.maple(invoice_id, token=other)
             case "stripe":
                 return await self.stripe(invoice_id, secret_key=other)
+            case "recurly":
+                return await self.recurly(invoice_id, api_key=other)
+            case "maxio":
+                return await self.maxio(invoice_id, api_key=other)
+            case "chargebee":
+                return await self.chargebee(invoice_id, api_key=other)
+            case "lago":
+                return await self.lago(invoice_id, api_key=other)
+            case "xero":
+                return await self.xero(invoice_id, token="sim_xero_wrong")
+            case "quickbooks":
+                return await self.quickbooks(invoice_id, token="sim_qbo_wrong", sync_token="0")
             case _:
                 return await self.sellapp(invoice_id, api_key=CREDENTIALS["maple"]["api_token"])
 
@@ -241,6 +369,12 @@ def contains(actual: Any, expected: Any) -> bool:
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
             key in actual and contains(actual[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(contains(a, e) for a, e in zip(actual, expected, strict=True))
         )
     return bool(actual == expected)
 
@@ -278,7 +412,33 @@ def stripe_error(error_type: str, code: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "code": code}}
 
 
-ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
+def recurly_error(error_type: str) -> dict[str, Any]:
+    return {"error": {"type": error_type}}
+
+
+MAXIO_NOT_VOIDABLE = {
+    "errors": ["Invoice status must be 'open', 'canceled', or 'pending' and non-consolidated to be voided."]
+}
+
+
+def chargebee_error(status: int, code: str) -> dict[str, Any]:
+    return {"api_error_code": code, "http_status_code": status}
+
+
+def lago_error(status: int, code: str) -> dict[str, Any]:
+    return {"status": status, "code": code}
+
+
+def xero_error(message: str) -> dict[str, Any]:
+    return {"Type": "ValidationException", "Elements": [{"ValidationErrors": [{"Message": message}]}]}
+
+
+def quickbooks_error(code: str, message: str) -> dict[str, Any]:
+    return {"Fault": {"Error": [{"code": code, "Message": message}]}}
+
+
+XERO_ID = "a03ffcd2-5d91-4c7e-b483-318584e9e439"
+ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any] | bytes | None]]] = {
     "chargeover": {
         "voided": ("inv-1", 200, chargeover_body(200, "")),
         "already_void": ("void-1", 400, chargeover_body(400, "Invoice is already void.")),
@@ -373,6 +533,52 @@ ANSWERS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "missing": ("missing_1", 404, stripe_error("invalid_request_error", "resource_missing")),
         "wrong_credentials": ("in_1", 401, stripe_error("invalid_request_error", "api_key_invalid")),
     },
+    "recurly": {  # a charge invoice: marked failed
+        "voided": ("e28zov4fw0v2", 200, {"id": "e28zov4fw0v2", "type": "charge", "state": "failed"}),
+        "already_void": ("void_e28zov4fw0v3", 422, recurly_error("validation")),
+        "paid": ("paid_e28zov4fw0v4", 422, recurly_error("validation")),
+        "missing": ("missing_1", 404, recurly_error("not_found")),
+        "wrong_credentials": ("e28zov4fw0v2", 401, recurly_error("unauthorized")),
+    },
+    "maxio": {
+        "voided": ("inv_8htcd29wcq3q6", 200, {"uid": "inv_8htcd29wcq3q6", "status": "voided"}),
+        "already_void": ("void_inv_1", 422, MAXIO_NOT_VOIDABLE),
+        "paid": ("paid_inv_1", 422, MAXIO_NOT_VOIDABLE),
+        "missing": ("missing_inv_1", 404, None),
+        "wrong_credentials": ("inv_1", 401, {"errors": ["HTTP Basic: Access denied."]}),
+    },
+    "chargebee": {
+        "voided": ("cb_1", 200, {"invoice": {"id": "cb_1", "status": "voided"}}),
+        "already_void": ("void_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "paid": ("paid_1", 409, chargebee_error(409, "invalid_state_for_request")),
+        "missing": ("missing_1", 404, chargebee_error(404, "resource_not_found")),
+        "wrong_credentials": ("cb_1", 401, chargebee_error(401, "api_authentication_failed")),
+    },
+    "lago": {
+        "voided": ("lg_1", 200, {"invoice": {"lago_id": "lg_1", "status": "voided"}}),
+        "already_void": ("void_1", 405, lago_error(405, "not_voidable")),
+        "paid": ("paid_1", 405, lago_error(405, "not_voidable")),
+        "missing": ("missing_1", 404, lago_error(404, "invoice_not_found")),
+        "wrong_credentials": ("lg_1", 401, {"status": 401, "error": "Unauthorized"}),
+    },
+    "xero": {
+        "voided": (XERO_ID, 200, {"Invoices": [{"InvoiceID": XERO_ID, "Status": "VOIDED"}]}),
+        "already_void": ("void-1", 400, xero_error("Invoice not of valid status for modification")),
+        "paid": (
+            "paid-1",
+            400,
+            xero_error("This document cannot be edited as it has a payment or credit note allocated to it."),
+        ),
+        "missing": ("missing-1", 404, b"The resource you're looking for cannot be found"),
+        "wrong_credentials": (XERO_ID, 401, {"Title": "Unauthorized", "Status": 401}),
+    },
+    "quickbooks": {
+        "voided": ("130", 200, {"Invoice": {"Id": "130", "TotalAmt": 0, "PrivateNote": "Voided"}}),
+        "already_void": ("void-1", 400, quickbooks_error("5010", "Stale Object Error")),
+        "paid": ("paid-1", 400, quickbooks_error("6540", "Business Validation Error")),
+        "missing": ("missing-1", 400, quickbooks_error("610", "Object Not Found")),
+        "wrong_credentials": ("130", 401, {"fault": {"type": "AUTHENTICATION"}}),
+    },
 }
 CASES = [(provider, case) for provider in PROVIDER_TYPES for case in ANSWERS[provider]]
 
@@ -390,8 +596,11 @@ async def test_provider_answers(provider: str, case: str) -> None:
         else:
             reply = await client.void(provider, invoice_id)
         assert reply.status == status
-        assert reply.headers["Content-Type"].startswith("application/json")
-        assert contains(reply.json, expected), reply.json
+        if isinstance(expected, bytes):  # a provider's plain-text answer (Xero's 404)
+            assert reply.text == expected.decode()
+        else:
+            assert reply.headers["Content-Type"].startswith("application/json")
+            assert contains(reply.json, expected), reply.json
         applied = 1 if case == "voided" else 0
         assert client.sim.voids_applied[(provider, invoice_id)] == applied
         assert client.sim.void_requests[(provider, invoice_id)] == (0 if case == "wrong_credentials" else 1)
@@ -649,10 +858,14 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
     settings = SimulatorSettings.from_specs([f"{provider}:rate_limit=3/10s"])
     async with simulate(settings) as client:
         for n in range(3):
-            assert (await client.void(provider, f"{n + 1}")).status == 200
-        reply = await client.void(provider, "9")
+            assert (await client.void_once(provider, f"{n + 1}")).status == 200
+        reply = await client.void_once(provider, "9")
         assert reply.status == 429
-        assert "Retry-After" not in reply.headers
+        if provider == "xero":  # documented: its 429 says when, and which limit
+            assert reply.headers["Retry-After"] == "10"
+            assert reply.headers["X-Rate-Limit-Problem"] == "minute"
+        else:
+            assert "Retry-After" not in reply.headers
         expected = {
             "chargeover": chargeover_body(429, "Rate limit exceeded."),
             "rapyd": rapyd_error("TOO_MANY_REQUESTS"),
@@ -660,6 +873,12 @@ async def test_rate_limit_throttles_past_the_window(provider: str) -> None:
             "maple": maple_error(429, "rate_limit_error", "rate_limited", "Rate limit exceeded"),
             "sellapp": sellapp_error("Too Many Attempts.", "rate_limit", "too_many_requests"),
             "stripe": stripe_error("invalid_request_error", "rate_limit"),
+            "recurly": recurly_error("rate_limited"),
+            "maxio": {},  # {"errors": ["Your request was denied due to a usage violation. ..."]}
+            "chargebee": chargebee_error(429, "api_request_limit_exceeded"),
+            "lago": lago_error(429, "too_many_requests"),
+            "xero": {"Title": "Too Many Requests", "Status": 429},
+            "quickbooks": quickbooks_error("003001", "ThrottleExceeded"),
         }[provider]
         assert contains(reply.json, expected), reply.json
         assert client.sim.invoice_state(provider, "9") == "open"
@@ -683,7 +902,7 @@ async def test_retry_after_seconds_and_date() -> None:
     """retry_after=seconds sends whole seconds (at least 1); =date sends an HTTP-date."""
     settings = SimulatorSettings.from_specs(
         [
-            "rate_limit=1/0.2s",
+            "rate_limit=1/1s",  # the second request of each comes well within it, even on a busy machine
             "sellapp:retry_after=seconds",
             "maple:retry_after=date",
         ]
@@ -893,6 +1112,12 @@ OWN_ECHO = {
     "maple": ["Invalid API token sim_maple_token"],
     "sellapp": ["no account has the key <sim_sellapp_key>"],
     "stripe": ["Invalid API Key provided: sk_test_SIMULATOR"],
+    "recurly": ["Invalid API key: sim_recurly_private_key"],
+    "maxio": ["Access denied for sim_maxio_api_key"],
+    "chargebee": ["Invalid api key test_cb_SIMULATOR"],
+    "lago": ["no organization has the API key sim_lago_api_key"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_at_"],
+    "quickbooks": ["Token Bearer sim_qbo_at_"],
 }
 # provider -> what its 401 quotes for `void_with_wrong_credentials`
 WRONG_ECHO = {
@@ -902,6 +1127,12 @@ WRONG_ECHO = {
     "maple": ["sim_sellapp_key"],
     "sellapp": ["sim_maple_token"],
     "stripe": ["Invalid API Key provided: sim_sellapp_key"],
+    "recurly": ["Invalid API key: sim_sellapp_key"],
+    "maxio": ["Access denied for sim_sellapp_key"],
+    "chargebee": ["Invalid api key sim_sellapp_key"],
+    "lago": ["no organization has the API key sim_sellapp_key"],
+    "xero": ["AuthenticationUnsuccessful: Bearer sim_xero_wrong"],
+    "quickbooks": ["Token Bearer sim_qbo_wrong expired or invalid"],
 }
 
 
@@ -916,7 +1147,9 @@ async def test_echo_credentials_quotes_the_presented_key_in_the_401(provider: st
         stats = client.sim.stats()[provider]
     for reply, quoted in ((wrong, WRONG_ECHO[provider]), (revoked, OWN_ECHO[provider])):
         assert reply.status == 401
-        shape = {k: v for k, v in expected.items() if k not in ("message", "error_message", "detail")}
+        shape = {
+            k: v for k, v in expected.items() if k not in ("message", "error_message", "detail", "errors")
+        }
         assert contains(reply.json, shape), reply.json
         for text in quoted:
             assert text in reply.text, reply.text
@@ -1195,3 +1428,19 @@ def test_serves_again_on_a_new_event_loop_keeping_state() -> None:
     assert anyio.run(void_once) == 200
     assert anyio.run(void_once) == 422
     assert sim.voids_applied[("sellapp", "5")] == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("rate_limit=2000000/1s", "the count must be at most 1,000,000 requests per window"),
+        ("rate_limit=" + "9" * 5000 + "/1s", "the count must be at most 1,000,000"),
+        ("rate_limit=1/" + "9" * 400 + "s", "the period must be from 1ms to 24h"),
+        ("rate_limit=1/1441m", "the period must be from 1ms to 24h"),
+    ],
+)
+def test_an_absurd_simulator_rate_limit_is_refused_as_a_profile_one_is(spec: str, message: str) -> None:
+    """A --fault rate limit past 1,000,000 per window or outside 1 ms..24 h is a clear error, the spec cut short."""
+    with pytest.raises(ValueError, match=message) as caught:
+        SimulatorSettings.from_specs([spec])
+    assert len(str(caught.value)) < 600

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO
@@ -54,6 +54,7 @@ class Job:
 
 
 JOB_FIELDS = tuple(Job.__dataclass_fields__)
+Rows = Generator[dict[str, Any], None, None]  # a job's items as read: a generator, so it can be closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +169,12 @@ class JobStore(Protocol):
 
     def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None: ...
 
-    def touched(self, job: Job) -> set[str]:
-        """The providers of the job with an item that has an outcome or may have been voided."""
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
+        """Per provider of the job, its items that have an outcome or may have been voided, by state.
+
+        A pending item has none, even after attempts (a 401 or a 5xx voided nothing), and neither
+        has one failed by a redirect in `UNACTED_REDIRECTS` (it reached no account).
+        """
         ...
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]: ...
@@ -191,10 +196,9 @@ class Reports(Protocol):
 
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]: ...
 
-    def items(
-        self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """The job's items (those in `states`; those whose last outcome the run `run` wrote)."""
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
+        """The job's items (those in `states`; those whose last outcome the run `run` wrote) in
+        file order; close it to stop early."""
         ...
 
     def duplicates(self, job: Job) -> list[Duplicate]: ...

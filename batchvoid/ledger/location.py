@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 LedgerLocation = Path | str  # a str only for a URL: a path is always a Path
 URL_SCHEMES = ("postgresql://", "postgres://")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def is_url(location: object) -> bool:
@@ -19,6 +21,8 @@ def shown(location: LedgerLocation) -> str:
     if not is_url(location):
         return str(location)
     assert isinstance(location, str)
+    # libpq takes a password as a query parameter too: postgresql://db/billing?password=...
+    location = _QUERY_PASSWORD.sub(r"\1***", location)
     parts = urlsplit(location)
     if parts.password is None:
         return location

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from batchvoid.providers import campfire, chargeover, maple, rapyd, sellapp, stripe
+from batchvoid.providers import (
+    campfire,
+    chargebee,
+    chargeover,
+    lago,
+    maple,
+    maxio,
+    quickbooks,
+    rapyd,
+    recurly,
+    sellapp,
+    stripe,
+    xero,
+)
 from batchvoid.providers.base import Adapter
 from batchvoid.providers.facts import ProviderSpec
 
@@ -15,6 +28,12 @@ REGISTRY: dict[str, ProviderSpec] = {
         maple.SPEC,
         sellapp.SPEC,
         stripe.SPEC,
+        recurly.SPEC,
+        maxio.SPEC,
+        chargebee.SPEC,
+        lago.SPEC,
+        xero.SPEC,
+        quickbooks.SPEC,
     )
 }
 

@@ -35,19 +35,36 @@ class Adapter(Protocol):
         """Describe a request that reads the invoice's status, or None if not needed."""
         ...
 
+    def read_request(self, item: Item) -> Request | None:
+        """Describe a read the void depends on (Recurly's invoice type, when the row does not
+        say it), or None: the void can be described from the item alone."""
+        ...
+
+    def parse_read(self, item: Item, response: Response) -> Item | Outcome:
+        """Judge the answer to `read_request`: the item with what the read told (its void goes
+        next, at the provider's pace), or the outcome that settles it without a void."""
+        ...
+
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         """Decide, from the invoice's status, whether an ambiguous rejection was 'already void'."""
         ...
 
 
 class AdapterBase:
-    """Defaults for adapters whose 'not voidable' answers are unambiguous."""
+    """Defaults for adapters whose 'not voidable' answers are unambiguous (no lookup) and whose
+    void needs no read first."""
 
     def lookup_request(self, item: Item) -> Request | None:
         return None
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
         return rejected
+
+    def read_request(self, item: Item) -> Request | None:
+        return None
+
+    def parse_read(self, item: Item, response: Response) -> Item | Outcome:
+        raise NotImplementedError("an adapter that asks for a read judges its answer")
 
 
 _ALREADY_VOID = re.compile(r"already\s+void", re.IGNORECASE)
@@ -79,7 +96,7 @@ def maybe_already_void(
 def settled(spec: ProviderSpec, rejected: Outcome, status: object) -> Outcome:
     """The outcome of a state error once the read gave the invoice's `status`: already void when
     it is the provider's void status, else the rejection, naming the status."""
-    if spec.void_status is not None and status == spec.void_status:
+    if (spec.void_status is not None and status == spec.void_status) or status in spec.done_statuses:
         return replace(rejected, kind=OutcomeKind.ALREADY_VOID, check_status=False)
     return replace(rejected, reason=f"{rejected.reason} (invoice status: {status})", check_status=False)
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
-from batchvoid.providers.base import describe, header, json_body, maybe_already_void, settled, transient
+from batchvoid.providers.base import (
+    AdapterBase,
+    describe,
+    header,
+    json_body,
+    maybe_already_void,
+    settled,
+    transient,
+)
 from batchvoid.providers.facts import Idempotency, ProviderSpec, Route
 
 TIMESTAMP_WINDOW_S = 60  # Rapyd refuses a request whose timestamp is further off its clock
@@ -40,7 +48,7 @@ _NOT_VOIDABLE = "ERROR_VOID_NOT_UNCOLLECTIBLE_OR_OPEN_INVOICE"
 
 
 @dataclass(frozen=True, slots=True)
-class Rapyd:
+class Rapyd(AdapterBase):
     base_url: str
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)

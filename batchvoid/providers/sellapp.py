@@ -1,4 +1,9 @@
-"""SellApp: Bearer auth, `PATCH /api/v2/invoices/{id}/mark-voided`, optional `X-STORE`."""
+"""SellApp: Bearer auth, `PATCH /api/v2/invoices/{id}/mark-voided`, optional `X-STORE`.
+
+SellApp documents 401 and 403 apart: a key that is wrong or revoked is refused with 401, which
+stops the lane as every provider's does; a 403 is a key that works being refused one invoice
+or store (the X-STORE the row names), so only that item fails.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +48,21 @@ class SellApp(AdapterBase):
         reason = describe(response, message)
         if response.status in (400, 409, 422) and says_already_void(message):
             return Outcome(OutcomeKind.ALREADY_VOID, reason, response.status)
+        if response.status == 403:  # the key works (a bad or revoked one is a 401), not for this invoice
+            forbidden = _forbidden(reason, item.store or self.store)
+            return Outcome(OutcomeKind.REJECTED, forbidden, 403, fields.get("request_id"))
         if (shared := transient(response, reason)) is not None:
             return shared
         return Outcome(OutcomeKind.REJECTED, reason, response.status, fields.get("request_id"))
+
+
+def _forbidden(reason: str, store: str | None) -> str:
+    """A 403's reason: SellApp authenticated the key, but it may not void this invoice."""
+    sent = f"the store {store!r} (X-STORE)" if store else "the key's first store (no X-STORE sent)"
+    return (
+        f"{reason}; the key may not act on this invoice in {sent}: check the row's store (or the "
+        "profile's) and that the key's account has that store, then --retry-failed"
+    )
 
 
 def _status(fields: dict[str, Any]) -> object:

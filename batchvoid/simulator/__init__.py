@@ -1,4 +1,4 @@
-"""A stand-in for all five billing providers on one local port, with injectable faults.
+"""A stand-in for every billing provider batchvoid knows on one local port, with injectable faults.
 
 ```python
 async with Simulator(SimulatorSettings.from_specs(["rapyd:rate_limit=5/1s"])).serve() as url:
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from batchvoid.simulator.credentials import CREDENTIALS, PROVIDER_TYPES, provider_url
+from batchvoid.simulator.credentials import ACCOUNTS, CREDENTIALS, PROVIDER_TYPES, provider_url
 from batchvoid.simulator.settings import Faults, SimulatorSettings
 
 if TYPE_CHECKING:
     from batchvoid.simulator.server import Simulator, serve_forever
 
 __all__ = [
+    "ACCOUNTS",
     "CREDENTIALS",
     "PROVIDER_TYPES",
     "Faults",

@@ -24,6 +24,7 @@ class Action(enum.Enum):
 
     VOID = "void"
     LOOKUP = "lookup"  # read an invoice's status (Rapyd's GET invoice)
+    TOKEN = "token"  # noqa: S105 - an OAuth 2.0 token endpoint: refresh
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ import html
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
+from batchvoid.simulator.credentials import REFRESH_TOKENS
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.faults import Fault, FaultDice
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook
+from batchvoid.simulator.oauth import BAD_GRANT, TokenIssuer
 from batchvoid.simulator.providers import Provider
 from batchvoid.simulator.ratelimit import (
     Limit,
@@ -62,6 +64,7 @@ class Lane:
         "_time_scale",
         "counts",
         "dice",
+        "issuer",
         "provider",
         "revoked",
     )
@@ -75,7 +78,20 @@ class Lane:
         seed: int | None,
         time_scale: float,
     ) -> None:
+        if "stale_rate" in {f.name for f in fields(provider)}:  # type: ignore[arg-type]
+            provider = replace(provider, stale_rate=faults.stale_rate, seed=seed)  # type: ignore[type-var]
         self.provider = provider
+        # An OAuth 2.0 provider's token endpoint, and the tokens its API takes.
+        self.issuer: TokenIssuer | None = None
+        if provider.name in REFRESH_TOKENS:
+            self.issuer = TokenIssuer(
+                getattr(provider, "client_id"),  # noqa: B009 - only OAuth providers have one
+                getattr(provider, "client_secret"),  # noqa: B009
+                REFRESH_TOKENS[provider.name],
+                prefix=getattr(provider, "token_prefix"),  # noqa: B009
+                lifetime_s=faults.token_lifetime_s or getattr(provider, "token_lifetime_s"),  # noqa: B009
+                grace_s=faults.refresh_grace_s,
+            )
         self.counts: Counter[Tally] = Counter()
         self._faults = faults
         self._book = book
@@ -93,6 +109,10 @@ class Lane:
         self.dice = FaultDice(self._faults, random.Random(self._seed))
         self._throttle = _throttle(self._faults, rapyd=self.name == "rapyd", time_scale=self._time_scale)
         self._replays = IdempotencyStore()
+        if self.issuer is not None:
+            self.issuer.reset()
+        if hasattr(self.provider, "reset"):
+            self.provider.reset()
         self.restore()
 
     def revoke(self) -> None:
@@ -121,7 +141,18 @@ class Lane:
         if faults.redirect_to is not None:
             counts[Tally.REDIRECTED] += 1
             return Decision(_redirect(faults.redirect_to))
-        denied = provider.unauthorized() if self.revoked else provider.authenticate(incoming)
+        issuer = self.issuer
+        if issuer is not None and action is Action.TOKEN:  # the token endpoint: another host, no API limits
+            if not self.revoked:
+                answer = issuer.refresh(incoming, incoming.wall)
+            else:
+                answer = issuer.refused_echoing(incoming) if faults.echo_credentials else BAD_GRANT
+            counts[answer.tally] += 1
+            return Decision(answer)
+        if self.revoked or (issuer is not None and not issuer.valid(_bearer(incoming), incoming.wall)):
+            denied: Answer | None = provider.unauthorized()
+        else:
+            denied = provider.authenticate(incoming)
         if denied is not None:
             if faults.echo_credentials and denied.status == 401:
                 denied = provider.unauthorized_echoing(incoming)
@@ -165,6 +196,11 @@ class Lane:
                 return answer.with_headers({"Retry-After": retry_at})
             case _:
                 return answer
+
+
+def _bearer(incoming: Incoming) -> str:
+    scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else ""
 
 
 _GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Unavailable"}

@@ -1,4 +1,4 @@
-"""The simulator's HTTP server: all five providers on one port, plus `/_sim/` controls.
+"""The simulator's HTTP server: every provider on one port, plus `/_sim/` controls.
 
 Handlers stay lean for benchmarks: no access log, no per-request logging, O(1) work.
 """
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -41,7 +42,8 @@ class Simulator:
 
     Inspect it in-process: `void_requests` counts the requests the invoice logic saw,
     `voids_applied` the times an invoice went from voidable to void (0 or 1 each),
-    `arrivals` the `time.monotonic()` of every provider request before any check.
+    `arrivals` the `time.monotonic()` of every provider request before any check,
+    `peak_in_flight` the most requests each provider had in hand at once.
     """
 
     def __init__(self, settings: SimulatorSettings | None = None) -> None:
@@ -51,6 +53,9 @@ class Simulator:
         self.void_requests: Counter[InvoiceKey] = self._book.void_requests
         self.voids_applied: Counter[InvoiceKey] = self._book.voids_applied
         self.arrivals: dict[str, list[float]] = {name: [] for name in PROVIDER_TYPES}
+        # The most requests each provider had in hand at once (Maxio takes at most 4 per site).
+        self.peak_in_flight: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self._lanes: dict[str, Lane] = {
             p.name: Lane(
                 p,
@@ -92,12 +97,27 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         """Per provider type: requests, voided, already_void, rejected, not_found,
         auth_failed, throttled, redirected, lookups, faults {error, timeout, reset},
-        idempotent_replays; and `"totals"` over all five."""
+        idempotent_replays; and `"totals"` over all of them."""
         return report_all({name: lane.counts for name, lane in self._lanes.items()})
 
     def revoke(self, provider_type: str) -> None:
         """Revoke the provider's credential: every later request gets its 401."""
         self._lane(provider_type).revoke()
+
+    def access_token(self, provider_type: str) -> str:
+        """A valid access token of an OAuth 2.0 provider's connection, issued without a request
+        (for tests that drive its API directly)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.issue(time.time())
+
+    def refresh_token(self, provider_type: str) -> str:
+        """The refresh token an OAuth 2.0 provider's connection takes now (the last one issued)."""
+        issuer = self._lane(provider_type).issuer
+        if issuer is None:
+            raise ValueError(f"{provider_type} is not an OAuth 2.0 provider")
+        return issuer.current_refresh_token()
 
     def restore(self, provider_type: str) -> None:
         """Make a revoked credential good again."""
@@ -113,6 +133,7 @@ class Simulator:
         self._book.clear()
         for arrivals in self.arrivals.values():
             arrivals.clear()
+        self.peak_in_flight.clear()
         for lane in self._lanes.values():
             lane.reset()
 
@@ -147,28 +168,34 @@ class Simulator:
 
     def _handler(self, lane: Lane, action: Action) -> Handler:
         arrivals = self.arrivals[lane.name]
+        in_flight, peak, name = self._in_flight, self.peak_in_flight, lane.name
 
         async def handle(request: web.Request) -> web.StreamResponse:
             now = time.monotonic()
             arrivals.append(now)
-            incoming = Incoming(
-                method=request.method,
-                raw_path=request.raw_path,
-                headers=request.headers,
-                params=request.match_info,
-                body=await request.read(),
-                wall=time.time(),
-            )
-            decision = lane.decide(action, incoming, now)
-            delay = lane.dice.delay_s()
-            if decision.fault is Fault.TIMEOUT:
-                delay += self._settings.hang_s * self._settings.time_scale
-            if delay > 0:
-                await _pause(request.app, delay)
-            if decision.answer is None:
-                _drop_connection(request)
-                return web.Response(status=500)  # never sent: the transport is gone
-            return _response(decision.answer)
+            in_flight[name] += 1
+            peak[name] = max(peak[name], in_flight[name])
+            try:
+                incoming = Incoming(
+                    method=request.method,
+                    raw_path=request.raw_path,
+                    headers=request.headers,
+                    params=request.match_info,
+                    body=await request.read(),
+                    wall=time.time(),
+                )
+                decision = lane.decide(action, incoming, now)
+                delay = lane.dice.delay_s()
+                if decision.fault is Fault.TIMEOUT:
+                    delay += self._settings.hang_s * self._settings.time_scale
+                if delay > 0:
+                    await _pause(request.app, delay)
+                if decision.answer is None:
+                    _drop_connection(request)
+                    return web.Response(status=500)  # never sent: the transport is gone
+                return _response(decision.answer)
+            finally:
+                in_flight[name] -= 1
 
         return handle
 
@@ -204,13 +231,21 @@ async def serve_forever(
     settings: SimulatorSettings,
     *,
     ready: Callable[[str], None] | None = None,
+    until: Sequence[signal.Signals] = (),
 ) -> None:
-    """Run a simulator on `host:port` until cancelled; `ready(base_url)` once listening."""
-    simulator = Simulator(settings)
-    async with simulator.serve(host, port) as base_url:
-        if ready is not None:
-            ready(base_url)
-        await anyio.sleep_forever()
+    """Run a simulator on `host:port` until cancelled or one of the signals `until` arrives;
+    `ready(base_url)` once listening.
+
+    The signals are the event loop's to handle, never a KeyboardInterrupt raised wherever one
+    lands: uvloop 0.19 now and then lost that one inside a callback, and the simulator ran on."""
+    with anyio.open_signal_receiver(*until) as received:
+        async with Simulator(settings).serve(host, port) as base_url:
+            if ready is not None:
+                ready(base_url)
+            if not until:
+                await anyio.sleep_forever()
+            async for _ in received:
+                return
 
 
 async def _on_startup(app: web.Application) -> None:

@@ -1,7 +1,7 @@
 """What the simulator is told to do: per-provider faults, the seed and the time scale.
 
 Fault specs come from the command line as `[PROVIDER:]key=value[,key=value...]`; a spec
-without a provider applies to all five. Later specs override earlier ones field by field.
+without a provider applies to all of them. Later specs override earlier ones field by field.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from batchvoid.models import RateLimit
 from batchvoid.simulator.credentials import PROVIDER_TYPES
 
 RETRY_AFTER_FORMS = ("none", "seconds", "date")
@@ -27,11 +28,13 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
     match = _RATE_LIMIT.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"rate_limit must look like {_RATE_LIMIT_FORMS}, got {text!r}")
-    count = int(match["count"])
+    count = match["count"].lstrip("0") or "0"
     period = float(match["period"] or 1) * (60 if match["unit"] == "m" else 1)
-    if count < 1 or period <= 0:
-        raise ValueError(f"rate_limit needs N >= 1 and T > 0, got {text!r}")
-    return count, period
+    if count == "0" or period <= 0:
+        raise ValueError(f"rate_limit needs N >= 1 and T > 0, got {text[:40]!r}")
+    if problem := RateLimit.problem(count, period):
+        raise ValueError(f"rate_limit {text[:40]!r}: {problem}")
+    return int(count), period
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +49,17 @@ class Faults:
     credential is revoked.
 
     Misbehaving providers: `echo_credentials` makes every 401 quote the credential the request
-    presented; `echo_headers` makes injected errors a gateway's 502/503 HTML page that lists the
+    presented (and an OAuth 2.0 token endpoint's refusal quote the refresh token and client
+    credentials); `echo_headers` makes injected errors a gateway's 502/503 HTML page that lists the
     request's headers. `clock_skew_s` sets the simulator's clock that many seconds ahead (its
     `Date` header and Rapyd's timestamp check). `redirect_to` answers every request with a
     301 to that URL, in front of everything else.
+
+    OAuth 2.0 providers (xero, quickbooks): `token_lifetime_s` is how long an access token lasts
+    (default: the documented 30 or 60 minutes), so a test goes through many in seconds;
+    `refresh_grace_s` how long a used refresh token still works (default 0; Xero's is 1800).
+    `stale_rate` is the share of QuickBooks voids that find the invoice changed since it was read
+    (code 5010), as when a payment lands in between.
     """
 
     latency_ms: float = 0
@@ -65,13 +75,16 @@ class Faults:
     echo_headers: bool = False
     clock_skew_s: float = 0
     redirect_to: str | None = None
+    token_lifetime_s: float | None = None
+    refresh_grace_s: float = 0
+    stale_rate: float = 0
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "jitter_ms"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number of milliseconds >= 0, got {value!r}")
-        for name in ("error_rate", "timeout_rate", "reset_rate"):
+        for name in ("error_rate", "timeout_rate", "reset_rate", "stale_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a fraction from 0 to 1, got {value!r}")
@@ -83,6 +96,16 @@ class Faults:
             )
         if self.revoke_after is not None and self.revoke_after < 0:
             raise ValueError(f"revoke_after must be a count >= 0, got {self.revoke_after!r}")
+        if self.token_lifetime_s is not None and not (
+            math.isfinite(self.token_lifetime_s) and self.token_lifetime_s > 0
+        ):
+            raise ValueError(
+                f"token_lifetime_s must be a number of seconds > 0, got {self.token_lifetime_s!r}"
+            )
+        if not (math.isfinite(self.refresh_grace_s) and self.refresh_grace_s >= 0):
+            raise ValueError(
+                f"refresh_grace_s must be a number of seconds >= 0, got {self.refresh_grace_s!r}"
+            )
         if not math.isfinite(self.clock_skew_s):
             raise ValueError(f"clock_skew_s must be a number of seconds, got {self.clock_skew_s!r}")
         if self.redirect_to is not None and not _REDIRECT.fullmatch(self.redirect_to):
@@ -126,6 +149,9 @@ _FIELD_PARSERS: Mapping[str, tuple[Callable[[str], object], str]] = MappingProxy
         "echo_headers": (_boolean, "true | false"),
         "clock_skew_s": (_number, "seconds, negative for behind"),
         "redirect_to": (_optional(str), "an http(s) URL or a /path, or none"),
+        "token_lifetime_s": (_optional(_number), "seconds > 0, or none (the documented lifetime)"),
+        "refresh_grace_s": (_number, "seconds >= 0"),
+        "stale_rate": (_number, "a fraction from 0 to 1"),
     }
 )
 _FIELD_NAMES = ", ".join(sorted(_FIELD_PARSERS))
@@ -135,7 +161,8 @@ def _parse_spec(spec: str) -> tuple[tuple[str, ...], dict[str, object]]:
     """One CLI fault spec -> (the providers it names, its field values)."""
 
     def bad(problem: str) -> ValueError:
-        return ValueError(f"fault spec {spec!r}: {problem}")
+        shown = repr(spec) if len(spec) <= 80 else f"{spec[:76]!r}..."
+        return ValueError(f"fault spec {shown}: {problem}")
 
     head, colon, tail = spec.partition(":")
     if colon and "=" not in head:

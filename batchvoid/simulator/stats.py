@@ -20,6 +20,7 @@ class Tally(enum.StrEnum):
     THROTTLED = "throttled"
     REDIRECTED = "redirected"  # redirect_to: answered 301 in front of everything else
     LOOKUPS = "lookups"  # Rapyd's GET invoice, answered by the app
+    TOKENS = "tokens"  # an OAuth token endpoint's new access and refresh tokens
     IDEMPOTENT_REPLAYS = "idempotent_replays"
     FAULT_ERROR = "error"
     FAULT_TIMEOUT = "timeout"

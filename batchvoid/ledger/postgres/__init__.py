@@ -47,6 +47,7 @@ from batchvoid.ledger.api import (
     Job,
     NewJob,
     NewRun,
+    Rows,
     Run,
     RunEnd,
     WorkerRow,
@@ -54,13 +55,14 @@ from batchvoid.ledger.api import (
 )
 from batchvoid.ledger.location import shown
 from batchvoid.ledger.ops import Attempt, Finish, Op, Release
-from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+from batchvoid.models import UNACTED_REDIRECTS, UNDONE, Item, ItemState, RowError, WorkItem
 
 if TYPE_CHECKING:
     import psycopg
 
     from batchvoid.config import Profile
     from batchvoid.ledger.postgres.lease import WorkerLease
+    from batchvoid.ledger.postgres.pace import LimiterConnection
     from batchvoid.pace import Pace
 
 SCHEMA_VERSION = 2
@@ -88,6 +90,7 @@ _ITEM_COLUMNS = (
     " state, reason, attempts, http_status, reference, created_at, updated_at"
 )
 _PENDING, _IN_FLIGHT = str(ItemState.PENDING), str(ItemState.IN_FLIGHT)
+_ITEMS_PAGE = 2000  # items a report reads from the server at a time
 
 _CLAIM = """
 WITH picked AS MATERIALIZED (
@@ -110,13 +113,16 @@ _UNOWNED_LEFT = """
 SELECT EXISTS (SELECT 1 FROM items WHERE job = %(job)s AND provider = %(provider)s
     AND worker_id IS NULL AND state IN ('pending', 'in_flight'))
 """
+# An outcome's time is the database's clock (as the ledger writes a time), so that a redrive
+# can tell it from a session's start whatever the workers' clocks say.
 _FINISH = """
 WITH f AS (SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
     %s::int[]) AS f (id, claim, state, reason, http_status, reference, sent)),
 done AS (
     UPDATE items SET state = f.state, reason = f.reason, http_status = f.http_status,
         reference = coalesce(f.reference, items.reference), attempts = items.attempts + f.sent,
-        updated_at = %s, worker_id = NULL, run = %s
+        updated_at = to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'),
+        worker_id = NULL, run = %s
     FROM f WHERE items.id = f.id AND items.worker_id = %s AND items.claim = f.claim
     RETURNING 1)
 UPDATE workers SET done = done + (SELECT count(*) FROM done) WHERE id = %s
@@ -172,6 +178,7 @@ class PostgresLedger:
         self.lease: WorkerLease | None = None
         self._claims: dict[int, int] = {}  # item id -> the claim epoch this worker holds it by
         self.stopping = threading.Event()  # set by a signal (see guard): a claim stops waiting on peers
+        self.limits: LimiterConnection | None = None  # the shared pace's connection, once a lane needs it
         self._run: str | None = None  # the run begun on this ledger: its id stamps its writes
         self.version = SCHEMA_VERSION  # of the schema found (a read-only look takes an older one)
         try:
@@ -268,6 +275,8 @@ class PostgresLedger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self.limits is not None:
+            self.limits.close()
 
     def __enter__(self) -> Self:
         return self
@@ -305,12 +314,18 @@ class PostgresLedger:
                 [(job.id, profile, target) for profile, target in targets.items()],
             )
 
-    def touched(self, job: Job) -> set[str]:
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
         with self._sql("cannot read the job's items") as cur:
             cur.execute(
-                "SELECT DISTINCT provider FROM items WHERE job = %s AND state <> 'pending'", (job.id,)
+                "SELECT provider, state, count(*) FROM items WHERE job = %s AND state <> 'pending'"
+                " AND NOT (state = 'failed' AND coalesce(http_status, 0) = ANY(%s))"
+                " GROUP BY provider, state",
+                (job.id, list(UNACTED_REDIRECTS)),
             )
-            return {provider for (provider,) in cur}
+            touched: dict[str, dict[ItemState, int]] = {}
+            for provider, state, n in cur:
+                touched.setdefault(provider, {})[ItemState(state)] = n
+            return touched
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
         with self._sql("cannot read the job's void dates") as cur:
@@ -346,6 +361,9 @@ class PostgresLedger:
 
     def _ingest(self, new: NewJob, accept: Callable[[set[str]], None] | None) -> Ingest:
         with self._sql("cannot record the job", transaction=True) as cur:
+            # No statement timeout: a file of millions of rows streams through one COPY for minutes,
+            # and the workers that wait meanwhile to join the job wait on its lock as long.
+            cur.execute("SET LOCAL statement_timeout = 0")
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('batchvoid.job:' || %s, 0))", (new.job_id,)
             )
@@ -613,7 +631,7 @@ class PostgresLedger:
             if attempts[0]:
                 cur.execute(_ATTEMPT, (me, self._run, *attempts))
             if finishes[0]:
-                cur.execute(_FINISH, (*finishes, at, self._run, me, me))
+                cur.execute(_FINISH, (*finishes, self._run, me, me))
             if releases[0]:
                 cur.execute(_RELEASE, (at, self._run, *releases, me))
 
@@ -631,16 +649,20 @@ class PostgresLedger:
             )
             return {(provider, ItemState(state)): n for provider, state, n in cur.fetchall()}
 
-    def items(
-        self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None
-    ) -> Iterator[dict[str, Any]]:
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
+        """The job's items in file order, streamed through a server-side cursor: a page at a time."""
         where, params = _job_filter(job, states, run)
-        with self._sql("cannot read the job's items") as cur:
-            cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only
-            names = [d.name for d in cur.description or ()]
-            rows = cur.fetchall()
-        for row in rows:
-            yield dict(zip(names, row, strict=True))
+        with self._lock:
+            try:
+                with self._db.transaction(), self._db.cursor(name="batchvoid_items") as cur:
+                    cur.itersize = _ITEMS_PAGE
+                    cur.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY line", params)  # noqa: S608 - placeholders only
+                    names: list[str] = []
+                    for row in cur:
+                        names = names or [d.name for d in cur.description or ()]
+                        yield dict(zip(names, row, strict=True))
+            except self._pg.Error as exc:
+                raise self.fault(exc, "cannot read the job's items") from exc
 
     def duplicate_counts(self, job: Job) -> dict[str, int]:
         with self._sql("cannot read the job's duplicates") as cur:
@@ -677,9 +699,27 @@ class PostgresLedger:
             return [key for (key,) in cur.fetchall()]
 
     def redrive(self, job: Job) -> dict[str, int]:
-        """Put the job's failed items back to pending, keeping keys and attempts (see SQLite's)."""
+        """Put the job's failed items back to pending, keeping keys and attempts (see SQLite's).
+
+        As a worker, only those that failed before the job's current session began (see
+        `lease.WorkerLease.session_since`): what its live workers failed since stays failed,
+        and the worker says so. Redrives of one job take turns.
+        """
         where, params = _job_filter(job, UNDONE)
+        lease = self.lease
+        since = None if lease is None else lease.session_since()
         with self._sql("cannot put the failed items back", transaction=True) as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('batchvoid.redrive:' || %s, 0))", (job.job_id,)
+            )
+            if lease is not None and since is not None:
+                cur.execute(
+                    f"SELECT count(*) FROM items WHERE {where} AND updated_at::timestamptz >= %s",  # noqa: S608 - placeholders only
+                    (*params, since),
+                )
+                lease.kept_failures(one(cur)[0], since)
+                where += " AND items.updated_at::timestamptz < %s"
+                params.append(since)
             cur.execute(f"SELECT provider, count(*) FROM items WHERE {where} GROUP BY provider", params)  # noqa: S608 - placeholders only
             counts = dict(cur.fetchall())
             cur.execute(

@@ -21,6 +21,10 @@ over all workers. There is no initial burst: a job sends at most N per window fr
 A 429 is shared through the same row: it pauses the account (paused_until, and tat pushed
 past it) and cuts the rate once per congestion event (a 429 for a slot before the last cut
 already paid for it), exactly across workers because all slot times come from one clock.
+The 429 is noted at once (the lane's own slots are dropped and its local pause holds it) and
+written to the row by the lane's next reservation, in the same transaction and before it, off
+the event loop: the next thing a throttled worker does is ask for a slot, so its peers see
+the pause within that round trip, and no row lock held by a peer ever stalls the loop.
 Successes raise the learned rate again at each worker's next reservation (AIMD, as
 `pace.Adaptive`). The lane's local `Adaptive` still keeps its own pause and 429 streak for
 `Patience` and the progress display.
@@ -32,6 +36,7 @@ import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -70,25 +75,25 @@ def send_window(slot: float, d: float, t0: float, t1: float) -> tuple[float, flo
     return t1 + (slot - d), t0 + (slot + DELTA_S - d)
 
 
-class _Limiter:
-    """The limiter rows' connection, one per ledger, shared by its lanes."""
+class LimiterConnection:
+    """The limiter rows' connection, one per ledger (closed with it), shared by its lanes."""
 
     def __init__(self, ledger: PostgresLedger) -> None:
-        self.ledger = ledger
         self.db: psycopg.Connection[Any] = ledger.connect("cannot reach the shared rate limits")
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
 
-_LIMITERS: dict[int, _Limiter] = {}
-_LIMITERS_LOCK = threading.Lock()
 
-
-def _limiter(ledger: PostgresLedger) -> _Limiter:
-    with _LIMITERS_LOCK:
-        found = _LIMITERS.get(id(ledger))
-        if found is None or found.ledger is not ledger or found.db.closed:
-            found = _LIMITERS[id(ledger)] = _Limiter(ledger)
-        return found
+def _limiter(ledger: PostgresLedger) -> LimiterConnection:
+    """The ledger's limiter connection; a new one if there is none yet (the engine makes its lanes
+    one after another, on the event loop) or it was closed."""
+    found = ledger.limits
+    if found is None or found.db.closed:
+        found = ledger.limits = LimiterConnection(ledger)
+    return found
 
 
 class SharedAdaptive(Adaptive):
@@ -123,10 +128,12 @@ class SharedPace(Pace):
         self._block = 1  # slots per reservation
         self._waiting = 0  # the lane's workers in acquire(): each sends the next slot it gets
         self._ledger = ledger
+        self._limiter = _limiter(ledger)
         self._slots: deque[tuple[float, float]] = deque()  # (earliest, latest) on time.monotonic()
         self._free_until = float("-inf")
         self._offset = 0.0  # database clock minus ours, as the last reservation saw it
         self._settings = aimd or AimdSettings()
+        self._throttles: deque[_Throttle] = deque()  # 429s noted, not yet written to the row
 
     def may_wait(self) -> bool:
         return True  # every send checks the lease and the shared row
@@ -147,21 +154,25 @@ class SharedPace(Pace):
                 if now < self._free_until and self.adaptive.paused_until <= now:
                     break
                 if not self._slots:
-                    await anyio.to_thread.run_sync(self._reserve)
+                    # Taken here, on the loop that counts them, not on the reservation's thread.
+                    successes, self.successes = self.successes, 0
+                    await anyio.to_thread.run_sync(self._reserve, successes)
                     continue
                 earliest, latest = self._slots.popleft()
                 if earliest > now:
                     await anyio.sleep(earliest - now)
+                    if self._ledger.lease is not None:
+                        self._ledger.lease.check()  # the wait may have outlasted it (a long pause)
                 if time.monotonic() <= latest and self.adaptive.paused_until <= time.monotonic():
                     break
                 self.dropped += 1  # too late (or paused meanwhile): never sent late
             return self.adaptive.sent()
 
-    def _reserve(self) -> None:
+    def _reserve(self, successes: int = 0) -> None:
         # A slot no worker of the lane is free to send in time is lost to every worker: reserve
         # as many as the lane has workers waiting to send now.
         self._block = max(1, min(MAX_BLOCK, self._waiting))
-        limiter = _limiter(self._ledger)
+        limiter = self._limiter
         s = self._settings
         with limiter.lock:
             try:
@@ -169,6 +180,8 @@ class SharedPace(Pace):
                 t0 = time.monotonic()
                 with db.transaction(), db.cursor() as cur:
                     cur.execute("INSERT INTO limiter (key) VALUES (%s) ON CONFLICT DO NOTHING", (self.key,))
+                    while self._throttles:  # first the lane's 429s, so that its slots come after them
+                        self._write_throttled(cur, self._throttles.popleft())
                     cur.execute(
                         "SELECT tat, paused_until, adaptive_interval, ceiling,"
                         " extract(epoch FROM clock_timestamp())::float8"
@@ -176,14 +189,13 @@ class SharedPace(Pace):
                         (self.key,),
                     )
                     tat, paused_until, learned, ceiling, d = one(cur)
-                    if learned is not None and ceiling is not None and self.successes:
+                    if learned is not None and ceiling is not None and successes:
                         rate = 1 / learned
-                        for _ in range(min(self.successes, 10_000)):
+                        for _ in range(min(successes, 10_000)):
                             share = s.fast_increase if rate < s.near * ceiling else s.slow_increase
                             rate += share * ceiling / rate
                             ceiling = max(ceiling, rate)
                         learned = 1 / rate
-                    self.successes = 0
                     interval = max(self.interval, learned or 0.0)
                     first = max(tat, d, paused_until)
                     if interval == 0:
@@ -207,35 +219,45 @@ class SharedPace(Pace):
         self._slots.extend(send_window(slot, d, t0, t1) for slot in slots)
 
     def share_throttled(self, sent_at: float, pause: float) -> None:
-        """A 429 for the request sent at `sent_at`: pause the account for every worker, cut its rate once."""
+        """A 429 for the request sent at `sent_at`: pause the account for every worker, cut its rate once.
+
+        Noted here, on the event loop, without a query: the next reservation writes it.
+        """
         self._slots.clear()
         self._free_until = float("-inf")
+        measured = 1 / self.adaptive._measured()
+        self._throttles.append(_Throttle(sent_at + self._offset, pause, time.monotonic(), measured))
+
+    def _write_throttled(self, cur: psycopg.Cursor[Any], throttle: _Throttle) -> None:
+        """Write one noted 429 to the account's row, which the caller's transaction holds."""
         s = self._settings
-        slot = sent_at + self._offset
-        limiter = _limiter(self._ledger)
-        with limiter.lock:
-            try:
-                db = limiter.db
-                with db.transaction(), db.cursor() as cur:
-                    cur.execute("INSERT INTO limiter (key) VALUES (%s) ON CONFLICT DO NOTHING", (self.key,))
-                    cur.execute(
-                        "SELECT tat, paused_until, adaptive_interval, decreased_at,"
-                        " extract(epoch FROM clock_timestamp())::float8"
-                        " FROM limiter WHERE key = %s FOR UPDATE",
-                        (self.key,),
-                    )
-                    tat, paused_until, learned, decreased_at, d = one(cur)
-                    ceiling = None
-                    if slot >= decreased_at:  # one cut per congestion event, across all workers
-                        current = max(self.interval, learned or 0.0) or 1 / self.adaptive._measured()
-                        ceiling = 1 / current
-                        learned = min(1 / s.floor, current / s.decrease)
-                        decreased_at = d
-                    paused_until = max(paused_until, d + pause)
-                    cur.execute(
-                        "UPDATE limiter SET paused_until = %s, tat = %s, adaptive_interval = %s,"
-                        " ceiling = coalesce(%s, ceiling), decreased_at = %s WHERE key = %s",
-                        (paused_until, max(tat, paused_until), learned, ceiling, decreased_at, self.key),
-                    )
-            except self._ledger._pg.Error as exc:
-                raise self._ledger.fault(exc, "cannot share a 429 through the rate limits") from exc
+        cur.execute(
+            "SELECT tat, paused_until, adaptive_interval, decreased_at,"
+            " extract(epoch FROM clock_timestamp())::float8"
+            " FROM limiter WHERE key = %s FOR UPDATE",
+            (self.key,),
+        )
+        tat, paused_until, learned, decreased_at, d = one(cur)
+        ceiling = None
+        if throttle.slot >= decreased_at:  # one cut per congestion event, across all workers
+            current = max(self.interval, learned or 0.0) or throttle.measured
+            ceiling = 1 / current
+            learned = min(1 / s.floor, current / s.decrease)
+            decreased_at = d
+        # The pause runs from when the 429 came back: d is no earlier than that on the database's clock.
+        paused_until = max(paused_until, d + max(0.0, throttle.pause - (time.monotonic() - throttle.noted)))
+        cur.execute(
+            "UPDATE limiter SET paused_until = %s, tat = %s, adaptive_interval = %s,"
+            " ceiling = coalesce(%s, ceiling), decreased_at = %s WHERE key = %s",
+            (paused_until, max(tat, paused_until), learned, ceiling, decreased_at, self.key),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Throttle:
+    """A 429 a lane noted, for its next reservation to write to the account's row."""
+
+    slot: float  # the request's send time, on the database's clock
+    pause: float  # seconds the lane pauses, from `noted`
+    noted: float  # time.monotonic() when it came back
+    measured: float  # seconds between sends, as the lane measured them then (before any cut)

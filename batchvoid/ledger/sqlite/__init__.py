@@ -5,8 +5,10 @@ rows or none); each provider lane then claims its own unfinished items a batch a
 line number, so neither the file nor the pending work is ever held in memory, and a resumed
 run starts sending at once. One run per job at a time, on one host: `guard` is a flock.
 
-Two threads use the one connection: the writer's (`apply`) and the lanes' claims, through
-`_lock`; every other method runs on the caller's thread before or after the engine.
+Two threads write through the one connection: the writer's (`apply`) and the lanes' claims,
+through `_lock`. What `plan`, `status` and `report` read (and the run's own checks) goes
+through a connection of its own, `_reader`: WAL lets it read the last commit while the writer
+writes, so a read never waits for `_lock` nor sees a batch half written (or rolled back).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from batchvoid.ledger.api import (
     Job,
     NewJob,
     NewRun,
+    Rows,
     Run,
     RunEnd,
     WorkerRow,
@@ -55,7 +58,7 @@ from batchvoid.ledger.sqlite.dbfile import (
     path_problem,
 )
 from batchvoid.ledger.sqlite.lock import RunLock
-from batchvoid.models import UNDONE, Item, ItemState, RowError, WorkItem
+from batchvoid.models import UNACTED_REDIRECTS, UNDONE, Item, ItemState, RowError, WorkItem
 
 if TYPE_CHECKING:
     from batchvoid.config import Profile
@@ -146,6 +149,11 @@ _RELEASE = (
     + " AS f WHERE items.id = f.id AND items.state = 'in_flight'"
 )
 _PENDING, _IN_FLIGHT = str(ItemState.PENDING), str(ItemState.IN_FLIGHT)
+_TOUCHED = (
+    "SELECT provider, state, count(*) FROM items WHERE job = ? AND state != 'pending'"  # noqa: S608 - placeholders only
+    " AND NOT (state = 'failed' AND coalesce(http_status, 0) IN"
+    f" ({', '.join('?' * len(UNACTED_REDIRECTS))})) GROUP BY provider, state"
+)
 
 
 def _json(rows: list[tuple[Any, ...]]) -> str:
@@ -281,6 +289,11 @@ class SqliteLedger:
         self._lock = threading.Lock()  # the writer thread's commits and the lanes' claims
         self._identity = identity(self.path)  # to notice the file being deleted or replaced
         self._run: str | None = None  # the run begun on this connection: its id stamps its writes
+        try:
+            self._reader = open_readonly(self.path, any_thread=True)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise fault(self.path, exc, "cannot open it") from exc
 
     @property
     def location(self) -> str:
@@ -333,6 +346,8 @@ class SqliteLedger:
             raise
 
     def close(self) -> None:
+        if self._reader is not self._db:
+            self._reader.close()
         self._db.close()
 
     def __enter__(self) -> Self:
@@ -353,7 +368,7 @@ class SqliteLedger:
         return self._jobs("SELECT * FROM jobs ORDER BY id", ())
 
     def _jobs(self, query: str, params: Sequence[Any]) -> list[Job]:
-        cursor = self._sql(self._db, query, params)
+        cursor = self._sql(self._reader, query, params)
         names = [d[0] for d in cursor.description]
         # By name, so that a ledger of an older schema (read-only) reads too: missing is None.
         jobs = []
@@ -367,7 +382,7 @@ class SqliteLedger:
         """Where each provider profile of the job sent (or is to send), as recorded."""
         if not self._has_table("targets"):  # an older ledger read as it is
             return {}
-        rows = self._sql(self._db, "SELECT profile, target FROM targets WHERE job = ?", (job.id,))
+        rows = self._sql(self._reader, "SELECT profile, target FROM targets WHERE job = ?", (job.id,))
         return dict(rows.fetchall())
 
     def record_targets(self, job: Job, targets: Mapping[str, str], *, simulated: bool) -> None:
@@ -379,24 +394,24 @@ class SqliteLedger:
                 [(job.id, profile, target) for profile, target in targets.items()],
             )
 
-    def touched(self, job: Job) -> set[str]:
-        """The providers of the job with an item that has an outcome or may have been voided.
+    def touched(self, job: Job) -> dict[str, dict[ItemState, int]]:
+        """Per provider, the items that have an outcome or may have been voided, by state.
 
-        A pending item has none, even after attempts: a 401 or a 5xx voided nothing.
+        A pending item has none, even after attempts (a 401 or a 5xx voided nothing), nor one
+        failed by a redirect that says it was not acted on (a wrong base_url reached no account).
         """
-        rows = self._sql(
-            self._db,
-            "SELECT DISTINCT provider FROM item_counts WHERE job = ? AND state != 'pending' AND n > 0"
-            if self._has_table("item_counts")
-            else "SELECT DISTINCT provider FROM items WHERE job = ? AND state != 'pending'",
-            (job.id,),
-        )
-        return {provider for (provider,) in rows}
+        # Read from the items (an outcome's status matters), not the counts: only a changed target
+        # asks, so the scan is rare.
+        rows = self._sql(self._reader, _TOUCHED, (job.id, *UNACTED_REDIRECTS))
+        touched: dict[str, dict[ItemState, int]] = {}
+        for provider, state, n in rows:
+            touched.setdefault(provider, {})[self._state(state)] = n
+        return touched
 
     def void_dates(self, job: Job) -> dict[str, dict[str, int]]:
         """The void dates the job's items carry, with how many items each, per provider."""
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT provider, void_date, count(*) FROM items WHERE job = ? AND void_date IS NOT NULL"
             " GROUP BY provider, void_date ORDER BY provider, void_date",
             (job.id,),
@@ -418,7 +433,7 @@ class SqliteLedger:
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return self._sql(self._db, query, (name,)).fetchone() is not None
+        return self._sql(self._reader, query, (name,)).fetchone() is not None
 
     def ingest(self, new: NewJob, accept: Callable[[set[str]], None] | None = None) -> Ingest:
         """Record a new job and all its items in one transaction, or nothing if any row is bad.
@@ -587,7 +602,7 @@ class SqliteLedger:
         if not self._has_table("runs"):
             return []
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT run_id, user, host, pid, version, command, simulated, targets, started_at,"
             " finished_at, exit_status, counts, requests, throttled FROM runs WHERE job = ?"
             " ORDER BY started_at, rowid",
@@ -604,7 +619,7 @@ class SqliteLedger:
     def throttled(self, run_id: str) -> dict[str, int]:
         """The 429 answers the run recorded in the attempt history, per provider."""
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT items.provider, count(*) FROM attempts JOIN items ON items.id = attempts.item"
             " WHERE attempts.run = ? AND attempts.http_status = 429 GROUP BY items.provider",
             (run_id,),
@@ -613,7 +628,7 @@ class SqliteLedger:
 
     def duplicates(self, job: Job) -> list[Duplicate]:
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT line, provider, invoice_id, first_line FROM duplicates WHERE job = ? ORDER BY line",
             (job.id,),
         )
@@ -655,7 +670,7 @@ class SqliteLedger:
     def counts(self, job: Job) -> dict[tuple[str, ItemState], int]:
         """How many items each provider has in each state."""
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT provider, state, n FROM item_counts WHERE job = ? AND n > 0"
             if self._has_table("item_counts")
             else "SELECT provider, state, count(*) FROM items WHERE job = ? GROUP BY provider, state",
@@ -673,13 +688,11 @@ class SqliteLedger:
                 f"(states: {known}); was the ledger edited by hand?"
             ) from None
 
-    def items(
-        self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None
-    ) -> Iterator[dict[str, Any]]:
+    def items(self, job: Job, states: Collection[ItemState] | None = None, run: str | None = None) -> Rows:
         """Every item of the job (or those in `states`, or whose last outcome `run` wrote), in file order."""
         where, params = _job_filter(job, states, run)
         query = f"SELECT * FROM items WHERE {where} ORDER BY line"  # noqa: S608 - placeholders only
-        cursor = self._sql(self._db, query, params)
+        cursor = self._sql(self._reader, query, params)
         names = [d[0] for d in cursor.description]
         for row in cursor:
             yield dict(zip(names, row, strict=True))
@@ -749,7 +762,7 @@ class SqliteLedger:
             raise LedgerError(f"{self.path}: {problem}")
         inspect(self.path)
         try:
-            self._db = open_readonly(self.path)
+            self._db = self._reader = open_readonly(self.path)
         except sqlite3.Error as exc:
             raise fault(self.path, exc, "cannot read it") from exc
         self._identity = identity(self.path)
@@ -758,14 +771,16 @@ class SqliteLedger:
     def duplicate_counts(self, job: Job) -> dict[str, int]:
         """How many duplicate rows the job file had, per provider."""
         rows = self._sql(
-            self._db, "SELECT provider, count(*) FROM duplicates WHERE job = ? GROUP BY provider", (job.id,)
+            self._reader,
+            "SELECT provider, count(*) FROM duplicates WHERE job = ? GROUP BY provider",
+            (job.id,),
         )
         return dict(rows.fetchall())
 
     def attempt_count(self, job: Job) -> int:
         """Requests sent for the job's items, over all its runs."""
         (total,) = self._sql(
-            self._db, "SELECT coalesce(sum(attempts), 0) FROM items WHERE job = ?", (job.id,)
+            self._reader, "SELECT coalesce(sum(attempts), 0) FROM items WHERE job = ?", (job.id,)
         ).fetchone()
         return int(total)
 
@@ -773,7 +788,7 @@ class SqliteLedger:
         """The most frequent (provider, reason, count) among failed items."""
         where, params = _job_filter(job, UNDONE)
         rows = self._sql(
-            self._db,
+            self._reader,
             "SELECT provider, coalesce(reason, ''), count(*) AS n FROM items"  # noqa: S608 - placeholders only
             f" WHERE {where} GROUP BY provider, reason ORDER BY n DESC, provider LIMIT ?",
             (*params, limit),
@@ -788,7 +803,7 @@ class SqliteLedger:
             f" WHERE {where} AND items.metadata IS NOT NULL"
             " GROUP BY meta.key ORDER BY min(items.line), min(meta.id)"
         )
-        return [key for (key,) in self._sql(self._db, query, params)]
+        return [key for (key,) in self._sql(self._reader, query, params)]
 
     def redrive(self, job: Job) -> dict[str, int]:
         """Put the job's failed items back to pending, keeping keys and attempts.
@@ -824,7 +839,7 @@ class SqliteLedger:
     def lock_holder(self, job_id: str) -> Holder | None:
         """The process recorded as running `job_id`, if any (it may since have died)."""
         try:
-            row = self._db.execute(
+            row = self._reader.execute(
                 "SELECT pid, host, started_at FROM locks WHERE job_id = ?", (job_id,)
             ).fetchone()
         except sqlite3.OperationalError:  # a ledger from before run locks: nobody recorded

@@ -117,10 +117,15 @@ def inspect(path: Path) -> int:
     return version
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection; on read-only media (no -shm can be made) an immutable one."""
+def open_readonly(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
+    """A read-only connection; on read-only media (no -shm can be made) an immutable one.
+
+    `any_thread`: for a ledger a run writes, whose reads come from its worker threads too.
+    """
     uri = path.resolve().as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=10)
+    db = sqlite3.connect(
+        f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=10, check_same_thread=not any_thread
+    )
     try:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as exc:

@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from batchvoid.providers.facts import ProviderSpec
 from batchvoid.simulator.exchange import Action, Answer, Incoming
@@ -24,11 +25,19 @@ class Route:
 
 
 def routes(spec: ProviderSpec) -> tuple[Route, ...]:
-    """The provider's documented void (and read, if it has one), from its facts."""
-    found = [Route(spec.void.method, spec.void.path, Action.VOID)]
+    """The provider's documented voids (and read, if it has one), and an OAuth 2.0 provider's
+    token endpoint, from its facts; a path's fixed query (`?operation=void`) is the provider's
+    to check."""
+    found = [Route(r.method, _path(r.path), Action.VOID) for r in (spec.void, *spec.other_voids)]
     if spec.lookup is not None:
-        found.append(Route(spec.lookup.method, spec.lookup.path, Action.LOOKUP))
+        found.append(Route(spec.lookup.method, _path(spec.lookup.path), Action.LOOKUP))
+    if spec.oauth is not None:
+        found.append(Route("POST", _path(spec.oauth.token_url), Action.TOKEN))
     return tuple(found)
+
+
+def _path(path_or_url: str) -> str:
+    return urlsplit(path_or_url).path
 
 
 class Provider(Protocol):
