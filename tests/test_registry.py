@@ -135,3 +135,17 @@ def test_a_state_error_that_may_mean_already_void_is_read_or_fails_saying_it_cou
     assert unread.kind is OutcomeKind.REJECTED
     assert not unread.check_status
     assert unread.reason.startswith("HTTP 400: not open; it may be void already, but Rapyd documents no read")
+
+
+def test_the_readme_names_every_provider_and_its_idempotency_header_in_words() -> None:
+    """The opening paragraph names each provider of the registry, and the paragraph on
+    idempotency keys each one's header, or says it has none."""
+    text = README.read_text(encoding="utf-8")
+    opening = text.split("\n\n", 2)[1]
+    keys = text.split("Idempotency keys are `bv1-`", 1)[1].split("\n\n", 1)[0]
+    for spec in REGISTRY.values():
+        assert spec.title in " ".join(opening.split()), spec.title
+        if spec.idempotency is None:
+            assert spec.title in keys.split("have no idempotency header")[0].rsplit(".", 1)[-1], spec.title
+        else:
+            assert f"`{spec.idempotency.header}`" in keys, spec.title
