@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from batchvoid.cli import main
-from batchvoid.config import Config
+from batchvoid.config import Config, builtin, from_dict
 from batchvoid.errors import LedgerError
 from batchvoid.models import ItemState
 from batchvoid.simulator import Simulator, SimulatorSettings, provider_url
 from tests.conftest import job, run_on, sim_config
 
 pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parent.parent
 ROWS = [("maple", "m1"), ("rapyd", "r1"), ("sellapp", "s1")]
 
 
@@ -151,3 +153,25 @@ def test_the_rehearsal_keeps_its_own_ledger_by_default(
     assert not (tmp_path / "batchvoid.sqlite").exists()
     plan = CliRunner().invoke(main, ["plan", str(path), "--simulate"])
     assert "in the ledger: the run resumes it" in plan.stdout
+
+
+EXAMPLES = sorted(p.name for p in (REPO / "jobs").glob("example*.csv") if "oauth" not in p.name)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+async def test_config_simulator_toml_runs_each_example_as_the_rehearsal_does(
+    sim: tuple[Simulator, str], tmp_path: Path, example: str
+) -> None:
+    """The README's second way to rehearse: `batchvoid simulate` and `--config config/simulator.toml`
+    give each example job the outcomes that `--simulate` gives it, every provider reached."""
+    _, url = sim
+    text = (REPO / "config" / "simulator.toml").read_text(encoding="utf-8")
+    config = from_dict(tomllib.loads(text.replace("http://127.0.0.1:8089", url)), source="simulator.toml")
+    path = REPO / "jobs" / example
+    against = await run_on(config, path, tmp_path, ledger=tmp_path / "standalone.sqlite")
+    rehearsed = await run_on(builtin(), path, tmp_path, ledger=tmp_path / "rehearsal.sqlite", simulate=True)
+    assert against.exit_status == rehearsed.exit_status == 1  # each example has a paid or missing one
+    assert dict(against.counts) == dict(rehearsed.counts)
+    assert {provider for provider, state in against.counts if state is ItemState.VOIDED} == {
+        provider for provider, _ in against.counts
+    }
