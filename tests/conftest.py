@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -122,7 +123,24 @@ def standalone_simulator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]
                 stream.close()
 
 
+def unavailable(*, here: str, under_ci: str) -> NoReturn:
+    """What a test needs from outside the repository (a server, a shared file) is not there:
+    skipped on a developer's machine, a failure under CI=true, where .ci/run and the checkout
+    provide everything, so that no test silently drops out of CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(under_ci)
+    pytest.skip(here)
+
+
 PG_ENV = "BATCHVOID_TEST_PG"  # the URL of a throwaway PostgreSQL server: .ci/run starts one (.ci/postgres)
+
+
+def no_postgres() -> NoReturn:
+    """No PostgreSQL server for the tests that need one: skip here, fail under CI."""
+    unavailable(
+        here=f'no PostgreSQL server: eval "$(.ci/postgres start)" starts one and sets {PG_ENV}',
+        under_ci=f"{PG_ENV} is not set under CI: .ci/run starts the PostgreSQL server the tests need",
+    )
 
 
 @pytest.fixture
@@ -132,14 +150,11 @@ def pg_url() -> Iterator[str]:
     Skipped without BATCHVOID_TEST_PG on a developer's machine (`eval "$(.ci/postgres start)"`
     starts a server and sets it), and a failure under CI=true, so these tests never drop out.
     """
-    import os
     import uuid
 
     server = os.environ.get(PG_ENV)
     if not server:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{PG_ENV} is not set under CI: .ci/run starts the PostgreSQL server the tests need")
-        pytest.skip(f'no PostgreSQL server: eval "$(.ci/postgres start)" starts one and sets {PG_ENV}')
+        no_postgres()
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"

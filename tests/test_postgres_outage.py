@@ -22,7 +22,7 @@ import pytest
 
 from batchvoid.simulator import Simulator, SimulatorSettings
 from batchvoid.simulator.credentials import CREDENTIALS
-from tests.conftest import BATCHVOID, PG_ENV, job
+from tests.conftest import BATCHVOID, PG_ENV, job, no_postgres
 from tests.test_scale_out import ROLES, outcomes_logged, serve_on_a_thread
 
 pytestmark = pytest.mark.slow
@@ -151,9 +151,7 @@ def test_a_worker_whose_connections_are_killed_stops_cleanly_and_a_rerun_resumes
 def own_server() -> Iterator[tuple[str, Path]]:
     """A throwaway PostgreSQL server of this test's own (it gets stopped): its URL and directory."""
     if not os.environ.get(PG_ENV):  # as the pg_url fixture: no server here means none to start either
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{PG_ENV} is not set under CI: .ci/run starts the PostgreSQL server the tests need")
-        pytest.skip(f'no PostgreSQL server: eval "$(.ci/postgres start)" starts one and sets {PG_ENV}')
+        no_postgres()
     started = subprocess.run(
         [str(CI_POSTGRES), "start"], capture_output=True, text=True, timeout=60, check=True
     )
