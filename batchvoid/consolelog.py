@@ -17,9 +17,12 @@ so that a million-item run stays readable:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 Format = Literal["console", "json"]
@@ -77,3 +80,50 @@ class Chooser:
                 return False
             self._items_left -= 1
         return True
+
+
+class Unbroken(io.TextIOBase):
+    """A run's console stream (stderr) that outlives its reader.
+
+    Once what reads it is gone (`batchvoid run ... 2>&1 | head`), what the run writes to it goes
+    nowhere, and the run goes on to its end with its own exit status: stopping a money run
+    mid-way because a pager quit would leave it to be resumed for no reason. The log file has
+    every line. The stream's descriptor is pointed at /dev/null, so no later write (Python's own
+    flush at exit) meets the closed pipe either.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False  # the reader went away
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._lost()
+
+    def isatty(self) -> bool:
+        return not self.gone and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # rich reads it; a StringIO's is None
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def _lost(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import anyio
 
 from batchvoid import audit
 from batchvoid.canary import LimitedQueue
 from batchvoid.config import Config
+from batchvoid.consolelog import Unbroken
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
 from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAborted, RunInterrupted
@@ -145,7 +146,7 @@ async def run(
     Raises the BatchVoidError that refused the run (nothing sent), RunInterrupted for a signal
     before the first request, and RunAborted when a fault stopped a run that had begun.
     """
-    out = out or sys.stderr
+    out = cast("TextIO", Unbroken(out or sys.stderr))  # a TextIO in all but name
     signals = _Signals(out)
     error: Exception | None = None
     async with anyio.create_task_group() as tg:

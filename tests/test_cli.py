@@ -193,6 +193,34 @@ def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path: Path) -> None
     assert head.communicate()[1] == b""
 
 
+def test_a_closed_stderr_does_not_stop_a_run(tmp_path: Path) -> None:
+    """`run ... 2>&1 | head -1`: the reader of the console is gone from the first line on, yet
+    the run voids every item and exits with its own status (1: the example has paid and missing
+    invoices); its summary still reaches stdout and the log file has every line."""
+    read, write = os.pipe()
+    os.close(read)  # every write to stderr is EPIPE
+    try:
+        done = subprocess.run(
+            [*BATCHVOID, "run", EXAMPLE, "--simulate", "--ledger", "l.sqlite", "--progress", "plain"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=write,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1, done.stdout
+    assert "│ total      │     10 │            3 │      4 │    17 │" in done.stdout
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        left = db.execute("SELECT count(*) FROM items WHERE state IN ('pending', 'in_flight')").fetchone()
+    db.close()
+    assert left == (0,)
+    log = (tmp_path / "example.csv.log").read_text(encoding="utf-8")
+    assert log.count('"event":"void.failed"') == 4
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_simulator_stops_on_its_first_signal_while_it_serves(signum: int) -> None:
     """`batchvoid simulate` answering requests stops at once on one SIGTERM or Ctrl-C, every time:
