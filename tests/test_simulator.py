@@ -1444,3 +1444,14 @@ def test_an_absurd_simulator_rate_limit_is_refused_as_a_profile_one_is(spec: str
     with pytest.raises(ValueError, match=message) as caught:
         SimulatorSettings.from_specs([spec])
     assert len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize("skew", ["1e308", "-315576001"])
+def test_a_clock_skew_past_ten_years_is_refused(skew: str) -> None:
+    """clock_skew_s=1e308 put the simulator's clock past what a Date header or a timestamp can
+    hold: every request's handler raised, with a traceback on the terminal. Now it is refused."""
+    with pytest.raises(
+        ValueError, match=r"clock_skew_s must be a number of seconds from -315576000 to 315576000"
+    ):
+        SimulatorSettings.from_specs([f"rapyd:clock_skew_s={skew}"])
+    assert SimulatorSettings.from_specs(["clock_skew_s=-315576000"]).faults

@@ -16,6 +16,7 @@ from batchvoid.models import RateLimit
 from batchvoid.simulator.credentials import PROVIDER_TYPES
 
 RETRY_AFTER_FORMS = ("none", "seconds", "date")
+MAX_CLOCK_SKEW_S = 315_576_000  # ten years of seconds: a Date header and a timestamp still fit
 
 _RATE_LIMIT = re.compile(r"(?P<count>\d+)/(?P<period>\d+(?:\.\d*)?|\.\d+)?(?P<unit>[sm])")
 _RATE_LIMIT_FORMS = "N/Ts, N/s or N/m, e.g. 50/1s, 200/60s, 10/s, 100/m"
@@ -106,8 +107,11 @@ class Faults:
             raise ValueError(
                 f"refresh_grace_s must be a number of seconds >= 0, got {self.refresh_grace_s!r}"
             )
-        if not math.isfinite(self.clock_skew_s):
-            raise ValueError(f"clock_skew_s must be a number of seconds, got {self.clock_skew_s!r}")
+        if not abs(self.clock_skew_s) <= MAX_CLOCK_SKEW_S:  # (NaN fails too)
+            raise ValueError(
+                f"clock_skew_s must be a number of seconds from -{MAX_CLOCK_SKEW_S} to {MAX_CLOCK_SKEW_S} "
+                f"(ten years either way), got {self.clock_skew_s!r}"
+            )
         if self.redirect_to is not None and not _REDIRECT.fullmatch(self.redirect_to):
             raise ValueError(f"redirect_to must be an http(s) URL or a /path, got {self.redirect_to!r}")
 
