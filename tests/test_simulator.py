@@ -11,7 +11,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -1455,3 +1455,22 @@ def test_a_clock_skew_past_ten_years_is_refused(skew: str) -> None:
     ):
         SimulatorSettings.from_specs([f"rapyd:clock_skew_s={skew}"])
     assert SimulatorSettings.from_specs(["clock_skew_s=-315576000"]).faults
+
+
+async def test_a_request_past_the_documented_most_in_flight_is_answered_429() -> None:
+    """Maxio takes at most 4 requests at once per site: a fifth, while four are in hand, is a 429
+    (as are Xero's sixth and QuickBooks' eleventh: each lane's cap is its facts' max_in_flight)."""
+    async with simulate(faults(maxio=Faults(latency_ms=300))) as client:
+        replies = []
+        async with anyio.create_task_group() as tasks:
+            for n in range(5):
+                tasks.start_soon(lambda n=n: _append(replies, client.maxio(f"inv_{n}")))
+        assert sorted(reply.status for reply in replies) == [200, 200, 200, 200, 429]
+        assert client.sim.stats()["maxio"]["throttled"] == 1
+        assert (await client.maxio("inv_9")).status == 200  # the four done, room again
+    caps = {name: lane.max_in_flight for name, lane in Simulator()._lanes.items() if lane.max_in_flight}
+    assert caps == {"maxio": 4, "xero": 5, "quickbooks": 10}
+
+
+async def _append(replies: list[Any], reply: Awaitable[Any]) -> None:
+    replies.append(await reply)

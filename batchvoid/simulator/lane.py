@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, fields, replace
 
+from batchvoid.providers import REGISTRY
 from batchvoid.simulator.credentials import REFRESH_TOKENS
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.faults import Fault, FaultDice
@@ -65,6 +66,7 @@ class Lane:
         "counts",
         "dice",
         "issuer",
+        "max_in_flight",
         "provider",
         "revoked",
     )
@@ -93,6 +95,8 @@ class Lane:
                 grace_s=faults.refresh_grace_s,
             )
         self.counts: Counter[Tally] = Counter()
+        # The most API requests it takes at once, as documented: one more is answered 429.
+        self.max_in_flight = REGISTRY[provider.name].max_in_flight
         self._faults = faults
         self._book = book
         self._seed = seed
@@ -123,19 +127,20 @@ class Lane:
         self._accepted = 0
         self.revoked = self._faults.revoke_after == 0
 
-    def decide(self, action: Action, incoming: Incoming, now: float) -> Decision:
-        """Run one request through the checks; `now` is its `time.monotonic()` arrival."""
+    def decide(self, action: Action, incoming: Incoming, now: float, in_flight: int = 1) -> Decision:
+        """Run one request through the checks; `now` is its `time.monotonic()` arrival, and
+        `in_flight` the provider's API requests in hand with it."""
         skew = self._faults.clock_skew_s
         if not skew:
-            return self._decide(action, incoming, now)
+            return self._decide(action, incoming, now, in_flight)
         incoming = replace(incoming, wall=incoming.wall + skew)
-        decision = self._decide(action, incoming, now)
+        decision = self._decide(action, incoming, now, in_flight)
         if decision.answer is None:
             return decision
         date = email.utils.formatdate(incoming.wall, usegmt=True)
         return Decision(decision.answer.with_headers({"Date": date}), decision.fault)
 
-    def _decide(self, action: Action, incoming: Incoming, now: float) -> Decision:
+    def _decide(self, action: Action, incoming: Incoming, now: float, in_flight: int) -> Decision:
         counts, provider, faults = self.counts, self.provider, self._faults
         counts[Tally.REQUESTS] += 1
         if faults.redirect_to is not None:
@@ -158,6 +163,9 @@ class Lane:
                 denied = provider.unauthorized_echoing(incoming)
             counts[denied.tally] += 1
             return Decision(denied)
+        if self.max_in_flight is not None and in_flight > self.max_in_flight:
+            counts[Tally.THROTTLED] += 1  # the documented cap on requests at once (Maxio, Xero, QuickBooks)
+            return Decision(self._throttled(_CONCURRENCY_WAIT_S, incoming.wall))
         if self._throttle is not None:
             wait = self._throttle.admit(now)
             if wait > 0:
@@ -203,6 +211,7 @@ def _bearer(incoming: Incoming) -> str:
     return token if scheme.lower() == "bearer" else ""
 
 
+_CONCURRENCY_WAIT_S = 1.0  # what a 429 for too many requests at once says to wait
 _GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Unavailable"}
 
 

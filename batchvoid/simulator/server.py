@@ -170,10 +170,12 @@ class Simulator:
         arrivals = self.arrivals[lane.name]
         in_flight, peak, name = self._in_flight, self.peak_in_flight, lane.name
 
+        counted = action is not Action.TOKEN  # a token endpoint is another host, with no API limits
+
         async def handle(request: web.Request) -> web.StreamResponse:
             now = time.monotonic()
             arrivals.append(now)
-            in_flight[name] += 1
+            in_flight[name] += counted
             peak[name] = max(peak[name], in_flight[name])
             try:
                 incoming = Incoming(
@@ -184,7 +186,7 @@ class Simulator:
                     body=await request.read(),
                     wall=time.time(),
                 )
-                decision = lane.decide(action, incoming, now)
+                decision = lane.decide(action, incoming, now, in_flight[name])
                 delay = lane.dice.delay_s()
                 if decision.fault is Fault.TIMEOUT:
                     delay += self._settings.hang_s * self._settings.time_scale
@@ -195,7 +197,7 @@ class Simulator:
                     return web.Response(status=500)  # never sent: the transport is gone
                 return _response(decision.answer)
             finally:
-                in_flight[name] -= 1
+                in_flight[name] -= counted
 
         return handle
 
