@@ -29,6 +29,7 @@ from batchvoid.simulator import (
     SimulatorSettings,
     serve_forever,
 )
+from batchvoid.simulator.lane import Lane
 from batchvoid.simulator.providers.rapyd import signed_body
 from batchvoid.simulator.ratelimit import FixedWindow, SlidingWindow, Throttle, rapyd_windows
 from batchvoid.simulator.settings import parse_rate_limit
@@ -1474,3 +1475,20 @@ async def test_a_request_past_the_documented_most_in_flight_is_answered_429() ->
 
 async def _append(replies: list[Any], reply: Awaitable[Any]) -> None:
     replies.append(await reply)
+
+
+async def test_a_simulator_bug_is_a_500_that_says_so_and_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception inside the simulator's handling (its bug, not a provider's answer) is answered
+    500 naming it; aiohttp's server logger prints no traceback on the terminal."""
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Lane, "decide", broken)
+    async with simulate() as client:
+        reply = await client.campfire("inv_1")
+    assert reply.status == 500
+    assert "simulator error: RuntimeError('boom')" in reply.text
+    assert not [r for r in caplog.records if r.name.startswith("aiohttp")]

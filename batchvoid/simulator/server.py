@@ -196,6 +196,8 @@ class Simulator:
                     _drop_connection(request)
                     return web.Response(status=500)  # never sent: the transport is gone
                 return _response(decision.answer)
+            except Exception as exc:  # a simulator bug: a 500 that says so, not a traceback on the terminal
+                return web.Response(status=500, text=f"simulator error: {exc!r}")
             finally:
                 in_flight[name] -= counted
 
