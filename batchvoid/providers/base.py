@@ -113,6 +113,17 @@ def json_body(response: Response) -> Any:
         return None
 
 
+def json_object(response: Response) -> dict[str, Any]:
+    """The response body as a JSON object; {} when it is anything else."""
+    body = json_body(response)
+    return body if isinstance(body, dict) else {}
+
+
+def string(value: object) -> str | None:
+    """A field of a provider's answer if it is a string, else None."""
+    return value if isinstance(value, str) else None
+
+
 def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), if usable."""
     value = header(headers, "Retry-After")

@@ -14,9 +14,10 @@ from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
     describe,
-    json_body,
+    json_object,
     maybe_already_void,
     settled,
+    string,
     transient,
 )
 from batchvoid.providers.facts import Idempotency, ProviderSpec, Route, RowField
@@ -61,11 +62,11 @@ class Chargebee(AdapterBase):
         return self._request(SPEC.void, item, extra, urlencode(form).encode())
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             invoice = _invoice(fields)
             if invoice.get("status") == "voided":  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, _text(invoice.get("id")))
+                return Outcome(OutcomeKind.VOIDED, "", 200, string(invoice.get("id")))
             reason = f"answered 200 but the invoice status is {invoice.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
         code, message, param = fields.get("api_error_code"), fields.get("message"), fields.get("param")
@@ -85,25 +86,16 @@ class Chargebee(AdapterBase):
         return self._request(_LOOKUP, item, {}, None)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             return settled(SPEC, rejected, _invoice(fields).get("status"))
         reason = describe(response, fields.get("message"))
         return transient(response, f"status lookup: {reason}") or rejected
 
 
-def _fields(response: Response) -> dict[str, Any]:
-    body = json_body(response)
-    return body if isinstance(body, dict) else {}
-
-
 def _invoice(fields: dict[str, Any]) -> dict[str, Any]:
     invoice = fields.get("invoice")
     return invoice if isinstance(invoice, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Chargebee:

@@ -13,9 +13,10 @@ from batchvoid.providers.base import (
     AdapterBase,
     describe,
     header,
-    json_body,
+    json_object,
     maybe_already_void,
     settled,
+    string,
     transient,
 )
 from batchvoid.providers.facts import ProviderSpec, Route
@@ -37,11 +38,11 @@ class Lago(AdapterBase):
         return self._request(SPEC.void, item)
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             invoice = _invoice(fields)
             if invoice.get("status") == "voided":  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, _text(invoice.get("lago_id")))
+                return Outcome(OutcomeKind.VOIDED, "", 200, string(invoice.get("lago_id")))
             reason = f"answered 200 but the invoice status is {invoice.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
         code, error = fields.get("code"), fields.get("error")
@@ -66,7 +67,7 @@ class Lago(AdapterBase):
         return self._request(_LOOKUP, item)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             invoice = _invoice(fields)
             status, paid = invoice.get("status"), invoice.get("payment_status")
@@ -93,18 +94,9 @@ def _details(details: dict[str, Any]) -> str:
     return "; ".join(f"{name}: {value}" for name, value in list(details.items())[:5])
 
 
-def _fields(response: Response) -> dict[str, Any]:
-    body = json_body(response)
-    return body if isinstance(body, dict) else {}
-
-
 def _invoice(fields: dict[str, Any]) -> dict[str, Any]:
     invoice = fields.get("invoice")
     return invoice if isinstance(invoice, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Lago:

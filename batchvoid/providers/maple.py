@@ -10,7 +10,7 @@ from batchvoid.providers.base import (
     AdapterBase,
     describe,
     header,
-    json_body,
+    json_object,
     says_already_void,
     transient,
 )
@@ -44,8 +44,7 @@ class Maple(AdapterBase):
         )
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        body = json_body(response)
-        fields = body if isinstance(body, dict) else {}
+        fields = json_object(response)
         if response.status == 200 and fields.get("status") == "VOID":  # the usual answer: no reason to word
             return Outcome(OutcomeKind.VOIDED, "", 200, fields.get("uuid"))
         code = fields.get("error_code")

@@ -18,6 +18,7 @@ from batchvoid.providers.base import (
     json_body,
     maybe_already_void,
     settled,
+    string,
     transient,
 )
 from batchvoid.providers.facts import ProviderSpec, Route, RowField
@@ -62,7 +63,7 @@ class Maxio(AdapterBase):
         invoice = _invoice(response)
         if response.status == 200:
             if invoice.get("status") == "voided":  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, _text(invoice.get("uid")))
+                return Outcome(OutcomeKind.VOIDED, "", 200, string(invoice.get("uid")))
             reason = f"answered 200 but the invoice status is {invoice.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
         reason = _reason(response)
@@ -97,10 +98,6 @@ def _reason(response: Response) -> str:
     if response.status == 404:  # Maxio's 404 has a null body
         return "HTTP 404: no invoice with this uid at this site: check the uid and the profile's base_url"
     return describe(response, None)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Maxio:

@@ -15,9 +15,10 @@ from batchvoid.providers.base import (
     AdapterBase,
     describe,
     header,
-    json_body,
+    json_object,
     maybe_already_void,
     settled,
+    string,
     transient,
 )
 from batchvoid.providers.facts import ProviderSpec, Route, RowField
@@ -56,13 +57,13 @@ class Recurly(AdapterBase):
         return self._request(SPEC.void if _type(item) == "credit" else MARK_FAILED, item)
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             state = fields.get("state")
             if state == "voided":  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, _text(fields.get("id")))
+                return Outcome(OutcomeKind.VOIDED, "", 200, string(fields.get("id")))
             if state == "failed":  # a charge invoice: what Recurly has in place of a void
-                return Outcome(OutcomeKind.VOIDED, "marked failed", 200, _text(fields.get("id")))
+                return Outcome(OutcomeKind.VOIDED, "marked failed", 200, string(fields.get("id")))
             return Outcome(OutcomeKind.REJECTED, f"answered 200 but the invoice state is {state!r}", 200)
         outcome = self._error(response, fields)
         if outcome is not None:
@@ -95,14 +96,14 @@ class Recurly(AdapterBase):
         return None if _type(item) is not None else self._request(_LOOKUP, item)
 
     def parse_read(self, item: Item, response: Response) -> Item | Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status != 200:
             shared = self._error(response, fields)
             reason = f"reading its invoice type: {_reason(response, fields)}"
             return shared or Outcome(OutcomeKind.REJECTED, reason, response.status)
         kind, state = fields.get("type"), fields.get("state")
         if state in _DONE:  # voided or marked failed before this run asked: nothing to send
-            return Outcome(OutcomeKind.ALREADY_VOID, f"invoice state: {state}", 200, _text(fields.get("id")))
+            return Outcome(OutcomeKind.ALREADY_VOID, f"invoice state: {state}", 200, string(fields.get("id")))
         if kind not in ("charge", "credit", "legacy"):
             reason = (
                 f"Recurly's invoice has no type batchvoid knows ({kind!r}), so it cannot choose "
@@ -117,7 +118,7 @@ class Recurly(AdapterBase):
         return self._request(_LOOKUP, item)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status != 200:
             reason = _reason(response, fields)
             return transient(response, f"status lookup: {reason}") or rejected
@@ -135,11 +136,6 @@ class Recurly(AdapterBase):
         return outcome
 
 
-def _fields(response: Response) -> dict[str, Any]:
-    body = json_body(response)
-    return body if isinstance(body, dict) else {}
-
-
 def _error(fields: dict[str, Any]) -> dict[str, Any]:
     error = fields.get("error")
     return error if isinstance(error, dict) else {}
@@ -149,10 +145,6 @@ def _reason(response: Response, fields: dict[str, Any]) -> str:
     error = _error(fields)
     kind, message = error.get("type"), error.get("message")
     return describe(response, message and (f"{kind}: {message}" if kind else message))
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Recurly:

@@ -15,7 +15,7 @@ from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
     describe,
-    json_body,
+    json_object,
     says_already_void,
     transient,
 )
@@ -37,8 +37,7 @@ class SellApp(AdapterBase):
         return Request(SPEC.void.method, url, headers, secrets=(self.api_key,))
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        body = json_body(response)
-        fields: dict[str, Any] = body if isinstance(body, dict) else {}
+        fields = json_object(response)
         if response.status == 200:
             if _status(fields) == "VOIDED":  # the usual answer: no reason to word
                 return Outcome(OutcomeKind.VOIDED, "", 200)

@@ -13,9 +13,10 @@ from batchvoid.providers.base import (
     AdapterBase,
     describe,
     header,
-    json_body,
+    json_object,
     maybe_already_void,
     settled,
+    string,
     transient,
 )
 from batchvoid.providers.facts import Idempotency, ProviderSpec, Route
@@ -44,10 +45,10 @@ class Stripe(AdapterBase):
         return self._request(SPEC.void, item, extra, b"")
 
     def parse_void(self, item: Item, response: Response) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             if fields.get("status") == "void":  # the usual answer: no reason to word
-                return Outcome(OutcomeKind.VOIDED, "", 200, _text(fields.get("id")))
+                return Outcome(OutcomeKind.VOIDED, "", 200, string(fields.get("id")))
             reason = f"answered 200 but the invoice status is {fields.get('status')!r}"
             return Outcome(OutcomeKind.REJECTED, reason, 200)
         error = _error(fields)
@@ -69,7 +70,7 @@ class Stripe(AdapterBase):
         return self._request(_LOOKUP, item, {}, None)
 
     def parse_lookup(self, item: Item, response: Response, rejected: Outcome) -> Outcome:
-        fields = _fields(response)
+        fields = json_object(response)
         if response.status == 200:
             return settled(SPEC, rejected, fields.get("status"))
         reason = describe(response, _error(fields).get("message"))
@@ -82,18 +83,9 @@ _NOT_STATE = frozenset(
 )
 
 
-def _fields(response: Response) -> dict[str, Any]:
-    body = json_body(response)
-    return body if isinstance(body, dict) else {}
-
-
 def _error(fields: dict[str, Any]) -> dict[str, Any]:
     error = fields.get("error")
     return error if isinstance(error, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Stripe:

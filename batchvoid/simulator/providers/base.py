@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import zlib
 from collections.abc import Sequence
@@ -88,6 +90,19 @@ class Provider(Protocol):
     ) -> Answer:
         """The app's answer to an authenticated, admitted request."""
         ...
+
+
+def basic_login(incoming: Incoming) -> tuple[str, str]:
+    """The user and password of the request's HTTP Basic credentials; empty if it has none
+    (or they do not decode)."""
+    scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
+    if scheme != "Basic":
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return user, password
 
 
 def amount_cents(invoice_id: str) -> int:

@@ -8,8 +8,6 @@ answers all three with the state-conflict error its spec declares, a 409
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +18,7 @@ from batchvoid.providers.chargebee import COMMENT, IDEMPOTENCY, REASON, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, routes
+from batchvoid.simulator.providers.base import Route, amount_cents, basic_login, routes
 from batchvoid.simulator.stats import Tally
 
 REPLAY_WINDOW_S = 30 * 60
@@ -148,13 +146,7 @@ class Chargebee:
     routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def _key(self, incoming: Incoming) -> str:
-        scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
-        if scheme != "Basic":
-            return ""
-        try:
-            return base64.b64decode(token, validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
+        return basic_login(incoming)[0]
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         return None if self._key(incoming) == self.api_key else _UNAUTHORIZED

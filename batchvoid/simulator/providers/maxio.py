@@ -7,8 +7,6 @@ A void, paid or draft invoice all answer the same 422 (the spec's example words)
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from batchvoid.providers.maxio import PASSWORD, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer, parse_json
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, routes
+from batchvoid.simulator.providers.base import Route, amount_cents, basic_login, routes
 from batchvoid.simulator.stats import Tally
 
 _NOT_VOIDABLE = "Invoice status must be 'open', 'canceled', or 'pending' and non-consolidated to be voided."
@@ -73,24 +71,14 @@ class Maxio:
     has_drafts: ClassVar[bool] = True
     routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
-    def _user(self, incoming: Incoming) -> tuple[str, str]:
-        scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
-        if scheme != "Basic":
-            return "", ""
-        try:
-            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return "", ""
-        return user, password
-
     def authenticate(self, incoming: Incoming) -> Answer | None:
-        return None if self._user(incoming) == (self.api_key, PASSWORD) else _UNAUTHORIZED
+        return None if basic_login(incoming) == (self.api_key, PASSWORD) else _UNAUTHORIZED
 
     def unauthorized(self) -> Answer:
         return _UNAUTHORIZED
 
     def unauthorized_echoing(self, incoming: Incoming) -> Answer:
-        return _errors(401, f"HTTP Basic: Access denied for {self._user(incoming)[0]}.", Tally.AUTH_FAILED)
+        return _errors(401, f"HTTP Basic: Access denied for {basic_login(incoming)[0]}.", Tally.AUTH_FAILED)
 
     def throttled(self, wait_s: float) -> Answer:
         message = (

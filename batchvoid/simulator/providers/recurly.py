@@ -9,8 +9,6 @@ generic 422, so only a read (`GET /invoices/{id}`: its `type` and `state`) tells
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from batchvoid.providers.recurly import SPEC, VERSION
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, routes, utc
+from batchvoid.simulator.providers.base import Route, amount_cents, basic_login, routes, utc
 from batchvoid.simulator.stats import Tally
 
 _VERSIONED = frozenset({f"application/vnd.recurly.{VERSION}", f"application/vnd.recurly.{VERSION}+json"})
@@ -90,13 +88,7 @@ class Recurly:
     routes: ClassVar[Sequence[Route]] = routes(SPEC)
 
     def _key(self, incoming: Incoming) -> str:
-        scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
-        if scheme != "Basic":
-            return ""
-        try:
-            return base64.b64decode(token, validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
+        return basic_login(incoming)[0]
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         return None if self._key(incoming) == self.api_key else _UNAUTHORIZED

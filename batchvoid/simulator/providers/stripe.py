@@ -6,8 +6,6 @@ worst documented case, a generic 400 `invalid_request_error`, so only a read can
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,7 +14,7 @@ from batchvoid.providers.stripe import IDEMPOTENCY, SPEC
 from batchvoid.simulator.exchange import Action, Answer, Incoming, json_answer
 from batchvoid.simulator.idempotency import IdempotencyStore
 from batchvoid.simulator.invoices import InvoiceBook, InvoiceState
-from batchvoid.simulator.providers.base import Route, amount_cents, routes
+from batchvoid.simulator.providers.base import Route, amount_cents, basic_login, routes
 from batchvoid.simulator.stats import Tally
 
 
@@ -88,14 +86,7 @@ class Stripe:
 
     def _key(self, incoming: Incoming) -> str:
         scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
-        if scheme == "Bearer":
-            return token
-        if scheme != "Basic":
-            return ""
-        try:
-            return base64.b64decode(token, validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
+        return token if scheme == "Bearer" else basic_login(incoming)[0]
 
     def authenticate(self, incoming: Incoming) -> Answer | None:
         return None if self._key(incoming) == self.secret_key else _UNAUTHORIZED
