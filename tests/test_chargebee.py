@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from batchvoid.config import load
+from batchvoid.config import Profile, Settings, load
 from batchvoid.errors import ConfigError
 from batchvoid.jobfile import read
 from batchvoid.models import Item, Outcome, OutcomeKind, Response, RowError
+from batchvoid.preflight import target
 from batchvoid.providers import REGISTRY
 from batchvoid.simulator import CREDENTIALS, Faults, Simulator, SimulatorSettings
 from batchvoid.simulator.exchange import Action, Incoming
@@ -72,6 +73,19 @@ def test_the_reason_code_and_comment_come_from_the_row_else_the_profile() -> Non
     assert profile.void_request(blank, KEY).body == b"void_reason_code=other&comment=month-end"
     only_row = replace(ITEM, metadata={"comment": "billed twice"})
     assert adapter().void_request(only_row, KEY).body == b"comment=billed+twice"
+
+
+def test_a_business_entity_is_named_in_every_request_and_is_part_of_the_target() -> None:
+    """On a multi-entity site the profile's business_entity_id goes with the void and the read,
+    as chargebee-business-entity-id; a profile without one sends no such header. The entity says
+    whose invoices they are: part of the recorded target, so a change of it is a changed target."""
+    entity = adapter(business_entity_id="acme-eu")
+    assert entity.void_request(ITEM, KEY).headers["chargebee-business-entity-id"] == "acme-eu"
+    assert entity.lookup_request(ITEM).headers["chargebee-business-entity-id"] == "acme-eu"
+    assert "chargebee-business-entity-id" not in adapter().void_request(ITEM, KEY).headers
+    spec = REGISTRY["chargebee"]
+    profile = Profile("cb", spec, SITE, {}, {"business_entity_id": "acme-eu"}, (), Settings())
+    assert target(profile) == f"chargebee at {SITE}, business_entity_id acme-eu"
 
 
 def test_the_read_is_a_get_of_the_invoice_without_a_key() -> None:

@@ -36,6 +36,7 @@ COMMENT = RowField(
     "comment", "an internal note on the void, at most 300 characters; default: the profile's", max_length=300
 )
 _FORM = "application/x-www-form-urlencoded"
+BUSINESS_ENTITY = "chargebee-business-entity-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,12 @@ class Chargebee(AdapterBase):
     api_key: str = field(repr=False)
     void_reason_code: str | None = None
     comment: str | None = None
+    business_entity_id: str | None = None  # a multi-entity site's entity: every request names it
 
     def _request(self, route: Route, item: Item, extra: Mapping[str, str], body: bytes | None) -> Request:
         headers = {"Authorization": self.authorization, "Accept": "application/json", **extra}
+        if self.business_entity_id:
+            headers[BUSINESS_ENTITY] = self.business_entity_id
         url = route.url(self.base_url, invoice_id=item.invoice_id)
         return Request(route.method, url, headers, body, secrets=(self.authorization, self.api_key))
 
@@ -101,7 +105,14 @@ def _invoice(fields: dict[str, Any]) -> dict[str, Any]:
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Chargebee:
     key = secrets["api_key"]
     basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()  # the key, an empty password
-    return Chargebee(base_url, basic, key, options.get(REASON.name), options.get(COMMENT.name))
+    return Chargebee(
+        base_url,
+        basic,
+        key,
+        options.get(REASON.name),
+        options.get(COMMENT.name),
+        options.get("business_entity_id"),
+    )
 
 
 SPEC = ProviderSpec(
@@ -112,6 +123,8 @@ SPEC = ProviderSpec(
         REASON.name: "void reason code sent with every void (a row's overrides it); set it if "
         "the site makes one mandatory",
         COMMENT.name: "internal note sent with every void, at most 300 characters (a row's overrides it)",
+        "business_entity_id": f"on a site with several business entities, the one whose invoices "
+        f"these are, sent as {BUSINESS_ENTITY} with every request",
     },
     default_base_url=None,
     account_url="https://{site}.chargebee.com, or https://{site}-test.chargebee.com for a test site",
