@@ -7,11 +7,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import anyio
 import pytest
 
 from batchvoid import config as configuration
@@ -89,6 +90,18 @@ async def run_on(
     options.setdefault("ledger", tmp_path / "ledger.sqlite")
     opts = RunOptions(job_file=job_file, retry=FAST_RETRY, **options)
     return await run(opts, out=out or io.StringIO(), env=simulator_env(config), config=config)
+
+
+async def run_until(
+    config: Config, job_file: Path, tmp_path: Path, done: Callable[[], bool], poll_s: float = 0.005
+) -> None:
+    """Start `run_on` and cancel it (as a kill would leave it, mid-request) once `done()` holds."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_on, config, job_file, tmp_path)
+            while not done():
+                await anyio.sleep(poll_s)
+            scope.cancel()
 
 
 def job(tmp_path: Path, rows: Sequence[tuple[str, str]], name: str = "job.csv") -> Path:

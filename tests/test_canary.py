@@ -7,14 +7,13 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-import anyio
 import pytest
 
 from batchvoid.errors import ConfigError
 from batchvoid.models import ItemState
 from batchvoid.run import EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import Simulator, SimulatorSettings
-from tests.conftest import job, run_on, sim_config
+from tests.conftest import job, run_on, run_until, sim_config
 
 pytestmark = pytest.mark.anyio
 PROVIDERS = ("chargeover", "rapyd", "campfire", "maple", "sellapp")
@@ -56,12 +55,7 @@ async def test_limit_counts_the_items_a_killed_run_left_in_flight(tmp_path: Path
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
         config = sim_config(url, concurrency=4)
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_on, config, path, tmp_path)
-                while sum(simulator.void_requests.values()) < 30:
-                    await anyio.sleep(0.005)
-                scope.cancel()
+        await run_until(config, path, tmp_path, lambda: sum(simulator.void_requests.values()) >= 30)
         db = sqlite3.connect(tmp_path / "ledger.sqlite")
         unfinished = list(
             db.execute(

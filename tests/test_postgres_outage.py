@@ -101,6 +101,12 @@ def assert_resumed(
     return rerun.stderr
 
 
+def run_command(tmp_path: Path, url: str, ledger: str, rows: list[tuple[str, str]]) -> list[str]:
+    """`batchvoid run` of a job of `rows` against the simulator at `url`, on `ledger`, quiet."""
+    job_file, config_file = job(tmp_path, rows), config(tmp_path, url)
+    return [*BATCHVOID, "run", str(job_file), "--config", str(config_file), "--ledger", ledger, "-q"]
+
+
 def rows_of(n: int) -> list[tuple[str, str]]:
     return [(p, f"inv{k}") for k in range(n) for p in ROLES]
 
@@ -111,16 +117,7 @@ def test_a_worker_whose_connections_are_killed_stops_cleanly_and_a_rerun_resumes
     """pg_terminate_backend on every connection of the worker mid-run: exit 3, one error line; the rerun finishes the job."""
     simulator, url = threaded_simulator
     rows = rows_of(150)
-    command = [
-        *BATCHVOID,
-        "run",
-        str(job(tmp_path, rows)),
-        "--config",
-        str(config(tmp_path, url)),
-        "--ledger",
-        pg_url,
-        "-q",
-    ]
+    command = run_command(tmp_path, url, pg_url, rows)
     proc = start(command, tmp_path / "w.log")
     try:
         wait_for_outcomes(proc, tmp_path / "w.log", 30)
@@ -180,16 +177,7 @@ def test_a_server_that_stops_mid_run_stops_the_worker_cleanly_and_a_rerun_resume
     simulator, url = threaded_simulator
     ledger, directory = own_server
     rows = rows_of(150)
-    command = [
-        *BATCHVOID,
-        "run",
-        str(job(tmp_path, rows)),
-        "--config",
-        str(config(tmp_path, url)),
-        "--ledger",
-        ledger,
-        "-q",
-    ]
+    command = run_command(tmp_path, url, ledger, rows)
     proc = start(command, tmp_path / "w.log")
     try:
         wait_for_outcomes(proc, tmp_path / "w.log", 30)

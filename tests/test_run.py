@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import anyio
 import pytest
 
 from batchvoid.errors import JobFileError, LedgerError
@@ -18,7 +17,7 @@ from batchvoid.models import ItemState
 from batchvoid.pace import Pace
 from batchvoid.run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
-from tests.conftest import job, run_on, sim_config, write
+from tests.conftest import job, run_on, run_until, sim_config, write
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parent.parent
@@ -81,12 +80,7 @@ async def test_interrupted_run_resumes_without_loss_or_repeat(tmp_path: Path) ->
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
         config = sim_config(url, concurrency=4)
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_on, config, path, tmp_path)
-                while sum(simulator.void_requests.values()) < 100:
-                    await anyio.sleep(0.005)
-                scope.cancel()
+        await run_until(config, path, tmp_path, lambda: sum(simulator.void_requests.values()) >= 100)
         db = sqlite3.connect(tmp_path / "ledger.sqlite")
         done_before = {
             (p, i) for p, i in db.execute("SELECT provider, invoice_id FROM items WHERE state = 'voided'")
@@ -235,12 +229,11 @@ async def test_a_crawling_provider_does_not_hold_up_the_others(tmp_path: Path) -
     path = job(tmp_path, rows)
     async with simulator.serve() as url:
         config = sim_config(url, {"chargeover": ["2/1s"]})
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_on, config, path, tmp_path)
-                while sum(n for (p, _), n in simulator.voids_applied.items() if p != "chargeover") < 400:
-                    await anyio.sleep(0.01)
-                scope.cancel()
+
+        def others_done() -> bool:
+            return sum(n for (p, _), n in simulator.voids_applied.items() if p != "chargeover") >= 400
+
+        await run_until(config, path, tmp_path, others_done, poll_s=0.01)
     crawled = sum(n for (p, _), n in simulator.voids_applied.items() if p == "chargeover")
     assert crawled <= 5
 
