@@ -5,6 +5,7 @@ Adapters are sans-IO: they describe requests and judge responses; the engine doe
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import re
@@ -111,6 +112,11 @@ def json_body(response: Response) -> Any:
         return json.loads(response.body)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         return None
+
+
+def basic_auth(user: str, password: str = "") -> str:
+    """An HTTP Basic Authorization value (an API key as the user: an empty password)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def json_object(response: Response) -> dict[str, Any]:

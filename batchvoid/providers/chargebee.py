@@ -4,7 +4,6 @@ confirm "already void" (Chargebee documents no answer to a second void)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from urllib.parse import urlencode
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
+    basic_auth,
     describe,
     json_object,
     maybe_already_void,
@@ -104,7 +104,7 @@ def _invoice(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Chargebee:
     key = secrets["api_key"]
-    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()  # the key, an empty password
+    basic = basic_auth(key)  # the key, an empty password
     return Chargebee(
         base_url,
         basic,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
+    basic_auth,
     describe,
     json_body,
     says_already_void,
@@ -50,8 +50,7 @@ class ChargeOver(AdapterBase):
 
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> ChargeOver:
-    pair = f"{secrets['username']}:{secrets['password']}".encode()
-    return ChargeOver(base_url, "Basic " + base64.b64encode(pair).decode())
+    return ChargeOver(base_url, basic_auth(secrets["username"], secrets["password"]))
 
 
 SPEC = ProviderSpec(

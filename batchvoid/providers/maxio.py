@@ -4,7 +4,6 @@ flight per site. No idempotency header; a void, paid or draft invoice answers on
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ import orjson
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
+    basic_auth,
     describe,
     json_body,
     maybe_already_void,
@@ -102,8 +102,7 @@ def _reason(response: Response) -> str:
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Maxio:
     key = secrets["api_key"]
-    basic = "Basic " + base64.b64encode(f"{key}:{PASSWORD}".encode()).decode()
-    return Maxio(base_url, basic, key, options.get(REASON.name))
+    return Maxio(base_url, basic_auth(key, PASSWORD), key, options.get(REASON.name))
 
 
 SPEC = ProviderSpec(

@@ -4,7 +4,6 @@ when it gives none, by a read of the invoice. No idempotency header: a repeat an
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -13,6 +12,7 @@ from typing import Any
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
+    basic_auth,
     describe,
     header,
     json_object,
@@ -149,7 +149,7 @@ def _reason(response: Response, fields: dict[str, Any]) -> str:
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Recurly:
     key = secrets["api_key"]
-    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()  # the private key, an empty password
+    basic = basic_auth(key)  # the private key, an empty password
     return Recurly(base_url, basic, key)
 
 

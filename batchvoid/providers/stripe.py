@@ -3,7 +3,6 @@ confirm "already void" (Stripe documents no answer to a second void)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
+    basic_auth,
     describe,
     header,
     json_object,
@@ -90,7 +90,7 @@ def _error(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _build(base_url: str, secrets: Mapping[str, str], options: Mapping[str, str]) -> Stripe:
     key = secrets["secret_key"]
-    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()  # the key, an empty password
+    basic = basic_auth(key)  # the key, an empty password
     return Stripe(base_url, basic, key)
 
 
