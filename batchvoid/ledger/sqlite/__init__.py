@@ -200,7 +200,6 @@ class _Chunk:
     items: list[Item]
     rows: str
     void_dates: Counter[tuple[str, str | None]]  # its rows by (provider, void date)
-    insert: str  # the statement that reads `rows`: _INSERT_PLAIN when no row has an optional column
 
 
 def _read_chunks(
@@ -233,17 +232,7 @@ def _read_chunks(
 
 
 def _chunk(job_id: str, items: list[Item]) -> _Chunk:
-    if all(
-        row.void_date is None and row.company_id is None and row.store is None and not row.metadata
-        for row in items
-    ):  # the usual job file: provider and invoice id only
-        rows = [
-            (row.provider, row.invoice_id, row.line, idempotency_key(job_id, row.provider, row.invoice_id))
-            for row in items
-        ]
-        dates = Counter[tuple[str, str | None]]([(row[0], None) for row in rows])
-        return _Chunk(items, orjson.dumps(rows).decode(), dates, _INSERT_PLAIN)
-    full = [
+    rows = [
         (
             row.provider,
             row.invoice_id,
@@ -256,14 +245,13 @@ def _chunk(job_id: str, items: list[Item]) -> _Chunk:
         )
         for row in items
     ]
-    return _Chunk(items, orjson.dumps(full).decode(), Counter([(row[0], row[3]) for row in full]), _INSERT)
+    return _Chunk(items, orjson.dumps(rows).decode(), Counter([(row[0], row[3]) for row in rows]))
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM; JSON1 is built in everywhere from then on
 _CHUNK = 5000  # rows inserted per statement while recording a job file
 _CHUNKS_AHEAD = 4  # chunks the reading thread may have ready before the inserting one takes them
 _INGEST_CACHE_KIB = 16384  # SQLite's page cache while recording a job (its default is 2 MiB)
-_UPSERT = " WHERE true ON CONFLICT DO NOTHING"  # the WHERE: SQLite's rule for an upsert after a SELECT
 _INSERT = (
     "INSERT INTO items (job, provider, invoice_id, line, void_date, company_id, store,"  # noqa: S608 - constants
     " metadata, idempotency_key, created_at, updated_at)"
@@ -272,15 +260,7 @@ _INSERT = (
     + _rows(
         "provider", "invoice_id", "line", "void_date", "company_id", "store", "metadata", "idempotency_key"
     )
-    + _UPSERT
-)
-# Rows without the optional columns, as shorter arrays read four times each, not eight: SQLite
-# parses a row's array again for every column it extracts, two thirds of the INSERT's cost.
-_INSERT_PLAIN = (
-    "INSERT INTO items (job, provider, invoice_id, line, idempotency_key, created_at, updated_at)"  # noqa: S608 - constants
-    " SELECT ?2, provider, invoice_id, line, idempotency_key, ?3, ?3 FROM "
-    + _rows("provider", "invoice_id", "line", "idempotency_key")
-    + _UPSERT
+    + " WHERE true ON CONFLICT DO NOTHING"  # the WHERE: SQLite's rule for an upsert after a SELECT
 )
 
 
@@ -557,7 +537,7 @@ class SqliteLedger:
     def _insert(self, job: int, chunk: _Chunk, found: _Found) -> None:
         db = self._db
         before = db.total_changes
-        db.execute(chunk.insert, (chunk.rows, job, now()))
+        db.execute(_INSERT, (chunk.rows, job, now()))
         inserted = db.total_changes - before
         found.items += inserted
         found.void_dates.update(chunk.void_dates)
