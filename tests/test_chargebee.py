@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +66,11 @@ def test_the_reason_code_and_comment_come_from_the_row_else_the_profile() -> Non
     """A row's void_reason_code / comment overrides the profile's; a blank cell takes the profile's."""
     profile = adapter(void_reason_code="other", comment="month-end")
     assert profile.void_request(ITEM, KEY).body == b"void_reason_code=other&comment=month-end"
-    row = replace(ITEM, metadata={"void_reason_code": " duplicate ", "comment": "a&b = c, 100%"})
+    row = ITEM._replace(metadata={"void_reason_code": " duplicate ", "comment": "a&b = c, 100%"})
     assert profile.void_request(row, KEY).body == b"void_reason_code=duplicate&comment=a%26b+%3D+c%2C+100%25"
-    blank = replace(ITEM, metadata={"void_reason_code": "  ", "comment": ""})
+    blank = ITEM._replace(metadata={"void_reason_code": "  ", "comment": ""})
     assert profile.void_request(blank, KEY).body == b"void_reason_code=other&comment=month-end"
-    only_row = replace(ITEM, metadata={"comment": "billed twice"})
+    only_row = ITEM._replace(metadata={"comment": "billed twice"})
     assert adapter().void_request(only_row, KEY).body == b"comment=billed+twice"
 
 

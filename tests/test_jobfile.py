@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from batchvoid import config as configuration
@@ -468,3 +468,39 @@ def test_a_lone_surrogate_or_a_huge_number_refuses_the_file_with_its_line(
     assert "job.jsonl: 2 bad rows; nothing was sent" in result.stderr
     assert "job.jsonl line 2: field 'note' holds a \\u escape of half a UTF-16 pair" in result.stderr
     assert "job.jsonl line 3: a number over 4300 digits long" in result.stderr
+
+
+@given(
+    invoice_id=st.text(
+        alphabet=st.one_of(
+            st.characters(codec="ascii", exclude_characters=',"\r\n'),
+            st.characters(codec="utf-8", exclude_characters=',"\r\n'),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+@example(invoice_id="a b")
+@example(invoice_id="a\tb")
+@example(invoice_id="a\x1fb")
+@example(invoice_id="a\x7fb")
+@example(invoice_id="a\u00a0b")  # no-break space
+@example(invoice_id="a\u2003b")  # em space
+@example(invoice_id="inv\u00e9-1")
+def test_a_csv_row_means_what_the_same_jsonl_row_means(
+    tmp_path_factory: pytest.TempPathFactory, invoice_id: str
+) -> None:
+    """The CSV fast path (ids checked without the regex when they are ASCII) accepts and refuses the
+    ids that the full check of a JSONL row does, with the same words: spaces, tabs, control
+    characters, Unicode spaces."""
+    folder = tmp_path_factory.mktemp("same")
+    profiles = configuration.builtin().profiles
+    as_csv = write(folder / "job.csv", f"provider,invoice_id\nrapyd,{invoice_id}\n")
+    as_jsonl = write(folder / "job.jsonl", json.dumps({"provider": "rapyd", "invoice_id": invoice_id}) + "\n")
+    (from_csv,) = jobfile.read(as_csv, profiles)
+    (from_jsonl,) = jobfile.read(as_jsonl, profiles)
+
+    def meaning(row: Item | RowError) -> object:
+        return row.message if isinstance(row, RowError) else row[1:]  # all but the line
+
+    assert meaning(from_csv) == meaning(from_jsonl)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -90,7 +90,7 @@ class QuickBooks(AdapterBase):
             if isinstance(sync_token, int) and not isinstance(sync_token, bool):
                 sync_token = str(sync_token)
             if isinstance(sync_token, str) and sync_token.isdigit():
-                return replace(item, metadata={**item.metadata, SYNC_TOKEN: sync_token})
+                return item._replace(metadata={**item.metadata, SYNC_TOKEN: sync_token})
             return Outcome(OutcomeKind.REJECTED, "the invoice read gave no SyncToken", 200)
         _, message = _fault(body)
         reason = describe(response, message)

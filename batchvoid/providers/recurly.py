@@ -112,7 +112,7 @@ class Recurly(AdapterBase):
             return Outcome(OutcomeKind.REJECTED, reason, 200)
         # Only a credit invoice is voided; a charge (or legacy) invoice is marked failed.
         chosen = "credit" if kind == "credit" else "charge"
-        return replace(item, metadata={**item.metadata, INVOICE_TYPE.name: chosen})
+        return item._replace(metadata={**item.metadata, INVOICE_TYPE.name: chosen})
 
     def lookup_request(self, item: Item) -> Request | None:
         return self._request(_LOOKUP, item)
