@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from batchvoid.errors import JobFileError, LedgerError
 from batchvoid.keys import idempotency_key
 from batchvoid.ledger import Job, LedgerWriter, NewJob, SqliteLedger, now, open_ledger
 from batchvoid.ledger.ops import Attempt, Finish, Release
-from batchvoid.models import DONE, UNDONE, ItemState
+from batchvoid.models import DONE, UNDONE, Item, ItemState
 from tests.conftest import write
 
 
@@ -659,3 +660,41 @@ def test_touched_counts_outcomes_but_not_pending_items_nor_redirects(
         assert ledger.touched(job) == {
             "rapyd": {ItemState.VOIDED: 1, ItemState.FAILED: 1, ItemState.IN_FLIGHT: 1}
         }
+
+
+def test_chunks_with_and_without_optional_columns_record_every_value(
+    tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk whose rows name no company, store or metadata goes in with fewer columns than one
+    whose rows do: either way each item holds what its row said, its void date and its key."""
+    from batchvoid.ledger import sqlite as backend
+
+    monkeypatch.setattr(backend, "_CHUNK", 100)
+    rows: list[dict[str, str]] = [{"provider": "campfire", "invoice_id": f"c{n}"} for n in range(100)]
+    rows += [{"provider": "rapyd", "invoice_id": f"r{n}", "void_date": "2026-11-02"} for n in range(100)]
+    rows.append({"provider": "maple", "invoice_id": "m1", "company_id": "cmp_9"})
+    rows += [{"provider": "sellapp", "invoice_id": f"s{n}", "store": "main", "note": "x"} for n in range(50)]
+    path = write(tmp_path / "j.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    read = [item for item in jobfile.read(path, profiles.profiles) if isinstance(item, Item)]
+    assert len(read) == len(rows)
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.ingest(new_job(path, profiles))
+        job = ledger.job("job")
+        assert job is not None
+        recorded = list(ledger.items(job))
+    assert [
+        Item(
+            row["line"],
+            row["provider"],
+            row["invoice_id"],
+            row["void_date"],
+            row["company_id"],
+            row["store"],
+            json.loads(row["metadata"]) if row["metadata"] else {},
+        )
+        for row in recorded
+    ] == read
+    assert [row["idempotency_key"] for row in recorded] == [
+        idempotency_key("job", item.provider, item.invoice_id) for item in read
+    ]
+    assert recorded[0]["void_date"] is not None  # Campfire's default date, given to rows without one
