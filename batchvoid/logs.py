@@ -9,7 +9,6 @@ any key that looks like a secret.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,7 +104,8 @@ class _Render:
         self._stamp = _Stamp()
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> bytes:
-        event["level"] = "error" if name == "exception" else name
+        """The event's JSON line (`logger` and `name` as structlog passes them to a processor)."""
+        event["level"] = name
         event["timestamp"] = self._stamp()
         _redact(event)
         self._console(logger, name, event)
@@ -115,7 +115,7 @@ class _Render:
 
 
 class _FileSink:
-    """structlog's last step: appends each rendered line to the log file.
+    """The logger's last step: appends each rendered line to the log file.
 
     Buffered rather than flushed per line (a flush per event was the largest single cost of
     logging in the benchmark): flushed at least every FLUSH_S, at once for warnings and errors,
@@ -150,15 +150,44 @@ class _FileSink:
             self.failed = f"{self._path}: cannot write the log file: {os_cause(exc)}"
             raise LogFileError(self.failed) from exc
 
-    debug = info = msg
-    warning = error = critical = exception = urgent
+
+class Logger:
+    """A logger bound to a run's context, with structlog's call shape (`log.info(event, **fields)`).
+
+    structlog's bound logger takes the event through three layers of calls before the one
+    processor here (`_Render`) and the sink, and a run logs a line per item: a line cost 48,700
+    instructions through them and costs 34,800 without (cachegrind, an item's line). The lines
+    are the same: the context, then the fields, then the event, level and timestamp.
+    """
+
+    __slots__ = ("_context", "_render", "_sink")
+
+    def __init__(self, sink: _FileSink, render: _Render, context: dict[str, Any]) -> None:
+        self._sink, self._render, self._context = sink, render, context
+
+    def info(self, event: str, **fields: Any) -> None:
+        fields = {**self._context, **fields, "event": event}
+        self._sink.msg(self._render(self._sink, "info", fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        fields = {**self._context, **fields, "event": event}
+        self._sink.urgent(self._render(self._sink, "warning", fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        fields = {**self._context, **fields, "event": event}
+        self._sink.urgent(self._render(self._sink, "error", fields))
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error with the exception being handled, whose traceback goes to the file."""
+        fields.setdefault("exc_info", True)
+        self.error(event, **fields)
 
 
 @contextmanager
 def open_log(
     path: Path, *, console: TextIO | None, console_log: ConsoleLog | None = None, **context: Any
-) -> Iterator[Any]:
-    """A bound structlog logger writing JSON lines to `path` (and some to `console`); closes the file on exit.
+) -> Iterator[Logger]:
+    """A bound logger writing JSON lines to `path` (and some to `console`); closes the file on exit.
 
     The directory must exist: a missing one is an error, never created (it may be a volume
     that is not mounted).
@@ -169,13 +198,7 @@ def open_log(
         raise LogFileError(f"{path}: cannot open the log file: {os_cause(exc)}; or pass --log-file") from exc
     sink = _FileSink(f, path)
     try:
-        logger = structlog.wrap_logger(
-            sink,
-            processors=[_Render(console, console_log or ConsoleLog())],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-            context_class=dict,
-        )
-        yield logger.bind(**context)
+        yield Logger(sink, _Render(console, console_log or ConsoleLog()), context)
     finally:
         try:
             f.close()

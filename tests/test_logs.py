@@ -84,3 +84,16 @@ def test_a_traceback_goes_to_the_file_and_never_to_the_console(tmp_path: Path) -
     assert line["level"] == "error"
     assert "run.aborted" in console.getvalue()
     assert "Traceback" not in console.getvalue()
+
+
+def test_a_warning_reaches_the_file_at_once_with_the_lines_before_it(tmp_path: Path) -> None:
+    """Item lines are buffered (flushed every second); a warning or an error is written through at
+    once, with what was buffered before it, so a kill -9 right after it loses neither."""
+    path = tmp_path / "run.log"
+    with open_log(path, console=None, job_id="j") as log:
+        log.info("void.voided", provider="rapyd", line=2)
+        log.warning("void.failed", provider="rapyd", line=3)
+        written = [line["event"] for line in lines(path)]  # before the file is closed
+        log.error("run.aborted", reason="x")
+        assert [line["event"] for line in lines(path)] == [*written, "run.aborted"]
+    assert written == ["void.voided", "void.failed"]
