@@ -225,33 +225,27 @@ def _read_chunks(
 
 
 def _chunk(job_id: str, items: list[Item]) -> _Chunk:
-    rows: list[tuple[Any, ...]]
+    rows: list[tuple[Any, ...]] = [
+        (
+            row.provider,
+            row.invoice_id,
+            row.line,
+            row.void_date,
+            idempotency_key(job_id, row.provider, row.invoice_id),
+        )
+        for row in items
+    ]
+    insert = _INSERT_PLAIN  # the usual job file: fewer values to write, and to pick apart
     if any(chain.from_iterable(map(_OPTIONAL, items))):
         insert = _INSERT
         rows = [
             (
-                row.provider,
-                row.invoice_id,
-                row.line,
-                row.void_date,
-                idempotency_key(job_id, row.provider, row.invoice_id),
+                *plain,
                 row.company_id,
                 row.store,
                 json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None,
             )
-            for row in items
-        ]
-    else:  # the usual job file: fewer values to write, and to pick apart (see _INSERT_PLAIN)
-        insert = _INSERT_PLAIN
-        rows = [
-            (
-                row.provider,
-                row.invoice_id,
-                row.line,
-                row.void_date,
-                idempotency_key(job_id, row.provider, row.invoice_id),
-            )
-            for row in items
+            for plain, row in zip(rows, items, strict=True)
         ]
     return _Chunk(items, orjson.dumps(rows).decode(), Counter([(row[0], row[3]) for row in rows]), insert)
 
