@@ -42,7 +42,7 @@ from batchvoid.models import RateLimit
 # Headroom for the loop and the network: requests sent at the limit can arrive a little bunched.
 # A stall between a send's time and its leaving (a busy loop, a VM's stolen time) bunches them
 # more: on a noisy 2-core machine, 10 ms drew 429s at the limit in 8 of 9 benchmark rounds
-# (3 to 15 each), 25 ms in 1 of 6 (2) (`python -m bench --only pace`, 50/1s on five lanes).
+# (3 to 15 each), 25 ms in 1 of 6 (2 429s) (`python -m bench --only pace`, 50/1s on five lanes).
 MARGIN = 1.005
 JITTER_S = 0.025
 LONG_PAUSE_S = 60.0  # a lane pause this long is a warning: the run visibly waits
