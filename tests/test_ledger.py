@@ -15,6 +15,7 @@ from batchvoid.errors import JobFileError, LedgerError
 from batchvoid.keys import idempotency_key
 from batchvoid.ledger import Job, LedgerWriter, NewJob, SqliteLedger, now, open_ledger
 from batchvoid.ledger.ops import Attempt, Finish, Release
+from batchvoid.ledger.sqlite import SCHEMA_VERSION
 from batchvoid.models import DONE, UNDONE, Item, ItemState
 from tests.conftest import write
 
@@ -436,11 +437,11 @@ def test_an_insert_that_fails_while_the_reader_waits_stops_it_and_rolls_back(
     made, reader_blocked = [0], threading.Event()
     chunk = backend._chunk
 
-    def counted(job_id: str, items: list[object]) -> object:
+    def counted(items: list[object]) -> object:
         made[0] += 1
         if made[0] == backend._CHUNKS_AHEAD + 2:  # one taken, the queue full, this one waiting
             reader_blocked.set()
-        return chunk(job_id, items)  # type: ignore[arg-type]
+        return chunk(items)  # type: ignore[arg-type]
 
     monkeypatch.setattr(backend, "_chunk", counted)
     with open_ledger(tmp_path / "l.sqlite") as ledger:
@@ -584,11 +585,107 @@ def test_a_version_3_ledger_gains_its_counts_in_place(tmp_path: Path, profiles: 
         kept, real = _counted(db_path, job)
         assert kept == real
     with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'items_state'").fetchone() is None
         assert db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == [
             ("items_counted",)
         ]
+    db.close()
+
+
+def test_a_new_item_is_recorded_without_its_key_and_times_and_read_with_them(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """An item's key is derived, not stored, and its times are its job's until it changes: the
+    claim hands out the key, and the report's rows carry all three."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\n")
+    db_path = tmp_path / "l.sqlite"
+    with open_ledger(db_path) as ledger:
+        job = ingest(ledger, path, profiles)
+        with sqlite3.connect(db_path) as db:
+            stored = db.execute("SELECT idempotency_key, created_at, updated_at FROM items").fetchall()
+        db.close()
+        assert stored == [(None, None, None)] * 2
+        (a,) = ledger.claim(job, "rapyd", 0, 1)
+        assert a.idempotency_key == idempotency_key("job", "rapyd", "a")
+        claimed, pending = ledger.items(job)
+        assert claimed["idempotency_key"] == a.idempotency_key
+        assert pending["idempotency_key"] == idempotency_key("job", "rapyd", "b")
+        assert pending["created_at"] == pending["updated_at"] == claimed["created_at"] == job.created_at
+        assert claimed["updated_at"] > job.created_at  # the claim's time
+
+
+def test_the_idempotency_key_of_an_item_never_changes() -> None:
+    """Keys are derived when an item is claimed, so a job recorded by one batchvoid is resumed
+    by the next with the same keys only if the function gives what it always gave."""
+    assert idempotency_key("march.csv", "rapyd", "inv_1") == (
+        "bv1-808d95f1b83104fbcfc49823b9cdccada9d998886c8e74d7"
+    )
+
+
+def test_a_version_4_ledger_keeps_its_stored_keys_and_times_and_takes_new_jobs(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """Version 5 lets an item's key and times be NULL: a version-4 ledger's items table is made
+    anew with every row, key and time as it was, its index, trigger and history intact."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nrapyd,b\nmaple,c\n")
+    db_path = tmp_path / "l.sqlite"
+    with open_ledger(db_path) as ledger:
+        job = ingest(ledger, path, profiles)
+        a, _ = (w.id for w in ledger.claim(job, "rapyd", 0, 10))
+        ledger.apply(
+            [Attempt(a, 1, now(), "throttled", 429, 5, None), Finish(a, ItemState.VOIDED, None, 200, None, 2)]
+        )
+    with sqlite3.connect(db_path) as db:  # what batchvoid wrote at schema 4
+        (table,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
+        for column in ("idempotency_key TEXT", "created_at TEXT", "updated_at TEXT"):
+            assert f"{column}," in table
+            table = table.replace(f"{column},", f"{column} NOT NULL,")
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute(table.replace('"items"', "old_items").replace("TABLE items", "TABLE old_items"))
+        db.execute(
+            "UPDATE items SET idempotency_key = 'stored-' || invoice_id,"
+            " created_at = '2026-01-01T00:00:00Z', updated_at = coalesce(updated_at, '2026-01-01T00:00:00Z')"
+        )
+        db.execute("INSERT INTO old_items SELECT * FROM items")
+        db.execute("DROP TABLE items")
+        db.execute("ALTER TABLE old_items RENAME TO items")
+        db.execute(
+            "CREATE INDEX items_todo ON items (job, provider, line) WHERE state IN ('pending', 'in_flight')"
+        )
+        db.execute(
+            "CREATE TRIGGER items_counted AFTER UPDATE OF state ON items WHEN OLD.state IS NOT NEW.state BEGIN"
+            " UPDATE item_counts SET n = n - 1 WHERE job = OLD.job AND provider = OLD.provider AND state = OLD.state;"
+            " INSERT INTO item_counts VALUES (NEW.job, NEW.provider, NEW.state, 1) ON CONFLICT DO UPDATE SET n = n + 1;"
+            " END"
+        )
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    db.close()
+    with open_ledger(db_path) as upgraded:
+        (b,) = upgraded.claim(job, "rapyd", 0, 10)
+        assert (b.item.invoice_id, b.idempotency_key, b.maybe_sent) == ("b", "stored-b", True)
+        rows = {row["invoice_id"]: row for row in upgraded.items(job)}
+        assert rows["a"]["state"] == "voided"
+        assert rows["c"]["idempotency_key"] == "stored-c"
+        assert rows["c"]["created_at"] == rows["c"]["updated_at"] == "2026-01-01T00:00:00Z"
+        other = ingest(upgraded, path, profiles, job_id="april")  # no key or time: NULL is allowed now
+        assert [w.idempotency_key for w in upgraded.claim(other, "maple", 0, 10)] == [
+            idempotency_key("april", "maple", "c")
+        ]
+        assert upgraded.counts(job)[("rapyd", ItemState.VOIDED)] == 1
+        kept, real = _counted(db_path, job)
+        assert kept == real
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        history = "SELECT invoice_id, outcome FROM attempts JOIN items ON items.id = attempts.item"
+        assert db.execute(history).fetchall() == [("a", "throttled")]
+        assert db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('items_todo', 'items_counted')"
+        ).fetchone() == (2,)
+        assert "items_v5" not in str(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
     db.close()
 
 

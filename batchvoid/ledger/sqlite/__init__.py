@@ -101,6 +101,22 @@ _MIGRATIONS[4] = (
     "INSERT OR REPLACE INTO item_counts"
     " SELECT job, provider, state, count(*) FROM items GROUP BY job, provider, state",
 )
+# Version 5 lets an item's key and times be NULL (see schema.sql). SQLite cannot drop a NOT
+# NULL in place, so the table is made anew and its rows copied, keys and times included; its
+# index and trigger go with the old table and are made again. (Foreign keys off: `_prepare_schema`.)
+_ITEMS_TABLE = _statement("CREATE TABLE IF NOT EXISTS items", ");")
+_ITEM_COLUMNS = (
+    "id, job, provider, invoice_id, line, void_date, company_id, store, metadata, idempotency_key,"
+    " state, reason, attempts, http_status, reference, created_at, updated_at, run"
+)
+_MIGRATIONS[5] = (
+    _ITEMS_TABLE.replace("IF NOT EXISTS items", "items_v5", 1),
+    f"INSERT INTO items_v5 ({_ITEM_COLUMNS}) SELECT {_ITEM_COLUMNS} FROM items",  # noqa: S608 - constants
+    "DROP TABLE items",
+    "ALTER TABLE items_v5 RENAME TO items",
+    _statement("CREATE INDEX IF NOT EXISTS items_todo", ";"),
+    _COUNTS_TRIGGER,
+)
 
 # Batches cross into Python as one JSON value, not row by row: the sqlite3 module lets go of the
 # GIL and takes it back for every row, which costs more than the row itself while the event loop
@@ -215,72 +231,58 @@ def _read_chunks(
             elif not found.error_count:
                 items.append(row)
                 if len(items) == _CHUNK:
-                    chunks.put(_chunk(new.job_id, items))
+                    chunks.put(_chunk(items))
                     items = []
         if items and not found.error_count:
-            chunks.put(_chunk(new.job_id, items))
+            chunks.put(_chunk(items))
         chunks.put(None)
     except BaseException as exc:
         chunks.put(exc)
 
 
-def _chunk(job_id: str, items: list[Item]) -> _Chunk:
-    rows: list[tuple[Any, ...]] = [
-        (
-            row.provider,
-            row.invoice_id,
-            row.line,
-            row.void_date,
-            idempotency_key(job_id, row.provider, row.invoice_id),
-        )
-        for row in items
-    ]
-    insert = _INSERT_PLAIN  # the usual job file: fewer values to write, and to pick apart
+def _chunk(items: list[Item]) -> _Chunk:
+    """A chunk of rows as their INSERT reads them: each Item as an array, in its field order.
+
+    No key or time goes with them (see schema.sql): what the reading thread does per row is
+    what the job file gave, and C-level passes over the chunk.
+    """
     if any(chain.from_iterable(map(_OPTIONAL, items))):
         insert = _INSERT
-        rows = [
-            (
-                *plain,
-                row.company_id,
-                row.store,
-                json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None,
-            )
-            for plain, row in zip(rows, items, strict=True)
+        rows: list[tuple[Any, ...]] = [
+            (*row[:6], json.dumps(row.metadata, separators=(",", ":")) if row.metadata else None)
+            for row in items
         ]
-    return _Chunk(items, orjson.dumps(rows).decode(), Counter([(row[0], row[3]) for row in rows]), insert)
+    else:
+        insert, rows = _INSERT_PLAIN, list(map(_PLAIN, items))  # the usual job file
+    return _Chunk(items, orjson.dumps(rows).decode(), Counter(map(_PROVIDER_AND_DATE, items)), insert)
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM; JSON1 is built in everywhere from then on
 _CHUNK = 5000  # rows inserted per statement while recording a job file
 _CHUNKS_AHEAD = 4  # chunks the reading thread may have ready before the inserting one takes them
 _INGEST_CACHE_KIB = 16384  # SQLite's page cache while recording a job (its default is 2 MiB)
+_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, off while recording a job
+_COLUMNS = Item._fields  # what an INSERT of a chunk's rows takes, in the order an Item holds them
 _OPTIONAL = itemgetter(4, 5, 6)  # an Item's company_id, store and metadata
-_COLUMNS = (
-    "provider",
-    "invoice_id",
-    "line",
-    "void_date",
-    "idempotency_key",
-    "company_id",
-    "store",
-    "metadata",
-)
+_PLAIN = itemgetter(0, 1, 2, 3)  # and the rest: line, provider, invoice_id, void_date
+_PROVIDER_AND_DATE = itemgetter(1, 3)
 
 
 def _insert(columns: Sequence[str]) -> str:
     """The INSERT of a chunk's rows, each a JSON array of `columns` (the others are NULL)."""
     return (
-        f"INSERT INTO items (job, {', '.join(columns)}, created_at, updated_at)"  # noqa: S608 - constants
-        f" SELECT ?2, {', '.join(columns)}, ?3, ?3 FROM {_rows(*columns)}"
+        f"INSERT INTO items (job, {', '.join(columns)})"  # noqa: S608 - constants
+        f" SELECT ?2, {', '.join(columns)} FROM {_rows(*columns)}"
         " WHERE true ON CONFLICT DO NOTHING"  # the WHERE: SQLite's rule for an upsert after a SELECT
     )
 
 
 _INSERT = _insert(_COLUMNS)
-# SQLite (3.40) parses a row's array again for every column it extracts: the eight columns
-# took 70% of the INSERT's time, so a chunk whose rows have none of the last three (a job
-# file of providers and invoice ids) goes in with five.
-_INSERT_PLAIN = _insert(_COLUMNS[:5])
+# SQLite (3.40) parses a row's array again for every column it extracts, which was 70% of
+# an eight-column INSERT's time; so a chunk whose rows have none of the last three (a job
+# file of providers and invoice ids) goes in with four.
+_INSERT_PLAIN = _insert(_COLUMNS[:4])
+assert _COLUMNS == ("line", "provider", "invoice_id", "void_date", "company_id", "store", "metadata")
 
 
 class SqliteLedger:
@@ -308,6 +310,7 @@ class SqliteLedger:
         self._lock = threading.Lock()  # the writer thread's commits and the lanes' claims
         self._identity = identity(self.path)  # to notice the file being deleted or replaced
         self._run: str | None = None  # the run begun on this connection: its id stamps its writes
+        self._checkpointer: threading.Thread | None = None  # after an ingest: _checkpoint
         try:
             self._reader = open_readonly(self.path, any_thread=True)
         except sqlite3.Error as exc:
@@ -341,11 +344,17 @@ class SqliteLedger:
                     db.execute("ROLLBACK")
                 raise fault(self.path, exc, "cannot set it up") from exc
             return
-        with self._transaction("cannot set it up"):
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step]:
-                    db.execute(statement)
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        # Off for the copy of the items table (dropping the old one would check every
+        # attempt's reference to it); the ids are copied as they are, so nothing dangles.
+        db.execute("PRAGMA foreign_keys=OFF")  # (it cannot change inside a transaction)
+        try:
+            with self._transaction("cannot set it up"):
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        finally:
+            db.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def _transaction(self, doing: str, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
@@ -365,6 +374,8 @@ class SqliteLedger:
             raise
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         if self._reader is not self._db:
             self._reader.close()
         self._db.close()
@@ -466,6 +477,7 @@ class SqliteLedger:
             # costs a tenth of the ingest. (Neither pragma can change inside a transaction.)
             db.execute("PRAGMA foreign_keys=OFF")
             db.execute(f"PRAGMA cache_size=-{_INGEST_CACHE_KIB}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the commit's is done behind it: _checkpoint
             db.execute("BEGIN IMMEDIATE")
             job = db.execute(
                 "INSERT INTO jobs (job_id, job_file, job_sha256, config_fingerprint, created_at, simulated)"
@@ -499,6 +511,7 @@ class SqliteLedger:
                     (found.items, found.duplicate_count, job),
                 )
                 db.execute("COMMIT")
+                self._checkpoint()
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -511,6 +524,7 @@ class SqliteLedger:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA foreign_keys=ON")
                 db.execute("PRAGMA cache_size=-2000")  # SQLite's default, for the rest of the run
+                db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
         return Ingest(
             found.items,
             found.duplicate_count,
@@ -519,6 +533,22 @@ class SqliteLedger:
             tuple(found.errors),
             void_dates=+found.void_dates,  # the unary plus drops the zero counts
         )
+
+    def _checkpoint(self) -> None:
+        """Copy a new job's pages from the WAL into the database file, on a thread of its own.
+
+        SQLite's autocheckpoint would do it in the commit, before the first request: 0.7 s of
+        a 1M-row job's 0.9 s commit. Left behind it, it runs beside the first claims (which
+        skip their own checkpoint while this one holds it). Should it fail, the pages stay in
+        the WAL, as safe there, for the next checkpoint; `close` waits for it.
+        """
+
+        def checkpoint() -> None:
+            with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(self.path)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        self._checkpointer = threading.Thread(target=checkpoint, name="batchvoid-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def _copy_rows(self, job: int, new: NewJob, found: _Found) -> None:
         """Insert the job's rows, read and checked on a thread of their own meanwhile.
@@ -549,7 +579,7 @@ class SqliteLedger:
     def _insert(self, job: int, chunk: _Chunk, found: _Found) -> None:
         db = self._db
         before = db.total_changes
-        db.execute(chunk.insert, (chunk.rows, job, now()))
+        db.execute(chunk.insert, (chunk.rows, job))
         inserted = db.total_changes - before
         found.items += inserted
         found.void_dates.update(chunk.void_dates)
@@ -668,7 +698,7 @@ class SqliteLedger:
                 item=Item(
                     row[1], provider, row[2], row[3], row[4], row[5], orjson.loads(row[6]) if row[6] else {}
                 ),
-                idempotency_key=row[7],
+                idempotency_key=row[7] or idempotency_key(job.job_id, provider, row[2]),
                 attempts=row[8],
                 maybe_sent=row[9] == _IN_FLIGHT,
             )
@@ -707,7 +737,14 @@ class SqliteLedger:
         cursor = self._sql(self._reader, query, params)
         names = [d[0] for d in cursor.description]
         for row in cursor:
-            yield dict(zip(names, row, strict=True))
+            item = dict(zip(names, row, strict=True))
+            if item["idempotency_key"] is None:  # what an item is recorded with (schema.sql)
+                item["idempotency_key"] = idempotency_key(job.job_id, item["provider"], item["invoice_id"])
+            if item["created_at"] is None:
+                item["created_at"] = job.created_at
+            if item["updated_at"] is None:
+                item["updated_at"] = item["created_at"]
+            yield item
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Write a batch of ops in one transaction (called on the writer thread).
@@ -770,6 +807,7 @@ class SqliteLedger:
         self = cls.__new__(cls)
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._checkpointer = None
         if problem := path_problem(self.path, write=False):
             raise LedgerError(f"{self.path}: {problem}")
         inspect(self.path)
@@ -833,9 +871,9 @@ class SqliteLedger:
             )
             db.execute(
                 "INSERT INTO attempts (item, attempt, at, outcome, http_status, latency_ms, detail, run)"  # noqa: S608 - placeholders only
-                " SELECT id, attempts, updated_at, state, http_status, NULL, reason, run"
+                " SELECT id, attempts, coalesce(updated_at, ?), state, http_status, NULL, reason, run"
                 f" FROM items WHERE {where}",
-                params,
+                (job.created_at, *params),  # (an item not changed since recorded: its job's time)
             )
             db.execute(
                 "UPDATE items SET state = 'pending', reason = NULL, http_status = NULL, updated_at = ?"  # noqa: S608 - placeholders only

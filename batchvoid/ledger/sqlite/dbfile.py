@@ -14,7 +14,7 @@ from typing import Any
 
 from batchvoid.errors import LedgerError, os_cause
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
