@@ -617,6 +617,25 @@ def test_a_new_item_is_recorded_without_its_key_and_times_and_read_with_them(
         assert claimed["updated_at"] > job.created_at  # the claim's time
 
 
+def test_an_ingest_leaves_its_checkpoint_behind_it_and_the_run_its_own(
+    tmp_path: Path, profiles: Config
+) -> None:
+    """The ingest's commit copies nothing from the WAL (a thread does, after it); the run that
+    follows checkpoints as SQLite does by default, or its WAL would grow without end."""
+    path = write(tmp_path / "j.csv", "provider,invoice_id\n" + "".join(f"rapyd,i{n}\n" for n in range(3000)))
+    with open_ledger(tmp_path / "l.sqlite") as ledger:
+        checkpoints: list[str] = []
+        ledger._db.set_trace_callback(lambda sql: checkpoints.append(sql) if "checkpoint" in sql else None)
+        ingest(ledger, path, profiles)
+        assert checkpoints == ["PRAGMA wal_autocheckpoint=0", "PRAGMA wal_autocheckpoint=1000"]
+        assert ledger._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        assert ledger._checkpointer is not None
+        ledger._checkpointer.join()
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (3000,)
+    db.close()
+
+
 def test_the_idempotency_key_of_an_item_never_changes() -> None:
     """Keys are derived when an item is claimed, so a job recorded by one batchvoid is resumed
     by the next with the same keys only if the function gives what it always gave."""
