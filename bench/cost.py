@@ -1,7 +1,7 @@
 """Part 5, ledger and log cost: CPU per void spent in the ledger's SQL and in log lines.
 
 One more run of part 1's job under `bench.instrumented`, which counts the thread CPU time
-inside the ledger's group commits and page reads and inside every structlog call. With
+inside the ledger's group commits and page reads and inside every log line's call. With
 --profile (and pyinstrument installed), a further run is profiled and its top entries,
 cumulative and self, are reported.
 """
@@ -58,7 +58,7 @@ def measure(ws: Workspace, sim: SimulatorProcess) -> Section:
         Figure(
             "cost.ledger_us_per_void", "5 ledger SQL CPU per void (its threads)", ledger_s * per_void, " us"
         ),
-        Figure("cost.log_us_per_void", "5 log lines CPU per void (structlog)", log_s * per_void, " us"),
+        Figure("cost.log_us_per_void", "5 log lines CPU per void", log_s * per_void, " us"),
         Figure("cost.ledger_share", "5 ledger SQL share of CPU", 100 * ledger_s / done.cpu_s, "%"),
         Figure("cost.log_share", "5 log lines share of CPU", 100 * log_s / done.cpu_s, "%"),
     ]

@@ -4,7 +4,7 @@
 
 Counts per-thread CPU time (`time.thread_time`) inside `Ledger.apply` (the group commits,
 on the writer thread), `SqliteLedger.claim` (taking work, on a worker thread), and every
-structlog call (processors and the write, on the event loop's thread). With --profile,
+log line (`logs.Logger`: rendering and the write, on the event loop's thread). With --profile,
 pyinstrument samples the event loop's thread (it sees that thread only, which is why
 the ledger threads are counted separately), and the report gets its top entries.
 """
@@ -51,14 +51,14 @@ class Meter:
 
 def install(meter: Meter) -> None:
     """Count the ledger's SQL work and every log call."""
-    from structlog._base import BoundLoggerBase
-
     from batchvoid.ledger import SqliteLedger
+    from batchvoid.logs import Logger
 
     SqliteLedger.apply = meter.wrap("ledger.apply", SqliteLedger.apply)  # type: ignore[method-assign]
     SqliteLedger.claim = meter.wrap("ledger.claim", SqliteLedger.claim)  # type: ignore[method-assign]
-    # Every bound logger's info/warning/... funnels through here: processors, render, write.
-    BoundLoggerBase._proxy_to_logger = meter.wrap("log", BoundLoggerBase._proxy_to_logger)  # type: ignore[method-assign]
+    # Every line goes through one of these three (`exception` through `error`): render, write.
+    for level in ("info", "warning", "error"):
+        setattr(Logger, level, meter.wrap("log", getattr(Logger, level)))
 
 
 def top_entries(root: Any, count: int = TOP) -> dict[str, Any]:

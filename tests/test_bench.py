@@ -64,3 +64,6 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     unmeasured = {key for key, figure in figures.items() if figure["value"] is None}
     no_curl = {"overhead.ratio_curl", "overhead.curl_voids_per_s"} if shutil.which("curl") is None else set()
     assert unmeasured <= no_curl
+    # Every void writes ledger rows and a log line: a meter that missed them would read 0.
+    assert figures["cost.ledger_us_per_void"]["value"] > 0
+    assert figures["cost.log_us_per_void"]["value"] > 0
