@@ -339,6 +339,9 @@ async def _run_job(
         interrupted = signals.received is not None
         ended = ledger.counts(job)
         left = any(not state.is_final for (_, state), n in ended.items() if n)
+        # The failures are read from the items, which no index on the state serves (a 1M-item
+        # job's scan held its summary up for a second or more): only when the counts say so.
+        failed = any(n for (_, state), n in ended.items() if state in UNDONE)
         report = RunReport(
             job=job,
             counts=ended,
@@ -358,8 +361,10 @@ async def _run_job(
             failures=tuple(
                 (row["provider"], row["invoice_id"], row["reason"] or "")
                 for row in islice(ledger.items(job, UNDONE), FAILURES_SHOWN)
-            ),
-            reasons=tuple(ledger.failure_reasons(job, REASONS_SHOWN)),
+            )
+            if failed
+            else (),
+            reasons=tuple(ledger.failure_reasons(job, REASONS_SHOWN)) if failed else (),
         )
         record = ledger.end_run(
             job, record, audit.run_end(report.exit_status, report.counts, sent.by_provider)

@@ -65,6 +65,32 @@ async def test_failed_items_carry_the_providers_reason(sim: tuple[Simulator, str
     }
 
 
+async def test_the_summary_reads_failures_from_the_items_only_when_there_are_some(
+    sim: tuple[Simulator, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No index serves a scan for failed items (a 1M-item job's held its summary up): a run whose
+    counts hold no failure does not make it; one with failures lists them and their reasons."""
+    from batchvoid.ledger import SqliteLedger
+
+    _, url = sim
+    scans: list[str] = []
+    items, reasons = SqliteLedger.items, SqliteLedger.failure_reasons
+    monkeypatch.setattr(
+        SqliteLedger, "items", lambda self, *a, **k: scans.append("items") or items(self, *a, **k)
+    )
+    monkeypatch.setattr(
+        SqliteLedger, "failure_reasons", lambda self, *a: scans.append("reasons") or reasons(self, *a)
+    )
+    clean = await run_on(sim_config(url), job(tmp_path, [("rapyd", "inv_1"), ("maple", "inv_2")]), tmp_path)
+    assert (clean.exit_status, clean.failures, clean.reasons, scans) == (EXIT_OK, (), (), [])
+    path = job(tmp_path, [("rapyd", "inv_3"), ("chargeover", "paid_1")], name="second.csv")
+    failing = await run_on(sim_config(url), path, tmp_path)
+    assert failing.exit_status == EXIT_FAILED
+    assert [(provider, invoice) for provider, invoice, _ in failing.failures] == [("chargeover", "paid_1")]
+    assert [(provider, n) for provider, _, n in failing.reasons] == [("chargeover", 1)]
+    assert scans == ["items", "reasons"]
+
+
 async def test_jsonl_example_runs(sim: tuple[Simulator, str], tmp_path: Path) -> None:
     """jobs/example.jsonl runs too, with its store, company and void_date fields."""
     _, url = sim

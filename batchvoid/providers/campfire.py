@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import orjson
+
 from batchvoid.models import Item, Outcome, OutcomeKind, Request, Response
 from batchvoid.providers.base import (
     AdapterBase,
@@ -35,7 +37,7 @@ class Campfire(AdapterBase):
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
-            json.dumps(body, separators=(",", ":")).encode(),
+            orjson.dumps(body),
             secrets=(self.api_key,),
         )
 
