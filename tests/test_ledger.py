@@ -708,6 +708,32 @@ def test_a_version_4_ledger_keeps_its_stored_keys_and_times_and_takes_new_jobs(
     db.close()
 
 
+def test_an_upgrade_that_fails_half_way_leaves_the_ledger_as_it_was(
+    tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade is one transaction: a fault after the items were copied (a full disk) is a
+    LedgerError, and the ledger keeps its old version, its items table and its rows."""
+    from batchvoid.ledger import sqlite as backend
+
+    path = write(tmp_path / "j.csv", "provider,invoice_id\nrapyd,a\nmaple,b\n")
+    db_path = tmp_path / "l.sqlite"
+    with open_ledger(db_path) as ledger:
+        ingest(ledger, path, profiles)
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        before = db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    db.close()
+    full = "INSERT INTO items SELECT * FROM items"  # after the copy, a fault: every id is taken
+    monkeypatch.setitem(backend._MIGRATIONS, 5, (*backend._MIGRATIONS[5], full))
+    with pytest.raises(LedgerError, match="cannot set it up: UNIQUE constraint failed: items.id"):
+        open_ledger(db_path)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == before
+        assert db.execute("SELECT invoice_id FROM items ORDER BY line").fetchall() == [("a",), ("b",)]
+    db.close()
+
+
 def test_a_read_while_the_writer_commits_sees_only_what_was_committed(
     tmp_path: Path, profiles: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

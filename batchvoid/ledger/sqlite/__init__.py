@@ -354,7 +354,8 @@ class SqliteLedger:
                         db.execute(statement)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         finally:
-            db.execute("PRAGMA foreign_keys=ON")
+            with contextlib.suppress(sqlite3.Error):  # the fault above, if any, is what is said
+                db.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def _transaction(self, doing: str, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
