@@ -725,7 +725,7 @@ def test_an_upgrade_that_fails_half_way_leaves_the_ledger_as_it_was(
     db.close()
     full = "INSERT INTO items SELECT * FROM items"  # after the copy, a fault: every id is taken
     monkeypatch.setitem(backend._MIGRATIONS, 5, (*backend._MIGRATIONS[5], full))
-    with pytest.raises(LedgerError, match="cannot set it up: UNIQUE constraint failed: items.id"):
+    with pytest.raises(LedgerError, match=r"cannot set it up: UNIQUE constraint failed: items\.id"):
         open_ledger(db_path)
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
