@@ -36,6 +36,8 @@ class Route:
     @property
     def secrets(self) -> tuple[str, ...]:
         """The proxy's credentials, for the transport to scrub out of whatever comes back."""
+        if not (self.proxy_user or self.proxy_password):
+            return ()  # the usual route (asked twice per request): no generator to make
         return tuple(value for value in (self.proxy_user, self.proxy_password) if value)
 
     @property
