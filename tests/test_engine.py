@@ -7,6 +7,7 @@ what a stopped run left in flight kept so.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,6 +75,63 @@ async def test_one_write_and_one_log_line_per_finished_item(sim: tuple[Simulator
     assert ledger.calls["claim"] <= 600 // 256 + 2  # batches, and one that comes back empty
     assert ledger.calls["apply"] < 600 // 2  # group commits
     assert log.events("void.") == ["void.succeeded"] * 600
+
+
+async def test_a_lane_claims_its_next_batch_before_its_workers_run_out(
+    sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim is a round trip to a ledger thread (26 ms on a busy run), and the workers that
+    found the batch used up waited it out one by one (85 ms each). Each claim after the first
+    is made while the lane still holds half a batch."""
+    _, url = sim
+    ledger = MemoryLedger.of(items([("chargeover", f"c{n}") for n in range(1000)]))
+    engine, _ = engine_for(sim_config(url), ledger, ["chargeover"])
+    left: list[int] = []  # items claimed and not yet taken, as each claim starts
+    claim = MemoryLedger.claim
+
+    def claiming(self: MemoryLedger, *args: Any) -> Any:
+        left.append(len(engine.lanes["chargeover"].claimed))
+        return claim(self, *args)
+
+    monkeypatch.setattr(MemoryLedger, "claim", claiming)
+    await engine.run()
+    assert set(states(ledger).values()) == {(ItemState.VOIDED, 1)}
+    assert len(left) == 1000 // engine.lanes["chargeover"].claim_size + 2  # and the empty one
+    assert left[0] == 0
+    assert min(left[1:]) > 0, left
+
+
+async def test_a_batch_claimed_as_the_lane_stops_goes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next batch is claimed ahead; a lane that stops while that claim is out gives the
+    batch back with the rest of what its workers did not take."""
+    simulator = Simulator(SimulatorSettings.from_specs(["sellapp:revoke_after=200"]))
+    ledger = MemoryLedger.of(items([("sellapp", f"s{n}") for n in range(600)]))
+    claim = MemoryLedger.claim
+    claims = 0
+
+    def claiming(self: MemoryLedger, *args: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        if claims == 2:  # the one made ahead: it comes back once the lane has stopped
+            deadline = time.monotonic() + 10
+            while engine.lanes["sellapp"].stopped is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return claim(self, *args)
+
+    monkeypatch.setattr(MemoryLedger, "claim", claiming)
+    async with simulator.serve() as url:
+        engine, _ = engine_for(sim_config(url), ledger, ["sellapp"])
+        await engine.run()
+    stopped = engine.lanes["sellapp"].stopped
+    assert stopped is not None
+    assert stopped.kind is StopKind.AUTH_REFUSED
+    assert claims == 2
+    got = list(states(ledger).values())
+    assert got[:200] == [(ItemState.VOIDED, 1)] * 200
+    refused = simulator.stats()["sellapp"]["requests"] - 200
+    assert got[200 : 200 + refused] == [(ItemState.PENDING, 1)] * refused  # refused: sent, not voided
+    assert set(got[200 + refused :]) == {(ItemState.PENDING, 0)}  # the second batch's 256 among them
+    assert not any(row.claimed for row in ledger.rows)  # each got its Finish or Release
 
 
 async def test_a_retry_and_a_throttle_are_attempts_the_final_answer_is_the_finish() -> None:
