@@ -35,9 +35,15 @@ class Proxy:
     seen: list[Seen] = field(default_factory=list)
     answer: bytes | None = None
     answer_only: str | None = None  # the canned answer goes to requests of this method only
+    # The connections' handlers: a server's close() leaves them running, and one the loop's end
+    # destroyed mid-tunnel complained in whichever later test a collection found it.
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request per connection: every answer says Connection: close."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request_line, *lines = head.decode("latin-1").split("\r\n")
@@ -116,4 +122,7 @@ async def forward_proxy(upstream_url: str) -> AsyncIterator[Proxy]:
         yield proxy
     finally:
         server.close()
+        for task in proxy.handlers:
+            task.cancel()
+        await asyncio.gather(*proxy.handlers, return_exceptions=True)
         await server.wait_closed()
