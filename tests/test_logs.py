@@ -97,3 +97,17 @@ def test_a_warning_reaches_the_file_at_once_with_the_lines_before_it(tmp_path: P
         log.error("run.aborted", reason="x")
         assert [line["event"] for line in lines(path)] == [*written, "run.aborted"]
     assert written == ["void.voided", "void.failed"]
+
+
+def test_item_lines_reach_the_file_in_pieces_of_64_kib(tmp_path: Path) -> None:
+    """Under a second of item lines is written in one piece once 64 KiB of them gather (a
+    write per 4 KiB let go of the GIL 16 times as often), and on close."""
+    path = tmp_path / "run.log"
+    with open_log(path, console=None, job_id="j") as log:
+        while path.stat().st_size == 0:
+            log.info("void.succeeded", provider="rapyd", invoice_id="inv_1", line=2, attempts=1)
+        first = path.stat().st_size
+        log.info("void.succeeded", provider="rapyd", invoice_id="inv_1", line=3, attempts=1)
+        assert path.stat().st_size == first
+    assert 60 * 1024 <= first <= 64 * 1024
+    assert [line["line"] for line in lines(path)][-1] == 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +19,7 @@ from batchvoid.providers import REGISTRY
 from batchvoid.providers.campfire import Campfire
 from batchvoid.providers.chargeover import ChargeOver
 from batchvoid.providers.maple import Maple
-from batchvoid.providers.rapyd import Rapyd, signature
+from batchvoid.providers.rapyd import Rapyd, Salts, signature
 from batchvoid.providers.sellapp import SellApp
 
 KEY = "bv1-0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -76,6 +78,19 @@ def test_rapyd_salt_is_new_for_every_request() -> None:
     assert first.headers["salt"] != second.headers["salt"]
     assert 8 <= len(first.headers["salt"]) <= 16
     assert first.headers["idempotency"] == second.headers["idempotency"] == KEY
+
+
+def test_rapyd_salts_are_read_from_the_os_256_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each salt is 12 random bytes as 16 URL-safe characters, every one new; the OS's random
+    source is read once per 256 (a read per request let go of the GIL on the loop's hot path)."""
+    reads: list[int] = []
+    urandom = os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: reads.append(n) or urandom(n))
+    salts = Salts()
+    got = [salts() for _ in range(600)]
+    assert len(set(got)) == 600
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", salt) for salt in got)
+    assert reads == [12 * 256] * 3
 
 
 def test_chargeover_request() -> None:

@@ -6,7 +6,8 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import secrets
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,13 +48,40 @@ def signature(
 _NOT_VOIDABLE = "ERROR_VOID_NOT_UNCOLLECTIBLE_OR_OPEN_INVOICE"
 
 
+class Salts:
+    """Rapyd's per-request salt: 12 bytes from the OS's random source, as URL-safe base64 (16
+    characters), `secrets.token_urlsafe(12)`'s form, read PER_READ at a time.
+
+    A read is a system call that lets go of the GIL, and another thread that takes it (the
+    ledger's) can keep the event loop waiting for it: one read per request cost 7.5 us per
+    Rapyd void in the engine's profile (`os.urandom` 0.4 us alone).
+    """
+
+    SIZE = 12
+    PER_READ = 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()  # adapters may be asked from more than one thread
+
+    def __call__(self) -> str:
+        with self._lock:
+            at = self._at
+            if at == len(self._pool):
+                self._pool, at = os.urandom(self.SIZE * self.PER_READ), 0
+            self._at = at + self.SIZE
+            raw = self._pool[at : at + self.SIZE]
+        return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
 @dataclass(frozen=True, slots=True)
 class Rapyd(AdapterBase):
     base_url: str
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
     # Injectable so tests can pin a signature; a fresh salt and timestamp per request.
-    salt: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(12), repr=False)
+    salt: Callable[[], str] = field(default_factory=Salts, repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
     def _signed(self, route: Route, item: Item, idempotency_key: str | None) -> Request:
