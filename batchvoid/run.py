@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import gc
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -33,6 +32,7 @@ from batchvoid.consolelog import Unbroken
 from batchvoid.credentials import Reader, Sources
 from batchvoid.engine import Engine
 from batchvoid.errors import BatchVoidError, ConfigError, LogFileError, RunAborted, RunInterrupted
+from batchvoid.heap import steady_heap
 from batchvoid.ledger import Ingest, Job, Ledger, Run, open_ledger
 from batchvoid.logs import default_log_path, open_log
 from batchvoid.models import UNDONE, ItemState, Stop, StopKind
@@ -51,8 +51,6 @@ EXIT_STOPPED = 3
 EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a tool killed writing to a closed pipe
-# Objects made since the last collection that start one: the voids in flight hold thousands.
-YOUNG_COLLECTION_AT = 10_000
 FAILURES_SHOWN = 5  # failed items the summary names; the rest it counts by reason
 REASONS_SHOWN = 10
 
@@ -331,7 +329,7 @@ async def _run_job(
         try:
             shared = bool(ledger.workers(job.job_id))  # other workers may do part of the job
             async with display.watching(engine, counts, partial(ledger.counts, job) if shared else None):
-                with scope, _steady_heap():
+                with scope, steady_heap():
                     await engine.run()
         except Exception as exc:
             aborted = _aborted(exc, log, log_file, sent.requests)
@@ -383,29 +381,6 @@ async def _run_job(
             throttled=record.end.throttled,
         )
         return report
-
-
-@contextmanager
-def _steady_heap() -> Iterator[None]:
-    """The garbage collector, set for sending: what is there before it stays out of every
-    collection, and the young generation is collected at YOUNG_COLLECTION_AT objects, not 700.
-
-    Measured on a 100,000-void run (32 in flight): at 700, the young generation was collected
-    627 times, and each pass went over the ~6,000 objects of the voids in flight (1.4 ms), for
-    0.5-0.9 s of the loop's 16 s; with the start-up heap, 0.8-1.2 s in all. The run makes no
-    reference cycles to free (DEBUG_SAVEALL found none in it), so a collection finds nothing to
-    free. At 10,000 the same run was collected 3 times. A run that makes cycles
-    (exceptions' tracebacks) frees them all the same, a little later.
-    """
-    threshold = gc.get_threshold()
-    gc.collect()  # the job's recording leaves nothing behind it in the frozen part
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_AT, *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def _held_back(options: RunOptions, queue: object, held: Sequence[str]) -> tuple[str, ...]:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from batchvoid.errors import JobFileError, LedgerError
+from batchvoid.heap import YOUNG_COLLECTION_AT
 from batchvoid.keys import idempotency_key
 from batchvoid.models import ItemState
 from batchvoid.pace import Pace
-from batchvoid.run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, YOUNG_COLLECTION_AT
+from batchvoid.run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from batchvoid.simulator import CREDENTIALS, Simulator, SimulatorSettings
 from tests.conftest import job, run_on, run_until, sim_config, write
 

@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import pytest
 
+from batchvoid.heap import YOUNG_COLLECTION_AT
 from batchvoid.providers.rapyd import signature
 from batchvoid.simulator import (
     ACCOUNTS,
@@ -1417,26 +1418,27 @@ async def test_serve_forever_reports_its_url() -> None:
 async def test_serve_forever_leaves_its_start_up_heap_out_of_the_collections() -> None:
     """A full collection of the start-up heap held the simulator's loop 36-51 ms: the requests
     arriving meanwhile were stamped together, and a client at the limit drew 429s it did not
-    earn (`python -m bench --only pace`). Once listening, that heap is frozen."""
-    frozen: list[int] = []
+    earn (`python -m bench --only pace`). While it serves, that heap is frozen and the young
+    generation collected rarely; the process's settings are back once it stops."""
+    during: list[tuple[int, int]] = []
     run = functools.partial(
         serve_forever,
         "127.0.0.1",
         0,
         SimulatorSettings(),
-        ready=lambda _: frozen.append(gc.get_freeze_count()),
+        ready=lambda _: during.append((gc.get_freeze_count(), gc.get_threshold()[0])),
     )
-    gc.unfreeze()
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
-            with anyio.fail_after(2):
-                while not frozen:
-                    await anyio.sleep(0.01)
-            group.cancel_scope.cancel()
-    finally:
-        gc.unfreeze()
-    assert frozen[0] > 10_000  # aiohttp and batchvoid alone are tens of thousands of objects
+    before = gc.get_threshold()
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        with anyio.fail_after(2):
+            while not during:
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+    frozen, young = during[0]
+    assert frozen > 10_000  # aiohttp and batchvoid alone are tens of thousands of objects
+    assert young == YOUNG_COLLECTION_AT
+    assert (gc.get_freeze_count(), gc.get_threshold()) == (0, before)
 
 
 def test_serves_again_on_a_new_event_loop_keeping_state() -> None:

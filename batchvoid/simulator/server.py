@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import socket
 import struct
@@ -19,6 +18,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
+from batchvoid.heap import steady_heap
 from batchvoid.simulator.credentials import PROVIDER_TYPES, provider_url
 from batchvoid.simulator.exchange import Action, Answer, Incoming
 from batchvoid.simulator.faults import Fault
@@ -245,25 +245,13 @@ async def serve_forever(
     lands: uvloop 0.19 now and then lost that one inside a callback, and the simulator ran on."""
     with anyio.open_signal_receiver(*until) as received:
         async with Simulator(settings).serve(host, port) as base_url:
-            _freeze_heap()
-            if ready is not None:
-                ready(base_url)
-            if not until:
-                await anyio.sleep_forever()
-            async for _ in received:
-                return
-
-
-def _freeze_heap() -> None:
-    """Leave the objects of start-up (aiohttp, the provider specs, ...) out of every later collection.
-
-    A provider stamps a request when it arrives. A full collection of this heap held the
-    loop 36-51 ms, twice in a 100 s benchmark: the requests that came meanwhile were
-    stamped together, and a client sending at exactly the limit drew 429s that its sends
-    did not earn. Frozen, the collections see only what the requests made.
-    """
-    gc.collect()
-    gc.freeze()
+            with steady_heap():  # the simulator as it starts is its start-up heap too
+                if ready is not None:
+                    ready(base_url)
+                if not until:
+                    await anyio.sleep_forever()
+                async for _ in received:
+                    return
 
 
 async def _on_startup(app: web.Application) -> None:
