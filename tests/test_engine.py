@@ -7,7 +7,7 @@ what a stopped run left in flight kept so.
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,19 +106,23 @@ async def test_a_batch_claimed_as_the_lane_stops_goes_back(monkeypatch: pytest.M
     batch back with the rest of what its workers did not take."""
     simulator = Simulator(SimulatorSettings.from_specs(["sellapp:revoke_after=200"]))
     ledger = MemoryLedger.of(items([("sellapp", f"s{n}") for n in range(600)]))
-    claim = MemoryLedger.claim
+    claim, stop_lane = MemoryLedger.claim, Engine._stop_lane
+    stopped_lane = threading.Event()
     claims = 0
 
     def claiming(self: MemoryLedger, *args: Any) -> Any:
         nonlocal claims
         claims += 1
         if claims == 2:  # the one made ahead: it comes back once the lane has stopped
-            deadline = time.monotonic() + 10
-            while engine.lanes["sellapp"].stopped is None and time.monotonic() < deadline:
-                time.sleep(0.005)
+            assert stopped_lane.wait(10)
         return claim(self, *args)
 
+    def stopping(self: Engine, *args: Any, **kwargs: Any) -> None:
+        stop_lane(self, *args, **kwargs)
+        stopped_lane.set()
+
     monkeypatch.setattr(MemoryLedger, "claim", claiming)
+    monkeypatch.setattr(Engine, "_stop_lane", stopping)
     async with simulator.serve() as url:
         engine, _ = engine_for(sim_config(url), ledger, ["sellapp"])
         await engine.run()
