@@ -45,7 +45,7 @@ from batchvoid.models import RateLimit
 # (3 to 15 each), 25 ms in 1 of 6 (2 429s) (`python -m bench --only pace`, 50/1s on five lanes).
 # Later rounds' 429s at 25 ms were the simulator's own: a 36-51 ms garbage collection stamped
 # the requests that arrived meanwhile together (its start-up heap is frozen since; 0 429s in the
-# 6 rounds that followed).
+# 12 rounds that followed).
 MARGIN = 1.005
 JITTER_S = 0.025
 LONG_PAUSE_S = 60.0  # a lane pause this long is a warning: the run visibly waits
